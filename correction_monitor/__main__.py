@@ -1,0 +1,3 @@
+from correction_monitor.cli import main
+
+raise SystemExit(main())
