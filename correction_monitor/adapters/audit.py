@@ -1,0 +1,53 @@
+"""The append-only audit log (RULES.md §4): reads of location history, exports, decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from correction_monitor.metrics import AUDIT_WRITES
+
+INSERT = """
+INSERT INTO audit_log (officer_id, action, subject_id, purpose, request_id, detail)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+LIST = """
+SELECT id, at, officer_id, action, subject_id, purpose, request_id, detail FROM audit_log
+WHERE ($1::int IS NULL OR subject_id = $1) ORDER BY id DESC LIMIT $2
+"""
+
+
+async def record(
+    conn: asyncpg.Connection,
+    *,
+    officer_id: int | None,
+    action: str,
+    subject_id: int | None = None,
+    purpose: str | None = None,
+    request_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        INSERT, officer_id, action, subject_id, purpose, request_id, detail or {}
+    )
+    AUDIT_WRITES.labels(action).inc()
+
+
+async def entries(
+    conn: asyncpg.Connection, *, subject_id: int | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(LIST, subject_id, limit)
+    return [
+        {
+            "id": r["id"],
+            "at": r["at"].isoformat(),
+            "officer_id": r["officer_id"],
+            "action": r["action"],
+            "subject_id": r["subject_id"],
+            "purpose": r["purpose"],
+            "request_id": r["request_id"],
+            "detail": r["detail"],
+        }
+        for r in rows
+    ]

@@ -1,0 +1,92 @@
+"""Hot state in Redis: latest positions, subject status, and the live-feed fan-out.
+
+Redis only ever holds copies. PostgreSQL is the source of truth, so every operation here
+degrades to a no-op (counted in ``cm_redis_errors_total``) when Redis is unreachable, and
+``rebuild`` restores the copies from PostgreSQL once it answers again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from correction_monitor.metrics import REDIS_ERRORS
+
+log = structlog.get_logger("correction_monitor.redis")
+
+FEED_CHANNEL = "alerts"
+
+
+class HotState:
+    """Thin, failure-tolerant wrapper over one Redis client with a key prefix."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "cm:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.healthy = True
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        REDIS_ERRORS.inc()
+        if self.healthy:
+            log.warning("redis unavailable; continuing from PostgreSQL", op=op, error=str(exc))
+        self.healthy = False
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            self._failed("ping", exc)
+            return False
+        self.healthy = True
+        return True
+
+    async def set_latest_positions(self, positions: Mapping[int, dict[str, Any]]) -> bool:
+        """Store each subject's newest position (one hash field per subject)."""
+        if not positions:
+            return True
+        try:
+            await self.client.hset(
+                self.key("latest"),
+                mapping={str(k): orjson.dumps(v) for k, v in positions.items()},
+            )
+        except (RedisError, OSError) as exc:
+            self._failed("set_latest_positions", exc)
+            return False
+        self.healthy = True
+        return True
+
+    async def latest_positions(self, subject_ids: list[int]) -> dict[int, dict[str, Any]]:
+        if not subject_ids:
+            return {}
+        try:
+            values = await self.client.hmget(self.key("latest"), [str(s) for s in subject_ids])
+        except (RedisError, OSError) as exc:
+            self._failed("latest_positions", exc)
+            return {}
+        return {s: orjson.loads(v) for s, v in zip(subject_ids, values, strict=True) if v}
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> bool:
+        try:
+            await self.client.publish(self.key(channel), orjson.dumps(message))
+        except (RedisError, OSError) as exc:
+            self._failed("publish", exc)
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def connect(redis_url: str, prefix: str = "cm:") -> HotState:
+    client = aioredis.Redis.from_url(
+        redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
+    )
+    return HotState(client, prefix)

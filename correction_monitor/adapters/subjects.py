@@ -1,0 +1,179 @@
+"""Subjects (社区矫正对象), their exclusion zones and their enrolled devices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, time
+
+import asyncpg
+
+from correction_monitor.adapters.errors import AlreadyExists, NotFound
+from correction_monitor.domain.models import (
+    Curfew,
+    Home,
+    Subject,
+    SubjectCategory,
+    SupervisionLevel,
+)
+
+_COLUMNS = """
+s.id, s.name, s.org_unit_id, s.supervision_level, s.category, s.term_start, s.term_end,
+s.activity_area_id, s.home_lon, s.home_lat, s.home_radius_m, s.curfew_start, s.curfew_end,
+s.responsible_officer_id, s.responsible_supervisor_id, s.status, s.created_at,
+COALESCE((SELECT array_agg(z.geofence_id ORDER BY z.geofence_id)
+          FROM subject_exclusion_zones z WHERE z.subject_id = s.id), '{}') AS exclusion_zone_ids
+"""
+INSERT = """
+INSERT INTO subjects (name, org_unit_id, supervision_level, category, term_start, term_end,
+    activity_area_id, home_lon, home_lat, home_radius_m, home_crs, curfew_start, curfew_end,
+    responsible_officer_id, responsible_supervisor_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+RETURNING id
+"""
+INSERT_ZONES = """
+INSERT INTO subject_exclusion_zones (subject_id, geofence_id)
+SELECT $1, unnest($2::int[])
+"""
+GET = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = $1"
+LIST = f"""
+SELECT {_COLUMNS} FROM subjects s
+WHERE ($1::int[] IS NULL OR s.org_unit_id = ANY($1::int[])) ORDER BY s.id LIMIT $2 OFFSET $3
+"""
+INSERT_DEVICE = """
+INSERT INTO devices (subject_id, token_hash, osmand_id, platform) VALUES ($1, $2, $3, $4)
+RETURNING id
+"""
+DEVICE_BY_TOKEN = """
+SELECT d.id, d.subject_id, d.osmand_id, s.org_unit_id FROM devices d
+JOIN subjects s ON s.id = d.subject_id
+WHERE d.token_hash = $1 AND d.revoked_at IS NULL
+"""
+DEVICE_BY_OSMAND_ID = """
+SELECT d.id, d.subject_id, d.osmand_id, s.org_unit_id, d.token_hash FROM devices d
+JOIN subjects s ON s.id = d.subject_id
+WHERE d.osmand_id = $1 AND d.revoked_at IS NULL
+"""
+REVOKE_DEVICE = """
+UPDATE devices SET revoked_at = now() WHERE id = $1 AND subject_id = $2 AND revoked_at IS NULL
+RETURNING id
+"""
+LIST_DEVICES = """
+SELECT id, osmand_id, platform, created_at, revoked_at FROM devices WHERE subject_id = $1
+ORDER BY id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    """An enrolled, unrevoked device and the subject it reports for."""
+
+    device_id: int
+    subject_id: int
+    osmand_id: str
+    org_unit_id: int
+
+
+def _subject(row: asyncpg.Record) -> Subject:
+    home = None
+    if row["home_lon"] is not None:
+        home = Home(row["home_lon"], row["home_lat"], row["home_radius_m"])
+    curfew = None
+    if row["curfew_start"] is not None:
+        curfew = Curfew(row["curfew_start"], row["curfew_end"])
+    return Subject(
+        id=row["id"],
+        name=row["name"],
+        org_unit_id=row["org_unit_id"],
+        supervision_level=SupervisionLevel(row["supervision_level"]),
+        category=SubjectCategory(row["category"]),
+        term_start=row["term_start"],
+        term_end=row["term_end"],
+        activity_area_id=row["activity_area_id"],
+        exclusion_zone_ids=tuple(row["exclusion_zone_ids"]),
+        home=home,
+        curfew=curfew,
+        responsible_officer_id=row["responsible_officer_id"],
+        responsible_supervisor_id=row["responsible_supervisor_id"],
+        status=row["status"],
+        created_at=row["created_at"],
+    )
+
+
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    org_unit_id: int,
+    level: SupervisionLevel,
+    category: SubjectCategory,
+    term_start: date,
+    term_end: date,
+    activity_area_id: int | None,
+    exclusion_zone_ids: list[int],
+    home: Home | None,
+    home_crs: str | None,
+    curfew_start: time | None,
+    curfew_end: time | None,
+    responsible_officer_id: int | None,
+    responsible_supervisor_id: int | None,
+) -> Subject:
+    subject_id: int = await conn.fetchval(
+        INSERT, name, org_unit_id, level.value, category.value, term_start, term_end,
+        activity_area_id,
+        home.lon if home else None, home.lat if home else None, home.radius_m if home else None,
+        home_crs, curfew_start, curfew_end, responsible_officer_id, responsible_supervisor_id,
+    )
+    if exclusion_zone_ids:
+        await conn.execute(INSERT_ZONES, subject_id, exclusion_zone_ids)
+    return await get(conn, subject_id)
+
+
+async def get(conn: asyncpg.Connection, subject_id: int) -> Subject:
+    row = await conn.fetchrow(GET, subject_id)
+    if row is None:
+        raise NotFound(f"subject {subject_id}")
+    return _subject(row)
+
+
+async def list_in(
+    conn: asyncpg.Connection, org_unit_ids: Iterable[int] | None, *, limit: int, offset: int
+) -> list[Subject]:
+    ids = list(org_unit_ids) if org_unit_ids is not None else None
+    return [_subject(r) for r in await conn.fetch(LIST, ids, limit, offset)]
+
+
+async def enrol_device(
+    conn: asyncpg.Connection, subject_id: int, digest: bytes, osmand_id: str, platform: str | None
+) -> int:
+    try:
+        device_id: int = await conn.fetchval(INSERT_DEVICE, subject_id, digest, osmand_id, platform)
+    except asyncpg.UniqueViolationError as exc:
+        raise AlreadyExists("device identifier collision; retry") from exc
+    return device_id
+
+
+async def device_by_token(conn: asyncpg.Connection, digest: bytes) -> DeviceIdentity | None:
+    row = await conn.fetchrow(DEVICE_BY_TOKEN, digest)
+    if row is None:
+        return None
+    return DeviceIdentity(row["id"], row["subject_id"], row["osmand_id"], row["org_unit_id"])
+
+
+async def device_by_osmand_id(
+    conn: asyncpg.Connection, osmand_id: str
+) -> tuple[DeviceIdentity, bytes] | None:
+    row = await conn.fetchrow(DEVICE_BY_OSMAND_ID, osmand_id)
+    if row is None:
+        return None
+    identity = DeviceIdentity(row["id"], row["subject_id"], row["osmand_id"], row["org_unit_id"])
+    return identity, bytes(row["token_hash"])
+
+
+async def revoke_device(conn: asyncpg.Connection, subject_id: int, device_id: int) -> None:
+    if await conn.fetchval(REVOKE_DEVICE, device_id, subject_id) is None:
+        raise NotFound(f"device {device_id}")
+
+
+async def list_devices(conn: asyncpg.Connection, subject_id: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(LIST_DEVICES, subject_id))

@@ -1,0 +1,62 @@
+"""JSON in and out of HTTP handlers, with errors in the contract's shape."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+import pydantic
+from aiohttp import web
+
+from correction_monitor.web.errors import ApiError, bad_request
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(err.body(), status=err.status, headers=err.headers or None)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body parsed as JSON, or a 400 naming what is wrong with it."""
+    body = await request.read()
+    if not body:
+        raise bad_request("empty_body", "the request body is empty; a JSON document is expected")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request("invalid_json", f"the request body is not valid JSON: {exc}") from exc
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise bad_request("invalid_json", "the request body must be a JSON object")
+    return data
+
+
+def describe_validation_error(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """Validate ``data`` against a pydantic model; a 400 names the offending fields."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise bad_request("invalid_request", describe_validation_error(exc)) from exc

@@ -1,0 +1,19 @@
+"""Typed keys for the objects shared through the aiohttp application."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from correction_monitor.settings import Settings
+
+if TYPE_CHECKING:
+    from correction_monitor.adapters.hot_state import HotState
+    from correction_monitor.policy import Policy
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+HOT_STATE: web.AppKey[HotState] = web.AppKey("hot_state")
+POLICY: web.AppKey[Policy] = web.AppKey("policy")

@@ -1,0 +1,75 @@
+"""Request ids, JSON errors in the contract's shape, and request metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from correction_monitor.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from correction_monitor.web.errors import ApiError
+from correction_monitor.web.jsonio import error_response
+
+log = structlog.get_logger("correction_monitor.http")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give each request an id (the caller's, if sent) and bind it to every log line."""
+    request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    request["request_id"] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as ``{"error": {"code", "message"}}``; nothing leaks a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(exc.status, exc.reason.lower().replace(" ", "_"))
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        err = ApiError(exc.status, code, message)
+        return error_response(err)
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return error_response(ApiError(500, "internal_error", "internal error; see server logs"))
+
+
+@web.middleware
+async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        route = _route_name(request)
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
