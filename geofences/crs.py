@@ -73,7 +73,7 @@ _CHINA_MAX_LAT = 55.8271
 
 # The exact GCJ-02 inverse is a fixed-point iteration; the offset changes by well under 1 %
 # per degree, so each step shrinks the error by two orders of magnitude and a handful of
-# steps reach the tolerance. The cap only guards against non-finite input.
+# steps reach the tolerance. The cap is a guard, never reached inside China.
 _INVERSE_TOLERANCE_DEG = 1e-10
 _INVERSE_MAX_STEPS = 20
 
@@ -94,8 +94,9 @@ def out_of_china(lon: ArrayLike, lat: ArrayLike) -> NDArray[np.bool_]:
     Returns
     -------
     numpy.ndarray of bool
-        True where the position is outside 72.004–137.8347 °E, 0.8293–55.8271 °N; such
-        positions pass through every transform of this module unchanged.
+        True where the position is outside 72.004–137.8347 °E, 0.8293–55.8271 °N (NaN
+        counts as outside); such positions pass through every transform of this module
+        unchanged.
 
     Examples
     --------
@@ -103,10 +104,30 @@ def out_of_china(lon: ArrayLike, lat: ArrayLike) -> NDArray[np.bool_]:
     [False, True]
     """
     x, y = _as_arrays(lon, lat)
-    result: NDArray[np.bool_] = (
-        (x < _CHINA_MIN_LON) | (x > _CHINA_MAX_LON) | (y < _CHINA_MIN_LAT) | (y > _CHINA_MAX_LAT)
+    # Written as "not inside" so that NaN counts as outside and passes through untouched.
+    inside: NDArray[np.bool_] = (
+        (x >= _CHINA_MIN_LON)
+        & (x <= _CHINA_MAX_LON)
+        & (y >= _CHINA_MIN_LAT)
+        & (y <= _CHINA_MAX_LAT)
     )
-    return result
+    return ~inside
+
+
+def _split(
+    lon: ArrayLike, lat: ArrayLike
+) -> tuple[FloatArray, FloatArray, NDArray[np.bool_], FloatArray, FloatArray]:
+    """Return the inputs, the out-of-China mask, and inputs safe to feed the formulas.
+
+    Positions outside China are replaced by a point inside it before any formula runs: the
+    formulas overflow near the poles and warn on infinities, and the results there are
+    discarded anyway.
+    """
+    x, y = _as_arrays(lon, lat)
+    outside = out_of_china(x, y)
+    if outside.any():
+        return x, y, outside, np.where(outside, 105.0, x), np.where(outside, 35.0, y)
+    return x, y, outside, x, y
 
 
 def _gcj02_offset(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -153,10 +174,9 @@ def wgs84_to_gcj02(lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArr
     >>> round(float(lon), 6), round(float(lat), 6)
     (116.410244, 39.916404)
     """
-    x, y = _as_arrays(lon, lat)
-    d_lon, d_lat = _gcj02_offset(x, y)
-    outside = out_of_china(x, y)
-    return np.where(outside, x, x + d_lon), np.where(outside, y, y + d_lat)
+    x, y, outside, safe_x, safe_y = _split(lon, lat)
+    d_lon, d_lat = _gcj02_offset(safe_x, safe_y)
+    return np.where(outside, x, safe_x + d_lon), np.where(outside, y, safe_y + d_lat)
 
 
 def gcj02_to_wgs84(
@@ -187,7 +207,7 @@ def gcj02_to_wgs84(
     >>> round(float(lon), 9), round(float(lat), 9)
     (116.404, 39.915)
     """
-    g_lon, g_lat = _as_arrays(lon, lat)
+    x, y, outside, g_lon, g_lat = _split(lon, lat)
     d_lon, d_lat = _gcj02_offset(g_lon, g_lat)
     w_lon = g_lon - d_lon
     w_lat = g_lat - d_lat
@@ -199,11 +219,9 @@ def gcj02_to_wgs84(
             w_lon = w_lon - r_lon
             w_lat = w_lat - r_lat
             residual = np.maximum(np.abs(r_lon), np.abs(r_lat))
-            # NaN input never converges; it must not keep the loop running.
             if not np.any(residual > _INVERSE_TOLERANCE_DEG):
                 break
-    outside = out_of_china(g_lon, g_lat)
-    return np.where(outside, g_lon, w_lon), np.where(outside, g_lat, w_lat)
+    return np.where(outside, x, w_lon), np.where(outside, y, w_lat)
 
 
 def gcj02_to_bd09(lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -225,13 +243,12 @@ def gcj02_to_bd09(lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArra
     >>> round(float(lon), 6), round(float(lat), 6)
     (116.410369, 39.921337)
     """
-    x, y = _as_arrays(lon, lat)
+    g_lon, g_lat, outside, x, y = _split(lon, lat)
     z = np.sqrt(x * x + y * y) + 0.00002 * np.sin(y * _X_PI)
     theta = np.arctan2(y, x) + 0.000003 * np.cos(x * _X_PI)
-    outside = out_of_china(x, y)
     bd_lon = z * np.cos(theta) + 0.0065
     bd_lat = z * np.sin(theta) + 0.006
-    return np.where(outside, x, bd_lon), np.where(outside, y, bd_lat)
+    return np.where(outside, g_lon, bd_lon), np.where(outside, g_lat, bd_lat)
 
 
 def bd09_to_gcj02(lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -256,12 +273,11 @@ def bd09_to_gcj02(lon: ArrayLike, lat: ArrayLike) -> tuple[FloatArray, FloatArra
     >>> round(float(lon), 6), round(float(lat), 6)
     (116.397627, 39.908657)
     """
-    b_lon, b_lat = _as_arrays(lon, lat)
-    x = b_lon - 0.0065
-    y = b_lat - 0.006
+    b_lon, b_lat, outside, safe_lon, safe_lat = _split(lon, lat)
+    x = safe_lon - 0.0065
+    y = safe_lat - 0.006
     z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _X_PI)
-    outside = out_of_china(b_lon, b_lat)
     return np.where(outside, b_lon, z * np.cos(theta)), np.where(outside, b_lat, z * np.sin(theta))
 
 
