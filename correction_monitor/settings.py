@@ -37,5 +37,8 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(default=8 * 3600, gt=0)
     # Group commit: how many fixes may wait for a commit before ingestion answers 503.
     ingest_queue_limit: int = Field(default=50_000, gt=0)
+    # Keys in Redis start with this, so several deployments (or test runs) can share one server.
+    redis_prefix: str = "cm:"
+    db_pool_size: int = Field(default=10, ge=2)
     # Background jobs (lost-contact sweep, partition upkeep). Tests switch them off.
     run_scheduler: bool = True

@@ -13,8 +13,11 @@ INSERT INTO audit_log (officer_id, action, subject_id, purpose, request_id, deta
 VALUES ($1, $2, $3, $4, $5, $6)
 """
 LIST = """
-SELECT id, at, officer_id, action, subject_id, purpose, request_id, detail FROM audit_log
-WHERE ($1::int IS NULL OR subject_id = $1) ORDER BY id DESC LIMIT $2
+SELECT a.id, a.at, a.officer_id, a.action, a.subject_id, a.purpose, a.request_id, a.detail
+FROM audit_log a LEFT JOIN subjects s ON s.id = a.subject_id
+WHERE ($1::int IS NULL OR a.subject_id = $1)
+  AND ($3::int[] IS NULL OR s.org_unit_id = ANY($3::int[]))
+ORDER BY a.id DESC LIMIT $2
 """
 
 
@@ -28,16 +31,19 @@ async def record(
     request_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        INSERT, officer_id, action, subject_id, purpose, request_id, detail or {}
-    )
+    await conn.execute(INSERT, officer_id, action, subject_id, purpose, request_id, detail or {})
     AUDIT_WRITES.labels(action).inc()
 
 
 async def entries(
-    conn: asyncpg.Connection, *, subject_id: int | None = None, limit: int = 100
+    conn: asyncpg.Connection,
+    *,
+    subject_id: int | None = None,
+    limit: int = 100,
+    scope: frozenset[int] | None = None,
 ) -> list[dict[str, Any]]:
-    rows = await conn.fetch(LIST, subject_id, limit)
+    """Newest first; with ``scope``, only entries about subjects of those org units."""
+    rows = await conn.fetch(LIST, subject_id, limit, list(scope) if scope is not None else None)
     return [
         {
             "id": r["id"],

@@ -135,8 +135,18 @@ async def create_fence(
 ) -> GeofenceRecord:
     lon, lat, radius = circle if circle is not None else (None, None, None)
     row = await conn.fetchrow(
-        INSERT_FENCE, name, kind, org_unit_id, geometry_id, lon, lat, radius, adcodes,
-        source_crs, schedule, created_by,
+        INSERT_FENCE,
+        name,
+        kind,
+        org_unit_id,
+        geometry_id,
+        lon,
+        lat,
+        radius,
+        adcodes,
+        source_crs,
+        schedule,
+        created_by,
     )
     assert row is not None
     return _fence(row)

@@ -15,18 +15,24 @@ INSERT = f"""
 INSERT INTO officers (username, password_hash, role, org_unit_id, display_name)
 VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}
 """
-INSERT_TOKEN = "INSERT INTO officer_tokens (token_hash, officer_id, expires_at) VALUES ($1, $2, $3)"
-BY_TOKEN = f"""
+INSERT_DIGEST = (
+    "INSERT INTO officer_tokens (token_hash, officer_id, expires_at) VALUES ($1, $2, $3)"
+)
+BY_DIGEST = f"""
 SELECT {", ".join("o." + c for c in _COLUMNS.split(", "))}
 FROM officer_tokens t JOIN officers o ON o.id = t.officer_id
 WHERE t.token_hash = $1 AND t.expires_at > now() AND o.active
 """
-PURGE_EXPIRED_TOKENS = "DELETE FROM officer_tokens WHERE expires_at < now() - interval '1 day'"
+PURGE_EXPIRED = "DELETE FROM officer_tokens WHERE expires_at < now() - interval '1 day'"
 
 
 def _officer(row: asyncpg.Record) -> Officer:
     return Officer(
-        row["id"], row["username"], row["password_hash"], row["role"], row["org_unit_id"],
+        row["id"],
+        row["username"],
+        row["password_hash"],
+        row["role"],
+        row["org_unit_id"],
         row["active"],
     )
 
@@ -57,14 +63,14 @@ async def create(
 async def store_token(
     conn: asyncpg.Connection, digest: bytes, officer_id: int, expires_at: datetime
 ) -> None:
-    await conn.execute(INSERT_TOKEN, digest, officer_id, expires_at)
+    await conn.execute(INSERT_DIGEST, digest, officer_id, expires_at)
 
 
 async def by_token(conn: asyncpg.Connection, digest: bytes) -> Officer | None:
     """The active officer holding this unexpired token, if any."""
-    row = await conn.fetchrow(BY_TOKEN, digest)
+    row = await conn.fetchrow(BY_DIGEST, digest)
     return _officer(row) if row is not None else None
 
 
 async def purge_expired_tokens(conn: asyncpg.Connection) -> None:
-    await conn.execute(PURGE_EXPIRED_TOKENS)
+    await conn.execute(PURGE_EXPIRED)

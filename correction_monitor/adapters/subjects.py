@@ -44,7 +44,7 @@ INSERT_DEVICE = """
 INSERT INTO devices (subject_id, token_hash, osmand_id, platform) VALUES ($1, $2, $3, $4)
 RETURNING id
 """
-DEVICE_BY_TOKEN = """
+DEVICE_BY_DIGEST = """
 SELECT d.id, d.subject_id, d.osmand_id, s.org_unit_id FROM devices d
 JOIN subjects s ON s.id = d.subject_id
 WHERE d.token_hash = $1 AND d.revoked_at IS NULL
@@ -119,10 +119,22 @@ async def create(
     responsible_supervisor_id: int | None,
 ) -> Subject:
     subject_id: int = await conn.fetchval(
-        INSERT, name, org_unit_id, level.value, category.value, term_start, term_end,
+        INSERT,
+        name,
+        org_unit_id,
+        level.value,
+        category.value,
+        term_start,
+        term_end,
         activity_area_id,
-        home.lon if home else None, home.lat if home else None, home.radius_m if home else None,
-        home_crs, curfew_start, curfew_end, responsible_officer_id, responsible_supervisor_id,
+        home.lon if home else None,
+        home.lat if home else None,
+        home.radius_m if home else None,
+        home_crs,
+        curfew_start,
+        curfew_end,
+        responsible_officer_id,
+        responsible_supervisor_id,
     )
     if exclusion_zone_ids:
         await conn.execute(INSERT_ZONES, subject_id, exclusion_zone_ids)
@@ -154,7 +166,7 @@ async def enrol_device(
 
 
 async def device_by_token(conn: asyncpg.Connection, digest: bytes) -> DeviceIdentity | None:
-    row = await conn.fetchrow(DEVICE_BY_TOKEN, digest)
+    row = await conn.fetchrow(DEVICE_BY_DIGEST, digest)
     if row is None:
         return None
     return DeviceIdentity(row["id"], row["subject_id"], row["osmand_id"], row["org_unit_id"])

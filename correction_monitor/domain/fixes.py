@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 
 @dataclass(slots=True)
@@ -34,3 +35,31 @@ class Rejection:
 
     index: int
     reason: str
+
+
+class FixFlag:
+    """Quality bits stored with each fix (``fixes.flags``, a smallint)."""
+
+    SPIKE = 1  # jump-and-return outlier: kept as evidence, never decides a breach
+    MOCK = 2  # the phone reported a mock (simulated) location
+    COARSE = 4  # accuracy disc wider than the policy's decision limit
+    LATE = 8  # older than fixes already evaluated for the subject
+    SENT_GCJ02 = 16  # the phone sent GCJ-02 (stored converted to WGS-84)
+    SENT_BD09 = 32  # the phone sent BD-09 (stored converted to WGS-84)
+    NO_ACCURACY = 64  # the phone sent no accuracy; the policy default was used
+
+    NOT_DECIDING = SPIKE | MOCK | COARSE
+
+    NAMES: ClassVar[dict[int, str]] = {
+        SPIKE: "spike",
+        MOCK: "mock",
+        COARSE: "coarse",
+        LATE: "late",
+        SENT_GCJ02: "sent_gcj02",
+        SENT_BD09: "sent_bd09",
+        NO_ACCURACY: "no_accuracy",
+    }
+
+    @classmethod
+    def names(cls, flags: int) -> list[str]:
+        return [name for bit, name in cls.NAMES.items() if flags & bit]

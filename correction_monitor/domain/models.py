@@ -108,7 +108,10 @@ class Subject:
                 else None
             ),
             "curfew": (
-                {"start": self.curfew.start.strftime("%H:%M"), "end": self.curfew.end.strftime("%H:%M")}
+                {
+                    "start": self.curfew.start.strftime("%H:%M"),
+                    "end": self.curfew.end.strftime("%H:%M"),
+                }
                 if self.curfew
                 else None
             ),

@@ -57,9 +57,7 @@ class PolicyError(ValueError):
 
 def parse_policy(data: dict[str, Any]) -> Policy:
     try:
-        levels = {
-            level: LevelPolicy(**data["levels"][level.value]) for level in SupervisionLevel
-        }
+        levels = {level: LevelPolicy(**data["levels"][level.value]) for level in SupervisionLevel}
         return Policy(
             ingest=IngestPolicy(**data["ingest"]),
             levels=levels,

@@ -15,7 +15,9 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
         status=status,

@@ -54,8 +54,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             413: "payload_too_large",
         }.get(exc.status, exc.reason.lower().replace(" ", "_"))
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        err = ApiError(exc.status, code, message)
-        return error_response(err)
+        return error_response(ApiError(exc.status, code, message))
     except Exception:
         log.exception("unhandled error", path=request.path)
         return error_response(ApiError(500, "internal_error", "internal error; see server logs"))

@@ -1,0 +1,48 @@
+"""The aiohttp application factory, used by ``serve`` and by the tests alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from correction_monitor.adapters import hot_state
+from correction_monitor.adapters.db import create_pool
+from correction_monitor.policy import load_policy
+from correction_monitor.settings import Settings
+from correction_monitor.web import middlewares
+from correction_monitor.web.keys import HOT_STATE, POLICY, POOL, SETTINGS
+from correction_monitor.web.routes import admin, auth, health, track
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url, "init_app needs a resolved database URL"
+    app[POOL] = await create_pool(settings.database_url, max_size=settings.db_pool_size)
+    yield
+    await app[POOL].close()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.redis_url, "init_app needs a resolved redis URL"
+    app[HOT_STATE] = hot_state.connect(settings.redis_url, settings.redis_prefix)
+    yield
+    await app[HOT_STATE].close()
+
+
+def init_app(settings: Settings) -> web.Application:
+    """Build the application. ``settings.database_url`` and ``redis_url`` must be set
+    (the CLI resolves them, starting the embedded servers when the environment has none)."""
+    app = web.Application(
+        middlewares=[middlewares.request_context, middlewares.metrics, middlewares.json_errors],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
+    app[SETTINGS] = settings
+    app[POLICY] = load_policy(settings.policy_file)
+    app.cleanup_ctx.extend([_database, _redis])
+    for module in (health, auth, admin, track):
+        app.router.add_routes(module.routes)
+    return app

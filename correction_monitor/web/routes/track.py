@@ -1,0 +1,102 @@
+"""A subject's location history: every read is audited with its purpose (RULES.md §4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from correction_monitor.adapters import audit, fixes
+from correction_monitor.domain.access import Role
+from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.domain.timeutil import BadInstant, iso, parse_instant
+from correction_monitor.web.auth import officer
+from correction_monitor.web.errors import bad_request
+from correction_monitor.web.jsonio import json_response
+from correction_monitor.web.keys import POOL
+from correction_monitor.web.routes.admin import int_param, visible_subject
+
+routes = web.RouteTableDef()
+
+MAX_TRACK_SPAN = timedelta(days=31)
+MAX_TRACK_FIXES = 100_000
+AUDIT_READERS = frozenset({Role.AUDITOR, Role.ADMIN})
+
+
+def _instant(request: web.Request, name: str, default: datetime) -> datetime:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse_instant(raw)
+    except BadInstant as exc:
+        raise bad_request("invalid_time", f"{name}: {exc}") from exc
+
+
+@routes.get("/api/v1/subjects/{id}/track")
+async def track(request: web.Request) -> web.Response:
+    """GeoJSON FeatureCollection of the subject's accepted fixes (WGS-84, time-ordered)."""
+    who = await officer(request)
+    subject_id = int_param(request, "id")
+    now = datetime.now(UTC)
+    end = _instant(request, "to", now)
+    start = _instant(request, "from", end - timedelta(days=1))
+    if end <= start:
+        raise bad_request("invalid_time", "'to' must be after 'from'")
+    if end - start > MAX_TRACK_SPAN:
+        raise bad_request("span_too_long", "a track read covers at most 31 days")
+    purpose = request.query.get("purpose") or None
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await visible_subject(conn, who, subject_id)
+        rows = await fixes.track(conn, subject_id, start, end, MAX_TRACK_FIXES)
+        await audit.record(
+            conn,
+            officer_id=who.officer_id,
+            action="track.read",
+            subject_id=subject_id,
+            purpose=purpose,
+            request_id=request.get("request_id"),
+            detail={"from": iso(start), "to": iso(end), "fixes": len(rows)},
+        )
+    features: list[dict[str, Any]] = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [r["lon_e7"] / 1e7, r["lat_e7"] / 1e7]},
+            "properties": {
+                "ts": iso(r["ts"]),
+                "accuracy_m": r["accuracy_m"],
+                "device_id": r["device_id"],
+                "flags": FixFlag.names(r["flags"]),
+            },
+        }
+        for r in rows
+    ]
+    return json_response(
+        {
+            "type": "FeatureCollection",
+            "features": features,
+            "properties": {
+                "subject_id": subject_id,
+                "from": iso(start),
+                "to": iso(end),
+                "crs": "wgs84",
+                "truncated": len(rows) >= MAX_TRACK_FIXES,
+            },
+        }
+    )
+
+
+@routes.get("/api/v1/audit")
+async def audit_entries(request: web.Request) -> web.Response:
+    """The audit log (newest first), for auditors and administrators."""
+    who = await officer(request, AUDIT_READERS)
+    raw_subject = request.query.get("subject_id")
+    try:
+        subject_id = int(raw_subject) if raw_subject else None
+        limit = min(int(request.query.get("limit", "100")), 1000)
+    except ValueError as exc:
+        raise bad_request("invalid_request", "subject_id and limit must be integers") from exc
+    async with request.app[POOL].acquire() as conn:
+        rows = await audit.entries(conn, subject_id=subject_id, limit=limit, scope=who.scope)
+    return json_response({"entries": rows})
