@@ -8,7 +8,7 @@ from correction_monitor.adapters import officers, org_units
 from correction_monitor.domain.access import Principal, Role, jurisdiction_root_is_subtree
 from correction_monitor.service.auth import token_hash
 from correction_monitor.web.errors import forbidden, unauthorized
-from correction_monitor.web.keys import POOL
+from correction_monitor.web.keys import POOL, PRINCIPAL
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -22,7 +22,7 @@ def bearer_token(request: web.Request) -> str | None:
 async def officer(request: web.Request, roles: frozenset[Role] | None = None) -> Principal:
     """The authenticated officer of this request; 401 without a valid token, 403 when the
     officer's role is not among ``roles``."""
-    cached = request.get("principal")
+    cached = request.get(PRINCIPAL)
     if cached is None:
         token = bearer_token(request)
         if token is None:
@@ -40,7 +40,7 @@ async def officer(request: web.Request, roles: frozenset[Role] | None = None) ->
             else:
                 scope = frozenset({found.org_unit_id})
         cached = Principal(found.id, found.username, role, found.org_unit_id, scope)
-        request["principal"] = cached
+        request[PRINCIPAL] = cached
     if roles is not None and not cached.may(roles):
         raise forbidden(f"role {cached.role.value!r} may not do this")
     return cached

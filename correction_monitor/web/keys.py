@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
+from correction_monitor.domain.access import Principal
 from correction_monitor.settings import Settings
 
 if TYPE_CHECKING:
@@ -17,3 +18,6 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 HOT_STATE: web.AppKey[HotState] = web.AppKey("hot_state")
 POLICY: web.AppKey[Policy] = web.AppKey("policy")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL = web.RequestKey("principal", Principal)

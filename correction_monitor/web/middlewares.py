@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from correction_monitor.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from correction_monitor.web.errors import ApiError
 from correction_monitor.web.jsonio import error_response
+from correction_monitor.web.keys import REQUEST_ID
 
 log = structlog.get_logger("correction_monitor.http")
 
@@ -27,7 +28,7 @@ def _route_name(request: web.Request) -> str:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request an id (the caller's, if sent) and bind it to every log line."""
     request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)

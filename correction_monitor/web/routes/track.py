@@ -14,7 +14,7 @@ from correction_monitor.domain.timeutil import BadInstant, iso, parse_instant
 from correction_monitor.web.auth import officer
 from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response
-from correction_monitor.web.keys import POOL
+from correction_monitor.web.keys import POOL, REQUEST_ID
 from correction_monitor.web.routes.admin import int_param, visible_subject
 
 routes = web.RouteTableDef()
@@ -56,7 +56,7 @@ async def track(request: web.Request) -> web.Response:
             action="track.read",
             subject_id=subject_id,
             purpose=purpose,
-            request_id=request.get("request_id"),
+            request_id=request.get(REQUEST_ID),
             detail={"from": iso(start), "to": iso(end), "fixes": len(rows)},
         )
     features: list[dict[str, Any]] = [
