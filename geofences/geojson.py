@@ -82,6 +82,8 @@ class AdminArea:
         DataV's level: ``"province"``, ``"city"`` or ``"district"``.
     geometry : shapely.Polygon or shapely.MultiPolygon
         The boundary in WGS-84 (lon, lat) degrees.
+    repairs : tuple of str
+        The repairs made to the boundary on import (see :class:`ParsedGeometry`).
     """
 
     adcode: str
@@ -89,13 +91,15 @@ class AdminArea:
     parent_adcode: str | None
     level: str | None
     geometry: Polygon | MultiPolygon
+    repairs: tuple[str, ...] = ()
+
+
+_PLAIN_NUMBERS = (float, int)
 
 
 def _is_number(value: object) -> bool:
-    # JSON numbers only: bool is an int subclass and strings would convert silently.
-    return (type(value) is float or type(value) is int) or (
-        isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
-    )
+    # Numbers only: bool is an int subclass, and numpy would convert strings silently.
+    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
 
 
 def _is_array(value: object) -> TypeGuard[list[Any] | tuple[Any, ...]]:
@@ -185,7 +189,15 @@ def _read_structure(
     for p, polygon in enumerate(polygons):
         arrays: list[NDArray[np.float64]] = []
         for r, ring in enumerate(polygon):
+            has_altitude = False
             for i, position in enumerate(ring):
+                # Fast path for the usual [lon, lat] of plain floats; this loop is most of
+                # the cost of reading a large boundary.
+                kind = type(position)
+                if (kind is list or kind is tuple) and len(position) == 2:
+                    lon, lat = position
+                    if type(lon) in _PLAIN_NUMBERS and type(lat) in _PLAIN_NUMBERS:
+                        continue
                 if not (
                     _is_array(position)
                     and len(position) in (2, 3)
@@ -196,9 +208,10 @@ def _read_structure(
                         f"{rings.where(p, r, i)} is {position!r}, not [lon, lat] numbers",
                         feature=feature,
                     )
+                has_altitude = has_altitude or len(position) == 3
             # A third (altitude) value is allowed by GeoJSON and ignored here.
-            array = np.array([position[:2] for position in ring], dtype=np.float64)
-            arrays.append(array.reshape(-1, 2))
+            rows = [position[:2] for position in ring] if has_altitude else ring
+            arrays.append(np.array(rows, dtype=np.float64).reshape(-1, 2))
         rings.polygons.append(arrays)
     return geometry_type, rings
 
@@ -304,7 +317,10 @@ def _ensure_valid(
     if fixed is None:
         raise GeometryError(problem, f"{detail}; repair left no area", feature=feature)
     parts = len(shapely.get_parts(fixed))
-    repairs.append(f"{problem}: {detail}; rebuilt with make_valid into {parts} polygon(s)")
+    # The signed-ring area of an invalid polygon is still a fair yardstick for how much the
+    # repair changed; a bow-tie's cancels out to zero, so it gets no figure.
+    change = f", area {fixed.area / geometry.area - 1.0:+.3%}" if geometry.area > 0 else ""
+    repairs.append(f"{problem}: {detail}; rebuilt with make_valid into {parts} polygon(s){change}")
     return fixed
 
 
@@ -423,7 +439,9 @@ def parse_datav(
     max_vertices : int, default 200000
         The most positions accepted per feature.
     repair : bool, default False
-        Passed to :func:`parse_geometry` for every feature.
+        Passed to :func:`parse_geometry` for every feature; the repairs made are kept in
+        each area's ``repairs``. DataV's simplified files do contain self-intersections
+        (顺义区 in the Beijing file, for one).
 
     Returns
     -------
@@ -491,6 +509,7 @@ def parse_datav(
                 parent_adcode=parent_adcode,
                 level=level if isinstance(level, str) and level else None,
                 geometry=parsed.geometry,
+                repairs=parsed.repairs,
             )
         )
     return areas
@@ -562,20 +581,29 @@ def resolve_adcodes(areas: Mapping[str, AdminArea], codes: Iterable[str]) -> lis
             roots = [] if prefix is None else [c for c in areas if c.startswith(prefix)]
             if not roots:
                 raise UnknownAdcodeError(code)
-        # Walk down; the visited set guards against parent cycles in malformed input.
-        stack = list(roots)
-        visited: set[str] = set()
-        while stack:
-            current = stack.pop()
-            if current in visited:
-                continue
-            visited.add(current)
-            below = children.get(current)
-            if below:
-                stack.extend(below)
-            else:
-                leaves.add(current)
+        for root in roots:
+            leaves.update(_leaves_under(root, children))
     return sorted(leaves)
+
+
+def _leaves_under(root: str, children: Mapping[str, list[str]]) -> set[str]:
+    """The leaf descendants of ``root``, or ``root`` itself when it has none."""
+    # The visited set guards against parent cycles in malformed input; an area whose
+    # descendants only lead back to it then stands for itself.
+    stack = [root]
+    visited: set[str] = set()
+    found: set[str] = set()
+    while stack:
+        current = stack.pop()
+        if current in visited:
+            continue
+        visited.add(current)
+        below = children.get(current)
+        if below:
+            stack.extend(below)
+        else:
+            found.add(current)
+    return found or {root}
 
 
 def union_areas(areas: Mapping[str, AdminArea], codes: Iterable[str]) -> Polygon | MultiPolygon:
