@@ -1,0 +1,245 @@
+"""The service's own fix upload protocol: the body of ``POST /api/v1/fixes``.
+
+Body: ``{"fixes": [{"id"?, "ts", "lat", "lon", "accuracy_m"?, "crs"?, "speed_mps"?,
+"bearing"?, "altitude_m"?, "battery"?, "provider"?, "mock"?}, ...]}``. Since this is our
+own API, fields of the wrong type or with impossible values refuse the fix (so app bugs
+show up in the response); negative speed, bearing or battery follow the phone convention
+for "unknown" and become None. Unknown fields are ignored, so newer apps can send more.
+This is the hot ingest path: one pass over the parsed JSON, no per-field allocations
+beyond the :class:`~correction_monitor.domain.fixes.RawFix` itself.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from correction_monitor.domain.fixes import RawFix, Rejection
+from correction_monitor.ingest.protocols.decoded import Decoded
+from correction_monitor.ingest.protocols.errors import (
+    BAD_ACCURACY,
+    BAD_COORDINATES,
+    BAD_CRS,
+    BAD_TIMESTAMP,
+    BAD_TYPE,
+    BAD_VALUE,
+    INVALID_BODY,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    TOO_MANY_FIXES,
+    DecodeError,
+    FixRefused,
+)
+from correction_monitor.ingest.protocols.fields import from_epoch_ms, to_utc
+
+DEFAULT_MAX_FIXES: Final = 1000
+"""Most fixes one request may carry (the Device API contract)."""
+
+MAX_CLIENT_ID_LENGTH: Final = 128
+"""Longest fix ``id`` accepted, in characters (a UUID is 36)."""
+
+_CRS_BY_NAME: Final[dict[str, str]] = {
+    "wgs84": "wgs84",
+    "wgs-84": "wgs84",
+    "gcj02": "gcj02",
+    "gcj-02": "gcj02",
+    "bd09": "bd09",
+    "bd-09": "bd09",
+}
+
+
+def decode_native(body: bytes, *, max_fixes: int = DEFAULT_MAX_FIXES) -> Decoded:
+    """Decode a ``POST /api/v1/fixes`` body into raw fixes and per-fix rejections.
+
+    Parameters
+    ----------
+    body
+        The request body, UTF-8 JSON.
+    max_fixes
+        Most fixes accepted in one request.
+
+    Returns
+    -------
+    Decoded
+        ``device_ref`` is None (the bearer token names the device); rejected fixes carry
+        their index in ``fixes`` and a reason from
+        :data:`~correction_monitor.ingest.protocols.errors.REJECTION_REASONS`.
+
+    Raises
+    ------
+    DecodeError
+        ``malformed_json`` / ``invalid_body`` when the body is not ``{"fixes": [...]}``,
+        ``too_many_fixes`` when it holds more than ``max_fixes`` fixes.
+
+    Examples
+    --------
+    >>> out = decode_native(b'{"fixes": [{"ts": 1700000000000, "lat": 39.9, "lon": 116.4},'
+    ...                     b' {"ts": "2023-11-14T22:13:20", "lat": 39.9, "lon": 116.4}]}')
+    >>> out.fixes[0].ts.isoformat(), out.indexes, out.rejected
+    ('2023-11-14T22:13:20+00:00', [0], [Rejection(index=1, reason='bad_timestamp')])
+    """
+    try:
+        root = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(MALFORMED_JSON, f"body is not valid JSON: {exc}") from None
+    if type(root) is not dict:
+        raise DecodeError(INVALID_BODY, 'body must be a JSON object {"fixes": [...]}')
+    items = root.get("fixes")
+    if type(items) is not list:
+        raise DecodeError(INVALID_BODY, '"fixes" must be a list of fix objects')
+    if len(items) > max_fixes:
+        raise DecodeError(
+            TOO_MANY_FIXES, f"at most {max_fixes} fixes a request, this one has {len(items)}"
+        )
+    fixes: list[RawFix] = []
+    rejected: list[Rejection] = []
+    indexes: list[int] = []
+    for index, item in enumerate(items):
+        try:
+            fix = _decode_fix(item)
+        except FixRefused as refused:
+            rejected.append(Rejection(index, refused.reason))
+            continue
+        fixes.append(fix)
+        indexes.append(index)
+    return Decoded(None, fixes, rejected, indexes)
+
+
+def _decode_fix(item: Any) -> RawFix:
+    if type(item) is not dict:
+        raise FixRefused(BAD_TYPE)
+    get = item.get
+    raw_ts = get("ts")
+    lat = get("lat")
+    lon = get("lon")
+    if raw_ts is None or lat is None or lon is None:
+        raise FixRefused(MISSING_FIELD)
+    ts = _timestamp(raw_ts)
+    if type(lat) is int:
+        lat = float(lat)
+    elif type(lat) is not float:
+        raise FixRefused(BAD_TYPE)
+    if type(lon) is int:
+        lon = float(lon)
+    elif type(lon) is not float:
+        raise FixRefused(BAD_TYPE)
+    # Inline rather than fields.on_earth: this runs for every fix uploaded.
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise FixRefused(BAD_COORDINATES)
+
+    accuracy = get("accuracy_m")
+    if accuracy is not None:
+        accuracy = _number(accuracy)
+        # Not "<= 0": an explicit 0 m is the client's claim of a point fix, kept as sent.
+        if not 0.0 <= accuracy < math.inf:
+            raise FixRefused(BAD_ACCURACY)
+
+    crs = get("crs")
+    if crs is None:
+        crs = "wgs84"
+    else:
+        crs = _CRS_BY_NAME.get(crs.lower()) if type(crs) is str else None
+        if crs is None:
+            raise FixRefused(BAD_CRS)
+
+    speed = get("speed_mps")
+    if speed is not None:
+        speed = _number(speed)
+        if speed < 0.0:
+            speed = None
+    bearing = get("bearing")
+    if bearing is not None:
+        bearing = _number(bearing)
+        if bearing < 0.0:
+            bearing = None
+        elif bearing >= 360.0:
+            if bearing > 360.0:
+                raise FixRefused(BAD_VALUE)
+            bearing = 0.0
+    altitude = get("altitude_m")
+    if altitude is not None:
+        altitude = _number(altitude)
+    battery = get("battery")
+    if battery is not None:
+        battery = _number(battery)
+        if battery < 0.0:
+            battery = None
+        elif battery > 100.0:
+            raise FixRefused(BAD_VALUE)
+
+    mock = get("mock")
+    if mock is None:
+        mock = False
+    elif type(mock) is not bool:
+        raise FixRefused(BAD_TYPE)
+    provider = get("provider")
+    if provider is not None and type(provider) is not str:
+        raise FixRefused(BAD_TYPE)
+    client_id = get("id")
+    if client_id is not None:
+        client_id = _client_id(client_id)
+
+    # Positional: a keyword call costs several times as much on this path. Order is
+    # RawFix's: ts, lat, lon, accuracy_m, crs, client_id, speed_mps, bearing,
+    # altitude_m, battery_pct, provider, mock.
+    return RawFix(
+        ts,
+        lat,
+        lon,
+        accuracy,
+        crs,
+        client_id,
+        speed,
+        bearing,
+        altitude,
+        battery,
+        provider or None,
+        mock,
+    )
+
+
+def _timestamp(raw: Any) -> datetime:
+    """ISO-8601 with an offset, or epoch milliseconds (a JSON integer or a digit string)."""
+    if type(raw) is str:
+        if raw.isascii() and raw.isdigit():
+            ts = from_epoch_ms(int(raw))
+        else:
+            try:
+                ts = datetime.fromisoformat(raw)
+            except ValueError:
+                raise FixRefused(BAD_TIMESTAMP) from None
+            if ts.tzinfo is not UTC:
+                # A time without offset is ambiguous (phone local time or UTC?): refuse it.
+                ts = None if ts.tzinfo is None else to_utc(ts)
+    elif type(raw) is int:
+        ts = from_epoch_ms(raw)
+    else:
+        raise FixRefused(BAD_TIMESTAMP)
+    if ts is None:
+        raise FixRefused(BAD_TIMESTAMP)
+    return ts
+
+
+def _number(value: Any) -> float:
+    """A JSON number as float; refuses the fix for any other JSON type."""
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise FixRefused(BAD_TYPE)
+
+
+def _client_id(raw: Any) -> str | None:
+    if type(raw) is str:
+        if len(raw) > MAX_CLIENT_ID_LENGTH:
+            raise FixRefused(BAD_VALUE)
+        # An empty id is how some clients say "no id": deduplicate on the timestamp instead.
+        return raw or None
+    if type(raw) is int:
+        return str(raw)
+    if type(raw) is float:
+        return str(int(raw)) if raw.is_integer() else repr(raw)
+    raise FixRefused(BAD_TYPE)
