@@ -219,6 +219,8 @@ def _read_structure(
 def _check_coordinates(rings: _Rings, feature: str | None) -> None:
     """Check finiteness, ranges and the lat/lon order of every position."""
     positions = rings.all_positions()
+    if len(positions) == 0:
+        return  # only empty rings: _check_rings names them
     lon = positions[:, 0]
     lat = positions[:, 1]
     finite = np.isfinite(positions).all(axis=1)
@@ -327,7 +329,7 @@ def _ensure_valid(
 def parse_geometry(
     obj: Mapping[str, Any],
     *,
-    crs: CRS = CRS.WGS84,
+    crs: CRS | str = CRS.WGS84,
     max_vertices: int = DEFAULT_MAX_VERTICES,
     repair: bool = False,
     feature: str | None = None,
@@ -347,7 +349,7 @@ def parse_geometry(
     ----------
     obj : Mapping
         A GeoJSON geometry object (``type`` and ``coordinates``), positions [lon, lat].
-    crs : CRS, default CRS.WGS84
+    crs : CRS or str, default CRS.WGS84
         The system the coordinates are in.
     max_vertices : int, default 200000
         The most positions accepted, counting every ring.
@@ -423,7 +425,7 @@ def _adcode_of(value: object) -> str | None:
 def parse_datav(
     fc: Mapping[str, Any],
     *,
-    crs: CRS = CRS.GCJ02,
+    crs: CRS | str = CRS.GCJ02,
     max_vertices: int = DEFAULT_MAX_VERTICES,
     repair: bool = False,
 ) -> list[AdminArea]:
@@ -434,7 +436,7 @@ def parse_datav(
     fc : Mapping
         A GeoJSON FeatureCollection whose features carry DataV properties: ``adcode``
         (int or str, required), ``name``, ``level`` and ``parent`` (``{"adcode": ...}``).
-    crs : CRS, default CRS.GCJ02
+    crs : CRS or str, default CRS.GCJ02
         The system of the coordinates; DataV publishes GCJ-02.
     max_vertices : int, default 200000
         The most positions accepted per feature.

@@ -96,6 +96,7 @@ REJECTED: list[tuple[str, Any, dict[str, Any], str]] = [
         "inside it as [lat, lon]",
     ),
     ("degenerate_ring", polygon([[0, 0], [1, 0], [0, 0]]), {}, "3 positions"),
+    ("degenerate_ring", polygon([]), {}, "ring 0 has 0 positions"),
     ("degenerate_ring", polygon(SQUARE, [[0.2, 0.2], [0.2, 0.2]]), {}, "ring 1"),
     ("unclosed_ring", polygon([[0, 0], [1, 0], [1, 1], [0, 1]]), {}, "ends at [0.0, 1.0]"),
     (
@@ -237,7 +238,7 @@ def test_holes_survive_crs_conversion(crs: CRS) -> None:
 
 
 def test_crs_given_as_string() -> None:
-    as_text = parse_geometry(polygon(square(116.3, 39.9, 0.1)), crs=CRS("gcj02"))
+    as_text = parse_geometry(polygon(square(116.3, 39.9, 0.1)), crs="gcj02")
     as_enum = parse_geometry(polygon(square(116.3, 39.9, 0.1)), crs=CRS.GCJ02)
     assert as_text.geometry.equals(as_enum.geometry)
 
