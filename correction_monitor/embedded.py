@@ -427,6 +427,9 @@ class _EmbeddedServer(abc.ABC):
             self._proc = None
 
     def _forget(self) -> None:
+        # A child that another process stopped is reaped here, so no zombie lingers.
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
         self._server = None
         self._port = None
         self._owner = False
@@ -510,6 +513,9 @@ class EmbeddedPostgres(_EmbeddedServer):
         Seconds to wait for the server to accept connections.
     run_as
         Account the server runs under when this process is root.
+    bin_dir
+        Folder with ``initdb``, ``postgres``, ``pg_ctl`` and ``psql`` (another PostgreSQL 16
+        build, say); default: the ``pgserver`` wheel's, see :func:`postgres_bin_dir`.
 
     Examples
     --------
@@ -527,6 +533,7 @@ class EmbeddedPostgres(_EmbeddedServer):
         database: str = DATABASE_NAME,
         start_timeout_s: float = 60.0,
         run_as: str = UNPRIVILEGED_USER,
+        bin_dir: Path | None = None,
     ) -> None:
         super().__init__(data_dir, start_timeout_s=start_timeout_s)
         self.database = database
@@ -535,7 +542,7 @@ class EmbeddedPostgres(_EmbeddedServer):
         self.log_file = self.root / "postgres.log"
         self._run_as_name = run_as
         self._account: _RunAs | None = None
-        self._bin: Path | None = None
+        self._source_bin = bin_dir
         self.ran_initdb = False
 
     @property
@@ -583,7 +590,7 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def _binaries(self) -> Path:
         """The bin folder the server runs from: the wheel's, or a private copy for ``nobody``."""
-        source = postgres_bin_dir()
+        source = self._source_bin or postgres_bin_dir()
         account = self._account
         if account is None:
             return source
@@ -758,7 +765,7 @@ class EmbeddedPostgres(_EmbeddedServer):
 
     def _psql(self, sql: str, *, deadline: float) -> str:
         """Run one statement through the bundled psql as the calling user; retries until ready."""
-        psql = postgres_bin_dir() / "psql"
+        psql = (self._source_bin or postgres_bin_dir()) / "psql"
         argv = [
             str(psql),
             "-X",
