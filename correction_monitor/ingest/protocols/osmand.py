@@ -203,7 +203,11 @@ def _query_fix(
         location = get("location")
         if location is None:
             raise FixRefused(MISSING_FIELD)
-        lat_text, _, lon_text = location.partition(",")
+        # Traccar reads the first two comma-separated parts and ignores any further ones.
+        parts = location.split(",")
+        if len(parts) < 2:
+            raise FixRefused(BAD_COORDINATES)
+        lat_text, lon_text = parts[0], parts[1]
     lat, lon = text_number(lat_text), text_number(lon_text)
     if lat is None or lon is None or not on_earth(lat, lon):
         raise FixRefused(BAD_COORDINATES)

@@ -337,6 +337,7 @@ def test_query_refused(change: dict[str, str], reason: str) -> None:
         ({"speed": "fast"}, "speed_mps", None),
         ({"heading": "-1"}, "bearing", None),
         ({"timestamp": "-1"}, "ts", ts("1969-12-31T23:59:59Z")),
+        ({"lat": "", "location": "61.5,31.5,100"}, "lat", 61.5),
         ({"timestamp": "2016-01-27T18:55:47+08:00"}, "ts", ts("2016-01-27T10:55:47Z")),
     ],
 )
