@@ -229,6 +229,8 @@ def _query_fix(
     if ts is None:
         raise FixRefused(BAD_TIMESTAMP)
 
+    # The OsmAnd app and older Traccar Clients put Android's accuracy radius (metres) in
+    # "hdop"; the iOS client sends "hacc". An explicit "accuracy" wins.
     accuracy = None
     for key in ("accuracy", "hacc", "hdop"):
         text = get(key)
