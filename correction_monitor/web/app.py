@@ -8,11 +8,23 @@ from aiohttp import web
 
 from correction_monitor.adapters import hot_state
 from correction_monitor.adapters.db import create_pool
+from correction_monitor.ingest.committer import GroupCommitter
+from correction_monitor.ingest.devices import DeviceDirectory
+from correction_monitor.ingest.profiles import ProfileCache
 from correction_monitor.policy import load_policy
+from correction_monitor.service.jobs import build_scheduler, ensure_partitions
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
-from correction_monitor.web.keys import HOT_STATE, POLICY, POOL, SETTINGS
-from correction_monitor.web.routes import admin, auth, health, track
+from correction_monitor.web.keys import (
+    COMMITTER,
+    DEVICES,
+    HOT_STATE,
+    POLICY,
+    POOL,
+    PROFILES,
+    SETTINGS,
+)
+from correction_monitor.web.routes import admin, alerts, auth, health, ingest, track
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -33,6 +45,28 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await app[HOT_STATE].close()
 
 
+async def _ingest(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[PROFILES] = ProfileCache(app[POLICY])
+    app[DEVICES] = DeviceDirectory(app[POOL])
+    app[COMMITTER] = GroupCommitter(
+        app[POOL], app[PROFILES], app[HOT_STATE], queue_limit=settings.ingest_queue_limit
+    )
+    await ensure_partitions(app[POOL])
+    async with app[COMMITTER].running():
+        yield
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    if not app[SETTINGS].run_scheduler:
+        yield
+        return
+    scheduler = build_scheduler(app[POOL], app[POLICY], app[HOT_STATE])
+    scheduler.start()
+    yield
+    scheduler.shutdown(wait=False)
+
+
 def init_app(settings: Settings) -> web.Application:
     """Build the application. ``settings.database_url`` and ``redis_url`` must be set
     (the CLI resolves them, starting the embedded servers when the environment has none)."""
@@ -42,7 +76,7 @@ def init_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)
-    app.cleanup_ctx.extend([_database, _redis])
-    for module in (health, auth, admin, track):
+    app.cleanup_ctx.extend([_database, _redis, _ingest, _scheduler])
+    for module in (health, auth, admin, track, ingest, alerts):
         app.router.add_routes(module.routes)
     return app

@@ -21,3 +21,12 @@ POLICY: web.AppKey[Policy] = web.AppKey("policy")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
+
+if TYPE_CHECKING:
+    from correction_monitor.ingest.committer import GroupCommitter
+    from correction_monitor.ingest.devices import DeviceDirectory
+    from correction_monitor.ingest.profiles import ProfileCache
+
+COMMITTER: web.AppKey[GroupCommitter] = web.AppKey("committer")
+DEVICES: web.AppKey[DeviceDirectory] = web.AppKey("devices")
+PROFILES: web.AppKey[ProfileCache] = web.AppKey("profiles")

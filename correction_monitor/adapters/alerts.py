@@ -1,0 +1,191 @@
+"""Alerts and their change events in PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from correction_monitor.adapters.errors import NotFound
+from correction_monitor.domain.timeutil import iso
+
+_COLUMNS = (
+    "a.id, a.subject_id, a.org_unit_id, a.type, a.severity, a.status, a.fence_id, "
+    "a.episode_key, a.started_at, a.detected_at, a.ended_at, a.evidence, a.acknowledged_at, "
+    "a.acknowledged_by, a.resolved_at, a.resolved_by, a.disposition, a.note"
+)
+OPEN = """
+INSERT INTO alerts (subject_id, org_unit_id, type, severity, fence_id, episode_key, started_at,
+                    evidence)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (subject_id, type, episode_key) DO NOTHING
+RETURNING id
+"""
+END = """
+UPDATE alerts SET ended_at = $4, evidence = evidence || $5::jsonb
+WHERE subject_id = $1 AND type = $2 AND episode_key = $3 AND ended_at IS NULL
+RETURNING id
+"""
+EVENT = "INSERT INTO alert_events (alert_id, org_unit_id, kind) VALUES ($1, $2, $3) RETURNING id"
+GET = f"SELECT {_COLUMNS} FROM alerts a WHERE a.id = $1"
+LIST = f"""
+SELECT {_COLUMNS} FROM alerts a
+WHERE ($1::int[] IS NULL OR a.org_unit_id = ANY($1::int[]))
+  AND ($2::int IS NULL OR a.subject_id = $2)
+  AND ($3::text IS NULL OR a.type = $3)
+  AND ($4::text IS NULL OR a.status = $4)
+ORDER BY a.id DESC
+LIMIT $5
+"""
+ACKNOWLEDGE = """
+UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = $2
+WHERE id = $1 AND status = 'open'
+RETURNING id
+"""
+RESOLVE = """
+UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = $2, disposition = $3,
+    note = $4,
+    acknowledged_at = COALESCE(acknowledged_at, now()),
+    acknowledged_by = COALESCE(acknowledged_by, $2)
+WHERE id = $1 AND status <> 'resolved'
+RETURNING id
+"""
+EVENTS_AFTER = f"""
+SELECT e.id AS event_id, e.kind, {_COLUMNS}
+FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+WHERE e.id > $1 AND ($2::int[] IS NULL OR e.org_unit_id = ANY($2::int[]))
+ORDER BY e.id
+LIMIT $3
+"""
+LAST_EVENT_ID = "SELECT COALESCE(max(id), 0) FROM alert_events"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOpen:
+    """Raise an alert for an episode (idempotent on subject, type and episode key)."""
+
+    subject_id: int
+    org_unit_id: int
+    type: str
+    severity: str
+    fence_id: int | None
+    episode_key: str
+    started_at: datetime
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEnd:
+    """Mark an episode's alert as ended (the subject is confirmed back)."""
+
+    subject_id: int
+    org_unit_id: int
+    type: str
+    episode_key: str
+    ended_at: datetime
+    evidence: dict[str, Any]
+
+
+AlertOp = AlertOpen | AlertEnd
+
+
+async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[tuple[int, str, AlertOp]]:
+    """Write alert openings and endings; returns (event id, kind, op) of the changes made
+    (an op that changes nothing, such as re-opening a known episode, yields no event)."""
+    events: list[tuple[int, str, AlertOp]] = []
+    for op in ops:
+        if isinstance(op, AlertOpen):
+            alert_id = await conn.fetchval(
+                OPEN,
+                op.subject_id,
+                op.org_unit_id,
+                op.type,
+                op.severity,
+                op.fence_id,
+                op.episode_key,
+                op.started_at,
+                op.evidence,
+            )
+            kind = "opened"
+        else:
+            alert_id = await conn.fetchval(
+                END, op.subject_id, op.type, op.episode_key, op.ended_at, op.evidence
+            )
+            kind = "ended"
+        if alert_id is not None:
+            event_id = await conn.fetchval(EVENT, alert_id, op.org_unit_id, kind)
+            events.append((event_id, kind, op))
+    return events
+
+
+def to_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "subject_id": row["subject_id"],
+        "type": row["type"],
+        "severity": row["severity"],
+        "status": row["status"],
+        "started_at": iso(row["started_at"]),
+        "detected_at": iso(row["detected_at"]),
+        "ended_at": iso(row["ended_at"]),
+        "fence_id": row["fence_id"],
+        "evidence": row["evidence"],
+        "acknowledged_at": iso(row["acknowledged_at"]),
+        "acknowledged_by": row["acknowledged_by"],
+        "resolved_at": iso(row["resolved_at"]),
+        "resolved_by": row["resolved_by"],
+        "disposition": row["disposition"],
+        "note": row["note"],
+    }
+
+
+async def get(conn: asyncpg.Connection, alert_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(GET, alert_id)
+    if row is None:
+        raise NotFound(f"alert {alert_id}")
+    return row
+
+
+async def list_alerts(
+    conn: asyncpg.Connection,
+    scope: frozenset[int] | None,
+    *,
+    subject_id: int | None,
+    type_: str | None,
+    status: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    ids = list(scope) if scope is not None else None
+    return list(await conn.fetch(LIST, ids, subject_id, type_, status, limit))
+
+
+async def acknowledge(conn: asyncpg.Connection, alert_id: int, officer_id: int) -> bool:
+    changed = await conn.fetchval(ACKNOWLEDGE, alert_id, officer_id)
+    return changed is not None
+
+
+async def resolve(
+    conn: asyncpg.Connection, alert_id: int, officer_id: int, disposition: str, note: str | None
+) -> bool:
+    changed = await conn.fetchval(RESOLVE, alert_id, officer_id, disposition, note)
+    return changed is not None
+
+
+async def record_event(conn: asyncpg.Connection, alert_id: int, org_unit_id: int, kind: str) -> int:
+    event_id: int = await conn.fetchval(EVENT, alert_id, org_unit_id, kind)
+    return event_id
+
+
+async def events_after(
+    conn: asyncpg.Connection, after_id: int, scope: frozenset[int] | None, limit: int = 500
+) -> list[asyncpg.Record]:
+    ids = list(scope) if scope is not None else None
+    return list(await conn.fetch(EVENTS_AFTER, after_id, ids, limit))
+
+
+async def last_event_id(conn: asyncpg.Connection) -> int:
+    value: int = await conn.fetchval(LAST_EVENT_ID)
+    return value

@@ -1,0 +1,137 @@
+"""The ingest pipeline's front stages, on numpy arrays: normalize → validate → dedupe → quality.
+
+Each stage is a small function over a ``FixBatch`` that either enriches the fixes or removes
+some with a reason slug; ``prepare`` runs them in order. Persisting and evaluating happen in
+the group committer (``committer.py``), which sees many requests at once.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from correction_monitor.domain.fixes import FixFlag, RawFix, Rejection
+from correction_monitor.policy import IngestPolicy
+from geofences.crs import CRS, to_wgs84
+
+# Reason slugs of the validate stage (the decoders have their own, see protocols.errors).
+FUTURE_TIMESTAMP = "future_timestamp"
+TOO_OLD = "too_old"
+BAD_ACCURACY = "bad_accuracy"
+BAD_CRS = "bad_crs"
+
+_CRS_FLAGS = {CRS.WGS84: 0, CRS.GCJ02: FixFlag.SENT_GCJ02, CRS.BD09: FixFlag.SENT_BD09}
+_MAX_STORED_ACCURACY_M = 32_767  # smallint column; wider discs are clipped (and flagged coarse)
+
+
+@dataclass(slots=True)
+class FixBatch:
+    """Fixes of one request as parallel arrays. Coordinates WGS-84 degrees once normalised;
+    ``ts`` epoch seconds UTC; ``accuracy_m`` metres (NaN = not sent); ``key`` a 32-bit hash of
+    the phone's own fix id (0 when it sent none); ``index`` the fix's position in the request."""
+
+    index: npt.NDArray[np.int32]
+    ts: npt.NDArray[np.float64]
+    lon: npt.NDArray[np.float64]
+    lat: npt.NDArray[np.float64]
+    accuracy_m: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.int16]
+    key: npt.NDArray[np.int32]
+    rejected: list[Rejection] = field(default_factory=list)
+    duplicates: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def keep(self, mask: npt.NDArray[np.bool_]) -> None:
+        self.index = self.index[mask]
+        self.ts = self.ts[mask]
+        self.lon = self.lon[mask]
+        self.lat = self.lat[mask]
+        self.accuracy_m = self.accuracy_m[mask]
+        self.flags = self.flags[mask]
+        self.key = self.key[mask]
+
+    def reject(self, mask: npt.NDArray[np.bool_], reason: str) -> None:
+        """Remove the fixes under ``mask``, recording ``reason`` for each."""
+        if mask.any():
+            self.rejected.extend(Rejection(int(i), reason) for i in self.index[mask])
+            self.keep(~mask)
+
+
+def client_key(client_id: str | None) -> int:
+    """32-bit signed hash of the phone's fix id; 0 stands for "no id"."""
+    if not client_id:
+        return 0
+    value = zlib.crc32(client_id.encode()) or 1
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def normalize(fixes: Sequence[RawFix], indexes: Sequence[int]) -> FixBatch:
+    """Stage 1: arrays, UTC epoch seconds, WGS-84 (the CRS sent is kept as a flag)."""
+    n = len(fixes)
+    ts = np.fromiter((f.ts.timestamp() for f in fixes), np.float64, n)
+    lon = np.fromiter((f.lon for f in fixes), np.float64, n)
+    lat = np.fromiter((f.lat for f in fixes), np.float64, n)
+    acc = np.fromiter(
+        (np.nan if f.accuracy_m is None else f.accuracy_m for f in fixes), np.float64, n
+    )
+    flags = np.fromiter((FixFlag.MOCK if f.mock else 0 for f in fixes), np.int16, n)
+    key = np.fromiter((client_key(f.client_id) for f in fixes), np.int32, n)
+    batch = FixBatch(np.asarray(indexes, dtype=np.int32), ts, lon, lat, acc, flags, key)
+    crs_names = [f.crs for f in fixes]
+    unknown = np.fromiter((c not in _CRS_FLAGS for c in crs_names), np.bool_, n)
+    for crs in (CRS.GCJ02, CRS.BD09):
+        sel = np.fromiter((c == crs for c in crs_names), np.bool_, n)
+        if sel.any():
+            batch.lon[sel], batch.lat[sel] = to_wgs84(batch.lon[sel], batch.lat[sel], crs)
+            batch.flags[sel] |= _CRS_FLAGS[crs]
+    batch.reject(unknown, BAD_CRS)
+    return batch
+
+
+def validate(batch: FixBatch, now: float, policy: IngestPolicy) -> None:
+    """Stage 2: refuse fixes from the future (beyond the clock skew allowed) or too old."""
+    batch.reject(batch.ts > now + policy.max_future_skew_s, FUTURE_TIMESTAMP)
+    batch.reject(batch.ts < now - policy.max_age_s, TOO_OLD)
+    bad_acc = ~np.isnan(batch.accuracy_m) & ~(batch.accuracy_m >= 0)
+    batch.reject(bad_acc, BAD_ACCURACY)
+
+
+def dedupe_in_request(batch: FixBatch) -> None:
+    """Stage 3a: a fix repeated inside one request counts once (the first is kept)."""
+    if len(batch) < 2:
+        return
+    ts_us = np.round(batch.ts * 1e6).astype(np.int64)
+    order = np.lexsort((batch.key, ts_us))
+    same = (np.diff(ts_us[order]) == 0) & (np.diff(batch.key[order]) == 0)
+    if same.any():
+        drop = np.zeros(len(batch), dtype=np.bool_)
+        drop[order[1:][same]] = True
+        batch.duplicates += int(drop.sum())
+        batch.keep(~drop)
+
+
+def quality(batch: FixBatch, policy: IngestPolicy) -> None:
+    """Stage 4: fill missing accuracy with the policy default; mark coarse fixes."""
+    missing = np.isnan(batch.accuracy_m)
+    batch.accuracy_m[missing] = policy.default_accuracy_m
+    batch.flags[missing] |= FixFlag.NO_ACCURACY
+    coarse = batch.accuracy_m > policy.max_decision_accuracy_m
+    batch.flags[coarse] |= FixFlag.COARSE
+    np.minimum(batch.accuracy_m, _MAX_STORED_ACCURACY_M, out=batch.accuracy_m)
+
+
+def prepare(
+    fixes: Sequence[RawFix], indexes: Sequence[int], now: float, policy: IngestPolicy
+) -> FixBatch:
+    """Run the front stages in order."""
+    batch = normalize(fixes, indexes)
+    validate(batch, now, policy)
+    dedupe_in_request(batch)
+    quality(batch, policy)
+    return batch

@@ -1,0 +1,412 @@
+"""Group commit: many requests' fixes persisted and evaluated in one transaction.
+
+Requests hand their prepared batches to a ``GroupCommitter`` and wait. A commit loop takes
+everything queued, locks the subjects' evaluation-state rows (``FOR UPDATE``, in subject
+order, so concurrent processes serialise per subject without deadlocks), drops fixes already
+stored, COPYs the rest into ``fixes``, evaluates them in event-time order, writes alerts and
+the new evaluation state, and commits. Only then are the requests answered: a 200 means the
+fixes are durable, and because fixes, alerts and evaluation state commit together, a crash
+at any point either keeps all of a group or none of it — no fix is evaluated twice into a
+second alert, none is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import numpy as np
+import structlog
+
+from correction_monitor.adapters import alerts
+from correction_monitor.adapters.hot_state import FEED_CHANNEL, HotState
+from correction_monitor.adapters.subjects import DeviceIdentity
+from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.ingest.batch import FixBatch
+from correction_monitor.ingest.evaluate import SubjectFixes, evaluate_subject
+from correction_monitor.ingest.profiles import ProfileCache
+from correction_monitor.metrics import (
+    ALERTS_RAISED,
+    COMMIT_BATCH_SIZE,
+    COMMIT_SECONDS,
+    FIXES_ACCEPTED,
+    FIXES_DUPLICATE,
+    INGEST_OVERLOAD,
+    INGEST_QUEUE,
+)
+
+log = structlog.get_logger("correction_monitor.ingest")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_US = 86_400_000_000
+
+ENSURE_STATE_ROWS = """
+INSERT INTO subject_eval_state (subject_id) SELECT unnest($1::int[]) ON CONFLICT DO NOTHING
+"""
+LOCK_STATES = """
+SELECT subject_id, state, max_fix_ts, lost_contact_since, lost_contact_total_s
+FROM subject_eval_state WHERE subject_id = ANY($1::int[]) ORDER BY subject_id FOR UPDATE
+"""
+STORED_KEYS = """
+SELECT f.subject_id, f.device_id, f.ts, f.client_key
+FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[]) AS r(subject_id, lo, hi)
+JOIN fixes f ON f.subject_id = r.subject_id AND f.ts BETWEEN r.lo AND r.hi
+"""
+MARK_SPIKE = """
+UPDATE fixes SET flags = flags | $5
+WHERE subject_id = $1 AND device_id = $2 AND ts = $3 AND client_key = $4
+"""
+SAVE_STATES = """
+UPDATE subject_eval_state s SET
+    state = u.state,
+    max_fix_ts = GREATEST(s.max_fix_ts, u.max_fix_ts),
+    last_contact_at = COALESCE(u.contact_at, s.last_contact_at),
+    lost_contact_since = CASE WHEN u.contact_at IS NULL THEN s.lost_contact_since END,
+    lost_contact_total_s = s.lost_contact_total_s + u.lost_contact_add_s,
+    updated_at = now()
+FROM unnest($1::int[], $2::jsonb[], $3::timestamptz[], $4::timestamptz[], $5::float8[])
+    AS u(subject_id, state, max_fix_ts, contact_at, lost_contact_add_s)
+WHERE s.subject_id = u.subject_id
+"""
+DEVICE_SEEN = "UPDATE devices SET last_seen_at = $2 WHERE id = ANY($1::int[])"
+ENSURE_PARTITION = "SELECT cm_ensure_fix_partition($1::date)"
+FIX_COLUMNS = (
+    "ts",
+    "subject_id",
+    "device_id",
+    "lon_e7",
+    "lat_e7",
+    "client_key",
+    "accuracy_m",
+    "flags",
+)
+
+
+class Overloaded(Exception):
+    """The commit queue is full; the client should retry after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: int = 1) -> None:
+        super().__init__("ingest queue is full")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class _Job:
+    device: DeviceIdentity
+    batch: FixBatch
+    protocol: str
+    future: asyncio.Future[IngestResult]
+    accepted: int = 0
+    duplicates: int = 0
+
+
+def to_datetime(ts_us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=ts_us)
+
+
+def to_us(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class GroupCommitter:
+    """Persists and evaluates fixes in groups; one instance per process.
+
+    ``lanes`` commit loops run side by side, each owning the subjects whose id falls in its
+    lane, so one subject's fixes are always committed in arrival order by one loop.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        profiles: ProfileCache,
+        hot_state: HotState,
+        *,
+        queue_limit: int,
+        lanes: int = 2,
+        max_group_fixes: int = 20_000,
+    ) -> None:
+        self.pool = pool
+        self.profiles = profiles
+        self.hot_state = hot_state
+        self.queue_limit = queue_limit
+        self.max_group_fixes = max_group_fixes
+        self._queues: list[list[_Job]] = [[] for _ in range(lanes)]
+        self._wakeups = [asyncio.Event() for _ in range(lanes)]
+        self._queued_fixes = 0
+        self._known_days: set[date] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def queued_fixes(self) -> int:
+        return self._queued_fixes
+
+    async def submit(self, device: DeviceIdentity, batch: FixBatch, protocol: str) -> IngestResult:
+        """Queue a prepared batch and wait until it is committed (or raise ``Overloaded``)."""
+        if len(batch) == 0:
+            return IngestResult(0, 0)
+        if self._queued_fixes + len(batch) > self.queue_limit:
+            INGEST_OVERLOAD.inc()
+            raise Overloaded()
+        lane = device.subject_id % len(self._queues)
+        job = _Job(device, batch, protocol, asyncio.get_running_loop().create_future())
+        self._queues[lane].append(job)
+        self._queued_fixes += len(batch)
+        INGEST_QUEUE.inc(len(batch))
+        self._wakeups[lane].set()
+        return await job.future
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self._tasks = [
+            asyncio.create_task(self._loop(lane), name=f"group-commit-{lane}")
+            for lane in range(len(self._queues))
+        ]
+        try:
+            yield
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _loop(self, lane: int) -> None:
+        queue, wakeup = self._queues, self._wakeups[lane]
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            while queue[lane]:
+                group: list[_Job] = []
+                size = 0
+                while queue[lane] and size < self.max_group_fixes:
+                    job = queue[lane].pop(0)
+                    group.append(job)
+                    size += len(job.batch)
+                await self._commit_group(group, size)
+
+    async def _commit_group(self, group: list[_Job], size: int) -> None:
+        started = time.perf_counter()
+        try:
+            events, positions = await self._commit(group)
+        except Exception as exc:
+            log.exception("group commit failed; requests answered with an error", fixes=size)
+            for job in group:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self._queued_fixes -= size
+            INGEST_QUEUE.dec(size)
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        COMMIT_BATCH_SIZE.observe(size)
+        for job in group:
+            FIXES_ACCEPTED.labels(job.protocol).inc(job.accepted)
+            FIXES_DUPLICATE.inc(job.duplicates)
+            if not job.future.done():
+                job.future.set_result(IngestResult(job.accepted, job.duplicates))
+        await self._publish(events, positions)
+
+    async def _publish(
+        self, events: list[dict[str, Any]], positions: dict[int, dict[str, Any]]
+    ) -> None:
+        # Redis holds copies only: a failure here is logged and counted, never fatal.
+        if positions:
+            await self.hot_state.set_latest_positions(positions)
+        for event in events:
+            await self.hot_state.publish(FEED_CHANNEL, event)
+
+    async def _ensure_partitions(self, days: set[date]) -> None:
+        missing = days - self._known_days
+        if not missing:
+            return
+        async with self.pool.acquire() as conn:
+            for day in sorted(missing):
+                await conn.execute(ENSURE_PARTITION, day)
+        self._known_days |= missing
+
+    async def _commit(
+        self, group: list[_Job]
+    ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+        by_subject: dict[int, list[int]] = defaultdict(list)
+        days: set[date] = set()
+        for number, job in enumerate(group):
+            job.duplicates = job.batch.duplicates
+            by_subject[job.device.subject_id].append(number)
+            ts_us = np.round(job.batch.ts * 1e6).astype(np.int64)
+            days.update(
+                (EPOCH + timedelta(days=int(d))).date() for d in np.unique(ts_us // _DAY_US)
+            )
+        await self._ensure_partitions(days)
+        subject_ids = sorted(by_subject)
+        now = datetime.now(UTC)
+        records: list[tuple[Any, ...]] = []
+        alert_ops: list[alerts.AlertOp] = []
+        spikes: list[tuple[int, int, datetime, int]] = []
+        saved: tuple[list[Any], ...] = ([], [], [], [], [])
+        positions: dict[int, dict[str, Any]] = {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(ENSURE_STATE_ROWS, subject_ids)
+            rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
+            profiles = await self.profiles.get_many(conn, subject_ids)
+            merged = {sid: _merge(group, by_subject[sid]) for sid in subject_ids}
+            await _drop_stored(conn, group, merged, rows)
+            for sid in subject_ids:
+                fixes = merged[sid]
+                for owner in fixes.owner:
+                    group[int(owner)].accepted += 1
+                row = rows[sid]
+                profile = profiles[sid]
+                outcome = evaluate_subject(profile, row["state"], fixes, now)
+                alert_ops.extend(outcome.alert_ops)
+                spikes.extend(
+                    (sid, device, to_datetime(ts_us), key) for device, ts_us, key in outcome.spikes
+                )
+                records.extend(_records(sid, fixes))
+                accepted = len(fixes) > 0
+                lost_add = 0.0
+                if accepted and row["lost_contact_since"] is not None:
+                    lost_add = max(0.0, (now - row["lost_contact_since"]).total_seconds())
+                    alert_ops.append(
+                        alerts.AlertEnd(
+                            subject_id=sid,
+                            org_unit_id=profile.org_unit_id,
+                            type="lost_contact",
+                            episode_key=lost_contact_key(row["lost_contact_since"]),
+                            ended_at=now,
+                            evidence={"lost_contact_s": lost_add},
+                        )
+                    )
+                saved[0].append(sid)
+                saved[1].append(outcome.state)
+                saved[2].append(to_datetime(int(fixes.ts_us.max())) if accepted else None)
+                saved[3].append(now if accepted else None)
+                saved[4].append(lost_add)
+                if accepted:
+                    newest = int(np.argmax(fixes.ts_us))
+                    positions[sid] = {
+                        "ts": int(fixes.ts_us[newest]) / 1e6,
+                        "lon": float(fixes.lon[newest]),
+                        "lat": float(fixes.lat[newest]),
+                        "accuracy_m": float(fixes.accuracy_m[newest]),
+                        "org_unit_id": profile.org_unit_id,
+                    }
+            if records:
+                await conn.copy_records_to_table("fixes", records=records, columns=FIX_COLUMNS)
+            for spike in spikes:
+                await conn.execute(MARK_SPIKE, *spike, FixFlag.SPIKE)
+            changes = await alerts.apply(conn, alert_ops)
+            await conn.execute(SAVE_STATES, *saved)
+            devices = sorted({job.device.device_id for job in group if job.accepted})
+            if devices:
+                await conn.execute(DEVICE_SEEN, devices, now)
+        events = []
+        for event_id, kind, op in changes:
+            if kind == "opened":
+                ALERTS_RAISED.labels(op.type).inc()
+            events.append(
+                {
+                    "event_id": event_id,
+                    "kind": kind,
+                    "org_unit_id": op.org_unit_id,
+                    "subject_id": op.subject_id,
+                    "type": op.type,
+                }
+            )
+        return events, positions
+
+
+def lost_contact_key(since: datetime) -> str:
+    """Episode key of a lost-contact alert: when the silence began (epoch ms)."""
+    return f"lost:{to_us(since) // 1000}"
+
+
+def _merge(group: list[_Job], numbers: list[int]) -> SubjectFixes:
+    """One subject's queued fixes from all requests, in event-time order, each fix once."""
+    parts = [SubjectFixes.from_batch(group[n].batch, group[n].device.device_id, n) for n in numbers]
+    fixes = parts[0] if len(parts) == 1 else SubjectFixes.concat(parts)
+    order = np.lexsort((fixes.key, fixes.device, fixes.ts_us))
+    fixes = fixes.select(order)
+    if len(fixes) > 1:
+        same = (
+            (np.diff(fixes.ts_us) == 0) & (np.diff(fixes.device) == 0) & (np.diff(fixes.key) == 0)
+        )
+        if same.any():
+            drop = np.concatenate(([False], same))
+            for owner in fixes.owner[drop]:
+                group[int(owner)].duplicates += 1
+            fixes = fixes.select(~drop)
+    return fixes
+
+
+async def _drop_stored(
+    conn: asyncpg.Connection,
+    group: list[_Job],
+    merged: dict[int, SubjectFixes],
+    rows: dict[int, asyncpg.Record],
+) -> None:
+    """Dedupe stage, against the database. Only fixes not newer than the subject's newest
+    stored fix can be repeats, so only those are looked up (a rare, indexed range read)."""
+    ids, lows, highs = [], [], []
+    for sid, fixes in merged.items():
+        max_ts = rows[sid]["max_fix_ts"]
+        if max_ts is None or len(fixes) == 0:
+            continue
+        old = fixes.ts_us <= to_us(max_ts)
+        if old.any():
+            ids.append(sid)
+            lows.append(to_datetime(int(fixes.ts_us[old].min())))
+            highs.append(to_datetime(int(fixes.ts_us[old].max())))
+    if not ids:
+        return
+    stored: dict[int, set[tuple[int, int, int]]] = defaultdict(set)
+    for r in await conn.fetch(STORED_KEYS, ids, lows, highs):
+        stored[r["subject_id"]].add((r["device_id"], to_us(r["ts"]), r["client_key"]))
+    for sid in ids:
+        fixes = merged[sid]
+        seen = stored[sid]
+        repeat = np.fromiter(
+            (
+                (int(d), int(t), int(k)) in seen
+                for d, t, k in zip(fixes.device, fixes.ts_us, fixes.key, strict=True)
+            ),
+            np.bool_,
+            len(fixes),
+        )
+        if repeat.any():
+            for owner in fixes.owner[repeat]:
+                group[int(owner)].duplicates += 1
+            merged[sid] = fixes.select(~repeat)
+
+
+def _records(sid: int, fixes: SubjectFixes) -> list[tuple[Any, ...]]:
+    """Rows for COPY, in the column order of ``FIX_COLUMNS``."""
+    lon_e7 = np.round(fixes.lon * 1e7).astype(np.int64).tolist()
+    lat_e7 = np.round(fixes.lat * 1e7).astype(np.int64).tolist()
+    acc = np.ceil(fixes.accuracy_m).astype(np.int64).tolist()
+    return [
+        (to_datetime(t), sid, d, x, y, k, a, f)
+        for t, d, x, y, k, a, f in zip(
+            fixes.ts_us.tolist(),
+            fixes.device.tolist(),
+            lon_e7,
+            lat_e7,
+            fixes.key.tolist(),
+            acc,
+            fixes.flags.tolist(),
+            strict=True,
+        )
+    ]

@@ -1,0 +1,400 @@
+"""Evaluation: one subject's new fixes, in event-time order, against their rules.
+
+Per fix and per rule a ``Condition`` is derived — activity area (must stay inside), each
+exclusion zone while its schedule applies (must stay outside), the home circle during curfew —
+and fed to that rule's episode state machine (geofences.episodes). Opened and closed episodes
+become alert openings and endings. The whole evaluation state of a subject is one small JSON
+value, stored in the same transaction as the fixes it consumed.
+
+Rules this module adds on top of the kernel:
+
+* **Spikes** (jump-and-return): a fix needing an implausible speed (policy ``max_speed_mps``,
+  accuracy discs allowed for) from the last plausible fix is *held* as a suspect, not
+  evaluated. The next fix decides: if it is plausible from the earlier fix but not from the
+  suspect, the suspect was a spike (flagged in storage, never evaluated); otherwise the suspect
+  is evaluated before the next fix. Only suspects wait; ordinary fixes are evaluated at once.
+* **Quality**: mock-location and coarse fixes are stored as evidence but say ``UNKNOWN``.
+* **Late fixes**: a fix older than the subject's newest evaluated fix is stored, flagged
+  ``late``, and not evaluated (episodes run forward in event time only). Fixes that arrive
+  late *together* — an offline buffer uploaded hours later — are in order among themselves
+  and newer than what was evaluated, so they give exactly the alerts live streaming gives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from correction_monitor.adapters.alerts import AlertEnd, AlertOp, AlertOpen
+from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.ingest.batch import FixBatch
+from correction_monitor.ingest.profiles import SubjectProfile
+from geofences.classify import classify, distance_outside_m
+from geofences.episodes import (
+    BreachClosed,
+    BreachOpened,
+    Condition,
+    EpisodeConfig,
+    EpisodeState,
+    Evidence,
+    advance,
+)
+from geofences.model import Membership
+
+AREA = "area"
+CURFEW = "curfew"
+MAX_SPEED_MPS = 70.0
+
+_SEVERITY = {
+    "left_activity_area": "high",
+    "entered_exclusion_zone": "high",
+    "curfew_violation": "normal",
+}
+
+
+@dataclass(slots=True)
+class SubjectFixes:
+    """One subject's fixes as parallel arrays (see ``FixBatch``), plus the enrolled device and
+    the position of the originating request in its commit group (``owner``)."""
+
+    ts_us: npt.NDArray[np.int64]
+    lon: npt.NDArray[np.float64]
+    lat: npt.NDArray[np.float64]
+    accuracy_m: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.int16]
+    key: npt.NDArray[np.int32]
+    device: npt.NDArray[np.int32]
+    owner: npt.NDArray[np.int32]
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    @classmethod
+    def from_batch(cls, batch: FixBatch, device_id: int, owner: int) -> SubjectFixes:
+        n = len(batch)
+        return cls(
+            np.round(batch.ts * 1e6).astype(np.int64),
+            # Evaluate exactly what is stored (1e-7 degrees, whole metres), so a re-evaluation
+            # from the database can never decide differently.
+            np.round(batch.lon * 1e7) / 1e7,
+            np.round(batch.lat * 1e7) / 1e7,
+            np.ceil(batch.accuracy_m),
+            batch.flags.copy(),
+            batch.key,
+            np.full(n, device_id, dtype=np.int32),
+            np.full(n, owner, dtype=np.int32),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[SubjectFixes]) -> SubjectFixes:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__slots__))
+
+    def select(self, index: npt.NDArray[Any]) -> SubjectFixes:
+        return SubjectFixes(*(getattr(self, f)[index] for f in self.__slots__))
+
+
+@dataclass(slots=True)
+class EvalOutcome:
+    state: dict[str, Any]
+    alert_ops: list[AlertOp]
+    spikes: list[tuple[int, int, int]]  # (device, ts_us, client key) of fixes found to be spikes
+    late: int
+
+
+@dataclass(slots=True)
+class _Fix:
+    ts: float
+    lon: float
+    lat: float
+    acc: float
+    flags: int
+    device: int
+    ts_us: int
+    key: int
+    row: int  # index into this call's arrays; -1 for a suspect held from an earlier commit
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.ts,
+            self.lon,
+            self.lat,
+            self.acc,
+            self.flags,
+            self.device,
+            self.ts_us,
+            self.key,
+        ]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> _Fix:
+        ts, lon, lat, acc, flags, device, ts_us, key = data
+        return cls(ts, lon, lat, acc, flags, device, ts_us, key, -1)
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.ts, self.lon, self.lat, self.acc)
+
+
+_EARTH_RADIUS_M = 6_371_008.8
+
+
+def _required_speed(a: _Fix, b: _Fix) -> float:
+    """Slowest speed (m/s) that explains moving from a to b, given both accuracy discs.
+
+    An equirectangular distance is plenty for a plausibility test (error well under 1 % at
+    the distances that matter) and costs a fraction of a geodesic one per fix.
+    """
+    mean_lat = math.radians((a.lat + b.lat) / 2.0)
+    dx = math.radians(b.lon - a.lon) * math.cos(mean_lat)
+    dy = math.radians(b.lat - a.lat)
+    distance = _EARTH_RADIUS_M * math.hypot(dx, dy)
+    gap = max(abs(b.ts - a.ts), 1.0)
+    return max(0.0, distance - a.acc - b.acc) / gap
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class _Evaluator:
+    def __init__(
+        self, profile: SubjectProfile, state: dict[str, Any], max_speed_mps: float
+    ) -> None:
+        self.profile = profile
+        self.config = EpisodeConfig(confirm_s=profile.level_policy.confirm_s)
+        self.max_speed = max_speed_mps
+        self.episodes = {
+            key: EpisodeState.from_dict(value) for key, value in state.get("episodes", {}).items()
+        }
+        self.open: dict[str, str] = dict(state.get("open", {}))
+        self.last_ts: float | None = state.get("last_ts")
+        ref = state.get("ref")
+        self.ref = _Fix.from_json(ref) if ref else None
+        suspect = state.get("suspect")
+        self.suspect = _Fix.from_json(suspect) if suspect else None
+        self.ops: list[AlertOp] = []
+        self.spikes: list[tuple[int, int, int]] = []
+
+    def state(self) -> dict[str, Any]:
+        episodes = {}
+        for key, ep in self.episodes.items():
+            if ep.in_breach or ep.count:
+                episodes[key] = ep.to_dict()
+        return {
+            "episodes": episodes,
+            "open": self.open,
+            "last_ts": self.last_ts,
+            "ref": self.ref.to_json() if self.ref else None,
+            "suspect": self.suspect.to_json() if self.suspect else None,
+        }
+
+    # -- conditions ------------------------------------------------------------------------
+
+    def conditions(self, fixes: list[_Fix]) -> dict[str, list[Condition]]:
+        """The condition of every fix for every rule, computed on arrays."""
+        profile = self.profile
+        n = len(fixes)
+        ts = np.fromiter((f.ts for f in fixes), np.float64, n)
+        lon = np.fromiter((f.lon for f in fixes), np.float64, n)
+        lat = np.fromiter((f.lat for f in fixes), np.float64, n)
+        acc = np.fromiter((f.acc for f in fixes), np.float64, n)
+        undecidable = np.fromiter(
+            ((f.flags & FixFlag.NOT_DECIDING) != 0 for f in fixes), np.bool_, n
+        )
+        out: dict[str, npt.NDArray[np.int8]] = {}
+        unknown = np.int8(Condition.UNKNOWN)
+        if profile.activity_area is not None:
+            m = classify(profile.activity_area, lon, lat, acc)
+            out[AREA] = _conditions(m, breach_when=Membership.OUTSIDE)
+        for zone in profile.zones:
+            m = classify(zone.area, lon, lat, acc)
+            c = _conditions(m, breach_when=Membership.INSIDE)
+            if zone.schedule is not None:
+                c[~zone.schedule.active_at(ts)] = Condition.OK
+            out[f"zone:{zone.fence_id}"] = c
+        if profile.home is not None and profile.curfew is not None:
+            m = classify(profile.home, lon, lat, acc)
+            c = _conditions(m, breach_when=Membership.OUTSIDE)
+            c[~profile.curfew.active_at(ts)] = Condition.OK
+            out[CURFEW] = c
+        result = {}
+        for key, c in out.items():
+            c[undecidable] = unknown
+            result[key] = [Condition(int(v)) for v in c]
+        return result
+
+    # -- episodes --------------------------------------------------------------------------
+
+    def feed(self, fix: _Fix, conditions: dict[str, Condition]) -> None:
+        evidence: Evidence | None = None
+        for key, condition in conditions.items():
+            ep = self.episodes.get(key)
+            if ep is None:
+                ep = EpisodeState()
+            # Fast path: nothing to confirm and the fix agrees with the current status.
+            if (
+                ep.count == 0
+                and condition is not Condition.UNKNOWN
+                and ((condition is Condition.OK) != ep.in_breach)
+            ):
+                continue
+            if evidence is None:
+                evidence = fix.evidence()
+            ep, events = advance(ep, fix.ts, condition, evidence, self.config)
+            self.episodes[key] = ep
+            for event in events:
+                if isinstance(event, BreachOpened):
+                    self.opened(key, event)
+                elif isinstance(event, BreachClosed):
+                    self.closed(key, event)
+
+    def _rule(self, key: str) -> tuple[str, int | None]:
+        if key == AREA:
+            return "left_activity_area", self.profile.activity_fence_id
+        if key == CURFEW:
+            return "curfew_violation", None
+        return "entered_exclusion_zone", int(key.split(":", 1)[1])
+
+    def opened(self, key: str, event: BreachOpened) -> None:
+        alert_type, fence_id = self._rule(key)
+        episode_key = f"{key}:{round(event.started_at * 1000)}"
+        self.open[key] = episode_key
+        evidence: dict[str, Any] = {
+            "rule": key,
+            "fence_id": fence_id,
+            "first_fix": event.first.to_dict() | {"at": _iso(event.first.ts)},
+            "last_fix": event.last.to_dict() | {"at": _iso(event.last.ts)},
+            "confirmed_at": _iso(event.confirmed_at),
+            "fixes": event.fixes,
+            "policy": self.profile.policy_snapshot(),
+        }
+        area = None
+        if key == AREA:
+            area = self.profile.activity_area
+        elif key == CURFEW:
+            area = self.profile.home
+            evidence["home_radius_m"] = area.circle.radius_m if area and area.circle else None
+        if area is not None:
+            evidence["distance_outside_m"] = round(
+                float(distance_outside_m(area, [event.last.lon], [event.last.lat])[0]), 1
+            )
+        self.ops.append(
+            AlertOpen(
+                subject_id=self.profile.subject_id,
+                org_unit_id=self.profile.org_unit_id,
+                type=alert_type,
+                severity=_SEVERITY[alert_type],
+                fence_id=fence_id,
+                episode_key=episode_key,
+                started_at=_at(event.started_at),
+                evidence=evidence,
+            )
+        )
+
+    def closed(self, key: str, event: BreachClosed) -> None:
+        alert_type, _ = self._rule(key)
+        episode_key = self.open.pop(key, None)
+        if episode_key is None:
+            return
+        self.ops.append(
+            AlertEnd(
+                subject_id=self.profile.subject_id,
+                org_unit_id=self.profile.org_unit_id,
+                type=alert_type,
+                episode_key=episode_key,
+                ended_at=_at(event.ended_at),
+                evidence={
+                    "back_fix": event.first.to_dict() | {"at": _iso(event.first.ts)},
+                    "back_confirmed_at": _iso(event.confirmed_at),
+                },
+            )
+        )
+
+
+def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> npt.NDArray[np.int8]:
+    ok_when = Membership.INSIDE if breach_when is Membership.OUTSIDE else Membership.OUTSIDE
+    c = np.full(len(membership), Condition.UNKNOWN, dtype=np.int8)
+    c[membership == breach_when] = Condition.BREACH
+    c[membership == ok_when] = Condition.OK
+    return c
+
+
+def evaluate_subject(
+    profile: SubjectProfile,
+    state: dict[str, Any],
+    fixes: SubjectFixes,
+    now: datetime,
+    *,
+    max_speed_mps: float = MAX_SPEED_MPS,
+) -> EvalOutcome:
+    """Evaluate a subject's new fixes (sorted by time) from ``state``; flags late fixes in
+    ``fixes.flags``. ``now`` is the server time of the commit (unused by the rules, which run
+    on event time; kept for the evidence)."""
+    ev = _Evaluator(profile, state or {}, max_speed_mps)
+    candidates: list[_Fix] = []
+    late = 0
+    for i in range(len(fixes)):
+        ts_us = int(fixes.ts_us[i])
+        ts = ts_us / 1e6
+        newest = ev.suspect.ts if ev.suspect is not None else ev.last_ts
+        if newest is not None and ts < newest:
+            fixes.flags[i] |= FixFlag.LATE
+            late += 1
+            continue
+        candidates.append(
+            _Fix(
+                ts,
+                float(fixes.lon[i]),
+                float(fixes.lat[i]),
+                float(fixes.accuracy_m[i]),
+                int(fixes.flags[i]),
+                int(fixes.device[i]),
+                ts_us,
+                int(fixes.key[i]),
+                i,
+            )
+        )
+    if not candidates:
+        return EvalOutcome(ev.state(), [], [], late)
+    # Conditions for the held suspect (if any) and all candidates, in one vectorised pass.
+    pool = ([ev.suspect] if ev.suspect is not None else []) + candidates
+    conds = ev.conditions(pool)
+    cond_of = {id(f): {k: v[j] for k, v in conds.items()} for j, f in enumerate(pool)}
+
+    def evaluate(fix: _Fix) -> None:
+        ev.feed(fix, cond_of[id(fix)])
+        ev.last_ts = fix.ts
+
+    for fix in candidates:
+        deciding = (fix.flags & FixFlag.NOT_DECIDING) == 0
+        if ev.suspect is not None:
+            suspect = ev.suspect
+            ev.suspect = None
+            back = ev.ref is not None and _required_speed(ev.ref, fix) <= max_speed_mps
+            if back and _required_speed(suspect, fix) > max_speed_mps:
+                _mark_spike(ev, fixes, suspect)
+            else:
+                evaluate(suspect)
+                ev.ref = suspect
+        if deciding and ev.ref is not None and _required_speed(ev.ref, fix) > max_speed_mps:
+            ev.suspect = fix
+            continue
+        evaluate(fix)
+        if deciding:
+            ev.ref = fix
+    return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
+
+
+def _mark_spike(ev: _Evaluator, fixes: SubjectFixes, suspect: _Fix) -> None:
+    if suspect.row >= 0:
+        fixes.flags[suspect.row] |= FixFlag.SPIKE
+    else:
+        ev.spikes.append((suspect.device, suspect.ts_us, suspect.key))

@@ -1,0 +1,156 @@
+"""Each subject's compiled rules: prepared fences, schedules and policy numbers.
+
+Profiles are built from PostgreSQL once and cached per process; prepared polygons are shared
+by geometry id, so 100 k subjects of one county hold one prepared county polygon.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from correction_monitor.adapters import geo, subjects
+from correction_monitor.domain.models import Subject
+from correction_monitor.policy import LevelPolicy, Policy
+from geofences.classify import PreparedArea
+from geofences.model import Circle
+from geofences.schedule import Schedule, Window
+
+_ALL_DAYS = frozenset(range(1, 8))
+
+TIMEZONE_OF_UNIT = "SELECT timezone FROM org_units WHERE id = $1"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRule:
+    """An exclusion zone (禁止令 place) and when it applies (None = always)."""
+
+    fence_id: int
+    area: PreparedArea
+    schedule: Schedule | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectProfile:
+    """Everything evaluation needs to know about one subject."""
+
+    subject_id: int
+    org_unit_id: int
+    level: str
+    level_policy: LevelPolicy
+    activity_fence_id: int | None
+    activity_area: PreparedArea | None
+    zones: tuple[ZoneRule, ...]
+    home: PreparedArea | None
+    curfew: Schedule | None
+    timezone: str
+
+    def policy_snapshot(self) -> dict[str, Any]:
+        """The policy values an alert was decided with, kept in its evidence."""
+        return {
+            "supervision_level": self.level,
+            "confirm_s": self.level_policy.confirm_s,
+            "lost_contact_after_s": self.level_policy.lost_contact_after_s,
+        }
+
+
+class ProfileCache:
+    """Compiled profiles per subject, refreshed after ``ttl_s`` seconds."""
+
+    def __init__(self, policy: Policy, ttl_s: float = 60.0) -> None:
+        self.policy = policy
+        self.ttl_s = ttl_s
+        self._profiles: dict[int, tuple[float, SubjectProfile]] = {}
+        self._areas: dict[tuple[str, Any], PreparedArea] = {}
+
+    def invalidate(self, subject_id: int | None = None) -> None:
+        if subject_id is None:
+            self._profiles.clear()
+        else:
+            self._profiles.pop(subject_id, None)
+
+    async def get_many(
+        self, conn: asyncpg.Connection, subject_ids: list[int]
+    ) -> dict[int, SubjectProfile]:
+        now = time.monotonic()
+        out: dict[int, SubjectProfile] = {}
+        for subject_id in subject_ids:
+            cached = self._profiles.get(subject_id)
+            if cached is None or now - cached[0] > self.ttl_s:
+                profile = await self._build(conn, await subjects.get(conn, subject_id))
+                self._profiles[subject_id] = (now, profile)
+                out[subject_id] = profile
+            else:
+                out[subject_id] = cached[1]
+        return out
+
+    async def _polygon(self, conn: asyncpg.Connection, geometry_id: int) -> PreparedArea:
+        key = ("geometry", geometry_id)
+        area = self._areas.get(key)
+        if area is None:
+            geometry = await geo.load_geometry(conn, geometry_id)
+            area = PreparedArea(geometry)
+            self._areas[key] = area
+        return area
+
+    def _circle(self, lon: float, lat: float, radius_m: float) -> PreparedArea:
+        key = ("circle", (lon, lat, radius_m))
+        area = self._areas.get(key)
+        if area is None:
+            area = PreparedArea(Circle(lon, lat, radius_m))
+            self._areas[key] = area
+        return area
+
+    async def _fence_area(
+        self, conn: asyncpg.Connection, fence_id: int
+    ) -> tuple[PreparedArea, Any]:
+        fence = await geo.get_fence(conn, fence_id)
+        if fence.geometry_id is not None:
+            return await self._polygon(conn, fence.geometry_id), fence.schedule
+        assert fence.center_lon is not None
+        assert fence.center_lat is not None
+        assert fence.radius_m is not None
+        return self._circle(fence.center_lon, fence.center_lat, fence.radius_m), fence.schedule
+
+    async def _build(self, conn: asyncpg.Connection, subject: Subject) -> SubjectProfile:
+        timezone: str = await conn.fetchval(TIMEZONE_OF_UNIT, subject.org_unit_id)
+        activity = None
+        if subject.activity_area_id is not None:
+            activity, _ = await self._fence_area(conn, subject.activity_area_id)
+        zones = []
+        for fence_id in subject.exclusion_zone_ids:
+            area, schedule = await self._fence_area(conn, fence_id)
+            zones.append(
+                ZoneRule(
+                    fence_id,
+                    area,
+                    Schedule.from_json(schedule, timezone) if schedule else None,
+                )
+            )
+        home = curfew = None
+        if subject.home is not None:
+            home = self._circle(subject.home.lon, subject.home.lat, subject.home.radius_m)
+            if subject.curfew is not None:
+                curfew = Schedule(
+                    (Window(_ALL_DAYS, subject.curfew.start, subject.curfew.end),), timezone
+                )
+        return SubjectProfile(
+            subject_id=subject.id,
+            org_unit_id=subject.org_unit_id,
+            level=subject.supervision_level.value,
+            level_policy=self.policy.level(subject.supervision_level),
+            activity_fence_id=subject.activity_area_id,
+            activity_area=activity,
+            zones=tuple(zones),
+            home=home,
+            curfew=curfew,
+            timezone=timezone,
+        )
+
+
+def clock(value: dt.time) -> str:
+    return value.strftime("%H:%M")

@@ -1,0 +1,110 @@
+"""Background jobs: lost-contact sweeps, fix partition upkeep, hot-state rebuilds.
+
+apscheduler runs them in every process; each job that must run once across processes guards
+itself with a PostgreSQL advisory lock, so scaling out needs no extra coordination.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from correction_monitor.adapters.hot_state import HotState
+from correction_monitor.policy import Policy
+from correction_monitor.service import lost_contact
+
+log = structlog.get_logger("correction_monitor.jobs")
+
+LATEST_FROM_STATE = """
+SELECT e.subject_id, s.org_unit_id, e.state->'ref' AS ref FROM subject_eval_state e
+JOIN subjects s ON s.id = e.subject_id WHERE e.state->'ref' IS NOT NULL
+  AND e.state->'ref' <> 'null'::jsonb
+"""
+
+
+async def ensure_partitions(pool: asyncpg.Pool, days_ahead: int = 2) -> None:
+    """Create today's and the next days' fix partitions ahead of the first fix."""
+    today = datetime.now(UTC).date()
+    async with pool.acquire() as conn:
+        for offset in range(-1, days_ahead + 1):
+            await conn.execute(
+                "SELECT cm_ensure_fix_partition($1::date)", today + timedelta(offset)
+            )
+
+
+async def rebuild_hot_state(pool: asyncpg.Pool, hot: HotState) -> int:
+    """Copy every subject's latest plausible position from PostgreSQL into Redis."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(LATEST_FROM_STATE)
+    positions = {}
+    for row in rows:
+        ts, lon, lat, acc = row["ref"][:4]
+        positions[row["subject_id"]] = {
+            "ts": ts,
+            "lon": lon,
+            "lat": lat,
+            "accuracy_m": acc,
+            "org_unit_id": row["org_unit_id"],
+        }
+    for start in range(0, len(positions), 5000):
+        chunk = dict(list(positions.items())[start : start + 5000])
+        if not await hot.set_latest_positions(chunk):
+            return 0
+    return len(positions)
+
+
+class HotStateWatch:
+    """Rebuilds Redis copies once Redis answers again after an outage."""
+
+    def __init__(self, pool: asyncpg.Pool, hot: HotState) -> None:
+        self.pool = pool
+        self.hot = hot
+        self.needs_rebuild = True
+
+    async def tick(self) -> None:
+        if not self.hot.healthy:
+            self.needs_rebuild = True
+        if not await self.hot.ping():
+            self.needs_rebuild = True
+            return
+        if self.needs_rebuild:
+            count = await rebuild_hot_state(self.pool, self.hot)
+            self.needs_rebuild = False
+            log.info("hot state rebuilt from PostgreSQL", subjects=count)
+
+
+def build_scheduler(pool: asyncpg.Pool, policy: Policy, hot: HotState) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    watch = HotStateWatch(pool, hot)
+    scheduler.add_job(
+        lost_contact.sweep,
+        "interval",
+        seconds=30,
+        args=(pool, policy),
+        id="lost-contact-sweep",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        ensure_partitions,
+        "interval",
+        hours=1,
+        args=(pool,),
+        id="fix-partitions",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        watch.tick,
+        "interval",
+        seconds=5,
+        id="hot-state-watch",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    return scheduler

@@ -1,0 +1,208 @@
+"""Alert endpoints: list, acknowledge, resolve, and the live SSE feed.
+
+The feed replays ``alert_events`` (PostgreSQL, the truth) after the client's Last-Event-ID and
+then follows new events. Redis pub/sub only wakes the stream early; when Redis is down the
+stream still advances by polling, so no event is lost across processes or outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+
+from correction_monitor.adapters import alerts, audit
+from correction_monitor.adapters.errors import NotFound
+from correction_monitor.adapters.hot_state import FEED_CHANNEL
+from correction_monitor.domain.access import CASEWORK_ROLES, Principal
+from correction_monitor.web.auth import officer
+from correction_monitor.web.errors import bad_request, conflict, not_found
+from correction_monitor.web.jsonio import json_response, parse_model, read_json
+from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
+from correction_monitor.web.routes.admin import int_param
+
+routes = web.RouteTableDef()
+
+ALERT_TYPES = frozenset(
+    {
+        "left_activity_area",
+        "entered_exclusion_zone",
+        "curfew_violation",
+        "lost_contact",
+        "missed_checkin",
+        "leave_overdue",
+        "device_integrity",
+    }
+)
+STATUSES = frozenset({"open", "acknowledged", "resolved"})
+POLL_INTERVAL_S = 1.0
+KEEPALIVE_S = 15.0
+
+
+@routes.get("/api/v1/alerts")
+async def list_alerts(request: web.Request) -> web.Response:
+    who = await officer(request)
+    q = request.query
+    try:
+        subject_id = int(q["subject_id"]) if q.get("subject_id") else None
+        limit = min(int(q.get("limit", "500")), 5000)
+    except ValueError as exc:
+        raise bad_request("invalid_request", "subject_id and limit must be integers") from exc
+    type_ = q.get("type") or None
+    if type_ is not None and type_ not in ALERT_TYPES:
+        raise bad_request("invalid_request", f"unknown alert type {type_!r}")
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise bad_request("invalid_request", f"status must be one of {sorted(STATUSES)}")
+    async with request.app[POOL].acquire() as conn:
+        rows = await alerts.list_alerts(
+            conn, who.scope, subject_id=subject_id, type_=type_, status=status, limit=limit
+        )
+    return json_response({"alerts": [alerts.to_json(r) for r in rows]})
+
+
+async def _visible_alert(request: web.Request, who: Principal, alert_id: int) -> Any:
+    async with request.app[POOL].acquire() as conn:
+        try:
+            row = await alerts.get(conn, alert_id)
+        except NotFound as exc:
+            raise not_found(f"alert {alert_id}") from exc
+    if not who.sees(row["org_unit_id"]):
+        raise not_found(f"alert {alert_id}")
+    return row
+
+
+@routes.post("/api/v1/alerts/{id}/acknowledge")
+async def acknowledge(request: web.Request) -> web.Response:
+    who = await officer(request, CASEWORK_ROLES)
+    alert_id = int_param(request, "id")
+    row = await _visible_alert(request, who, alert_id)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        if await alerts.acknowledge(conn, alert_id, who.officer_id):
+            await alerts.record_event(conn, alert_id, row["org_unit_id"], "acknowledged")
+            await audit.record(
+                conn,
+                officer_id=who.officer_id,
+                action="alert.acknowledge",
+                subject_id=row["subject_id"],
+                request_id=request.get(REQUEST_ID),
+                detail={"alert_id": alert_id},
+            )
+        elif row["status"] == "resolved":
+            raise conflict("alert_resolved", f"alert {alert_id} is already resolved")
+        row = await alerts.get(conn, alert_id)
+    return json_response(alerts.to_json(row))
+
+
+class ResolveIn(BaseModel):
+    disposition: Literal["confirmed", "justified", "false_alarm"]
+    note: str | None = Field(default=None, max_length=4000)
+
+
+@routes.post("/api/v1/alerts/{id}/resolve")
+async def resolve(request: web.Request) -> web.Response:
+    who = await officer(request, CASEWORK_ROLES)
+    alert_id = int_param(request, "id")
+    body = parse_model(ResolveIn, await read_json(request))
+    row = await _visible_alert(request, who, alert_id)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        if not await alerts.resolve(conn, alert_id, who.officer_id, body.disposition, body.note):
+            raise conflict("alert_resolved", f"alert {alert_id} is already resolved")
+        await alerts.record_event(conn, alert_id, row["org_unit_id"], "resolved")
+        await audit.record(
+            conn,
+            officer_id=who.officer_id,
+            action="alert.resolve",
+            subject_id=row["subject_id"],
+            request_id=request.get(REQUEST_ID),
+            detail={"alert_id": alert_id, "disposition": body.disposition},
+        )
+        row = await alerts.get(conn, alert_id)
+    return json_response(alerts.to_json(row))
+
+
+def _sse(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+@routes.get("/api/v1/alerts/stream")
+async def stream(request: web.Request) -> web.StreamResponse:
+    """``text/event-stream`` of alert changes in the caller's jurisdiction.
+
+    Each event's id is the ``alert_events`` id; reconnecting with ``Last-Event-ID`` resumes
+    right after it. Without it the stream starts with what happens from now on
+    (``?since=0`` replays everything retained).
+    """
+    who = await officer(request)
+    pool = request.app[POOL]
+    raw_last = request.headers.get("Last-Event-ID") or request.query.get("since")
+    async with pool.acquire() as conn:
+        if raw_last is not None and raw_last != "":
+            try:
+                last_id = int(raw_last)
+            except ValueError as exc:
+                raise bad_request("invalid_request", "Last-Event-ID must be an integer") from exc
+        else:
+            last_id = await alerts.last_event_id(conn)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(b": connected\nretry: 2000\n\n")
+    wakeup = asyncio.Event()
+    listener = asyncio.create_task(_listen(request, wakeup))
+    try:
+        idle = 0.0
+        while True:
+            async with pool.acquire() as conn:
+                rows = await alerts.events_after(conn, last_id, who.scope)
+            for row in rows:
+                last_id = row["event_id"]
+                await response.write(_sse(last_id, row["kind"], alerts.to_json(row)))
+            if rows:
+                idle = 0.0
+                continue
+            wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), POLL_INTERVAL_S)
+            idle += POLL_INTERVAL_S
+            if idle >= KEEPALIVE_S:
+                await response.write(b": keepalive\n\n")
+                idle = 0.0
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            await listener
+    return response
+
+
+async def _listen(request: web.Request, wakeup: asyncio.Event) -> None:
+    """Wake the stream whenever any process publishes an alert change."""
+    hot = request.app[HOT_STATE]
+    while True:
+        try:
+            async with hot.client.pubsub() as pubsub:
+                await pubsub.subscribe(hot.key(FEED_CHANNEL))
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        wakeup.set()
+        except (RedisError, OSError):
+            await asyncio.sleep(2.0)
+
+
+@routes.get("/api/v1/alerts/{id}")
+async def get_alert(request: web.Request) -> web.Response:
+    who = await officer(request)
+    row = await _visible_alert(request, who, int_param(request, "id"))
+    return json_response(alerts.to_json(row))

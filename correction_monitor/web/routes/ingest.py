@@ -1,0 +1,150 @@
+"""Phone endpoints: native batches, Traccar Client (OsmAnd) and OwnTracks HTTP mode.
+
+Each request runs the pipeline: decode → authenticate device → normalize → validate →
+dedupe → quality (``ingest.batch``) → persist + evaluate + publish (``ingest.committer``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Sequence
+
+import asyncpg
+from aiohttp import web
+
+from correction_monitor.adapters.subjects import DeviceIdentity
+from correction_monitor.domain.fixes import Rejection
+from correction_monitor.ingest.batch import prepare
+from correction_monitor.ingest.committer import Overloaded
+from correction_monitor.ingest.protocols.decoded import Decoded
+from correction_monitor.ingest.protocols.errors import TOO_MANY_FIXES, DecodeError
+from correction_monitor.ingest.protocols.native import decode_native
+from correction_monitor.ingest.protocols.osmand import decode_osmand_json, decode_osmand_query
+from correction_monitor.ingest.protocols.owntracks import decode_owntracks
+from correction_monitor.metrics import FIXES_REJECTED
+from correction_monitor.web.auth import bearer_token
+from correction_monitor.web.errors import ApiError, bad_request, unauthorized
+from correction_monitor.web.jsonio import json_response
+from correction_monitor.web.keys import COMMITTER, DEVICES, POLICY
+
+routes = web.RouteTableDef()
+
+MAX_FIXES_PER_REQUEST = 1000
+
+
+def _decode_error(exc: DecodeError) -> ApiError:
+    if exc.code == TOO_MANY_FIXES:
+        return ApiError(413, exc.code, str(exc))
+    return bad_request(exc.code, str(exc))
+
+
+async def _ingest(
+    request: web.Request, device: DeviceIdentity, decoded: Decoded, protocol: str
+) -> tuple[int, int, list[Rejection]]:
+    """Run the pipeline stages after decoding; returns (accepted, duplicates, rejected)."""
+    policy = request.app[POLICY].ingest
+    rejected = list(decoded.rejected)
+    batch = prepare(decoded.fixes, decoded.indexes, time.time(), policy)
+    rejected.extend(batch.rejected)
+    for rejection in rejected:
+        FIXES_REJECTED.labels(rejection.reason).inc()
+    try:
+        result = await request.app[COMMITTER].submit(device, batch, protocol)
+    except Overloaded as exc:
+        err = ApiError(503, "overloaded", "the service is busy; retry shortly")
+        err.headers["Retry-After"] = str(exc.retry_after_s)
+        raise err from exc
+    except (asyncpg.PostgresError, OSError) as exc:
+        err = ApiError(503, "storage_unavailable", "fixes could not be stored; retry shortly")
+        err.headers["Retry-After"] = "5"
+        raise err from exc
+    return (
+        result.accepted,
+        result.duplicates + batch.duplicates,
+        sorted(rejected, key=lambda r: r.index),
+    )
+
+
+def _summary(accepted: int, duplicates: int, rejected: Sequence[Rejection]) -> dict[str, object]:
+    return {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": [{"index": r.index, "reason": r.reason} for r in rejected],
+    }
+
+
+@routes.post("/api/v1/fixes")
+async def post_fixes(request: web.Request) -> web.Response:
+    """Native batches (≤ 1000 fixes) from a phone holding a device bearer token."""
+    token = bearer_token(request)
+    if token is None:
+        raise unauthorized("a device bearer token is required")
+    device = await request.app[DEVICES].by_token(token)
+    if device is None:
+        raise unauthorized("unknown or revoked device token")
+    try:
+        decoded = decode_native(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
+    except DecodeError as exc:
+        raise _decode_error(exc) from exc
+    return json_response(_summary(*await _ingest(request, device, decoded, "native")))
+
+
+@routes.route("*", "/osmand/")
+@routes.route("*", "/osmand")
+async def osmand(request: web.Request) -> web.Response:
+    """Traccar Client: GET query, url-encoded POST form, or JSON POST."""
+    if request.method not in ("GET", "POST"):
+        raise ApiError(405, "method_not_allowed", "use GET or POST")
+    try:
+        if request.method == "POST" and request.content_type == "application/json":
+            decoded = decode_osmand_json(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
+        else:
+            params = dict(request.query)
+            if request.method == "POST":
+                params.update({k: str(v) for k, v in (await request.post()).items()})
+            decoded = decode_osmand_query(params)
+    except DecodeError as exc:
+        raise _decode_error(exc) from exc
+    if decoded.device_ref is None:
+        raise bad_request("missing_device_id", "the request names no device (id / deviceid)")
+    device = await request.app[DEVICES].by_osmand_id(decoded.device_ref)
+    if device is None:
+        raise unauthorized(f"unknown device id {decoded.device_ref!r}")
+    return json_response(_summary(*await _ingest(request, device, decoded, "osmand")))
+
+
+def _basic_auth(request: web.Request) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+@routes.post("/owntracks")
+async def owntracks(request: web.Request) -> web.Response:
+    """OwnTracks HTTP mode: Basic auth (user = osmand_id, password = device token); answers
+    with a JSON array of messages for the app (none)."""
+    credentials = _basic_auth(request)
+    if credentials is None:
+        err = unauthorized("HTTP Basic credentials (device id and token) are required")
+        err.headers["WWW-Authenticate"] = 'Basic realm="correction-monitor"'
+        raise err
+    device = await request.app[DEVICES].by_osmand_id(*credentials)
+    if device is None:
+        raise unauthorized("unknown device or wrong token")
+    try:
+        decoded = decode_owntracks(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
+    except DecodeError as exc:
+        raise _decode_error(exc) from exc
+    accepted, duplicates, rejected = await _ingest(request, device, decoded, "owntracks")
+    if rejected and not accepted and not duplicates:
+        first = rejected[0]
+        raise bad_request(first.reason, f"location message refused: {first.reason}")
+    return json_response([])
