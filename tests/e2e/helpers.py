@@ -1,0 +1,148 @@
+"""Building a small supervised world over HTTP: a county, a station, fences, a subject, a phone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import Officers, bearer, unique
+
+# A 0.2° × 0.2° square county near Beijing (WGS-84), about 17 km × 22 km.
+COUNTY_SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[116.2, 39.8], [116.4, 39.8], [116.4, 40.0], [116.2, 40.0], [116.2, 39.8]]],
+}
+INSIDE = (116.30, 39.90)
+OUTSIDE = (116.60, 39.90)  # ~17 km east of the county
+
+
+@dataclass
+class World:
+    county: str
+    station: str
+    admin_token: str
+    area_id: int
+    subject_id: int
+    device_token: str
+    osmand_id: str
+    device_id: int
+
+
+async def make_world(
+    client: TestClient[Any, Any],
+    officers: Officers,
+    *,
+    level: str = "strict",
+    area: dict[str, Any] | None = None,
+    area_crs: str = "wgs84",
+    exclusions: list[dict[str, Any]] | None = None,
+    home: dict[str, Any] | None = None,
+    curfew: dict[str, str] | None = None,
+) -> World:
+    county = unique("c")
+    station = unique("s")
+    _, admin = await officers.create("admin", county)
+    h = bearer(admin)
+    resp = await client.post(
+        "/api/v1/org-units",
+        json={"code": station, "name": "城关司法所", "parent_code": county},
+        headers=h,
+    )
+    assert resp.status == 201, await resp.text()
+    resp = await client.post(
+        "/api/v1/geofences",
+        json={
+            "name": "XX县",
+            "kind": "activity_area",
+            "org_unit": county,
+            "geometry": area or COUNTY_SQUARE,
+            "crs": area_crs,
+        },
+        headers=h,
+    )
+    assert resp.status == 201, await resp.text()
+    area_id = (await resp.json())["id"]
+    zone_ids = []
+    for zone in exclusions or []:
+        resp = await client.post("/api/v1/geofences", json=zone | {"org_unit": county}, headers=h)
+        assert resp.status == 201, await resp.text()
+        zone_ids.append((await resp.json())["id"])
+    body: dict[str, Any] = {
+        "name": "张三",
+        "org_unit": station,
+        "supervision_level": level,
+        "category": "probation",
+        "term_start": "2026-01-01",
+        "term_end": "2027-12-31",
+        "activity_area_id": area_id,
+        "exclusion_zone_ids": zone_ids,
+    }
+    if home:
+        body["home"] = home
+    if curfew:
+        body["curfew"] = curfew
+    resp = await client.post("/api/v1/subjects", json=body, headers=h)
+    assert resp.status == 201, await resp.text()
+    subject_id = (await resp.json())["id"]
+    resp = await client.post(f"/api/v1/subjects/{subject_id}/devices", json={}, headers=h)
+    assert resp.status == 201, await resp.text()
+    dev = await resp.json()
+    return World(
+        county,
+        station,
+        admin,
+        area_id,
+        subject_id,
+        dev["token"],
+        dev["osmand_id"],
+        dev["device_id"],
+    )
+
+
+def track(
+    start: datetime,
+    points: list[tuple[float, float]],
+    step_s: float = 60.0,
+    accuracy_m: float = 10.0,
+    crs: str | None = None,
+) -> list[dict[str, Any]]:
+    """Native fixes at ``step_s`` intervals from ``start`` through ``points``."""
+    fixes = []
+    for i, (lon, lat) in enumerate(points):
+        ts = start + timedelta(seconds=step_s * i)
+        fix: dict[str, Any] = {
+            "id": f"f{ts.timestamp():.0f}",
+            "ts": ts.isoformat(),
+            "lat": lat,
+            "lon": lon,
+            "accuracy_m": accuracy_m,
+        }
+        if crs:
+            fix["crs"] = crs
+        fixes.append(fix)
+    return fixes
+
+
+def recent(minutes: float = 120) -> datetime:
+    """A start time safely in the past (fixes may not come from the future)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now - timedelta(minutes=minutes)
+
+
+async def send(client: TestClient[Any, Any], world: World, fixes: list[dict[str, Any]]) -> Any:
+    resp = await client.post(
+        "/api/v1/fixes", json={"fixes": fixes}, headers=bearer(world.device_token)
+    )
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def alerts_of(client: TestClient[Any, Any], world: World, **filters: str) -> list[Any]:
+    params = {"subject_id": str(world.subject_id)} | filters
+    resp = await client.get("/api/v1/alerts", params=params, headers=bearer(world.admin_token))
+    assert resp.status == 200, await resp.text()
+    alerts: list[Any] = (await resp.json())["alerts"]
+    return sorted(alerts, key=lambda a: a["started_at"])
