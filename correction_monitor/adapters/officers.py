@@ -11,6 +11,7 @@ from correction_monitor.domain.models import Officer
 
 _COLUMNS = "id, username, password_hash, role, org_unit_id, active"
 GET_BY_USERNAME = f"SELECT {_COLUMNS} FROM officers WHERE username = $1"
+GET_BY_ID = f"SELECT {_COLUMNS} FROM officers WHERE id = $1"
 INSERT = f"""
 INSERT INTO officers (username, password_hash, role, org_unit_id, display_name)
 VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}
@@ -41,6 +42,13 @@ async def get_by_username(conn: asyncpg.Connection, username: str) -> Officer:
     row = await conn.fetchrow(GET_BY_USERNAME, username)
     if row is None:
         raise NotFound(f"officer {username!r}")
+    return _officer(row)
+
+
+async def get_by_id(conn: asyncpg.Connection, officer_id: int) -> Officer:
+    row = await conn.fetchrow(GET_BY_ID, officer_id)
+    if row is None:
+        raise NotFound(f"officer {officer_id}")
     return _officer(row)
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import secrets
 import zoneinfo
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
-from correction_monitor.adapters import geo, org_units, subjects
+from correction_monitor.adapters import geo, officers, org_units, subjects
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
 from correction_monitor.domain.access import CASEWORK_ROLES, CONFIGURATION_ROLES, Principal
 from correction_monitor.domain.models import (
@@ -41,6 +41,11 @@ from geofences.geojson import parse_datav
 routes = web.RouteTableDef()
 
 CrsName = Literal["wgs84", "gcj02", "bd09"]
+
+# Row ids are PostgreSQL ``integer``s: anything outside names no row, and would not even
+# reach the database (asyncpg refuses to encode it).
+PG_INT_MAX = 2**31 - 1
+RowId = Annotated[int, Field(ge=1, le=PG_INT_MAX)]
 
 
 def _crs(value: str | None, default: CRS) -> CRS:
@@ -76,11 +81,12 @@ async def visible_subject(conn: asyncpg.Connection, who: Principal, subject_id: 
 
 
 def int_param(request: web.Request, name: str) -> int:
+    """A row id from the URL path; anything that cannot be one is a 404."""
     raw = request.match_info[name]
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise not_found(f"{name} {raw!r}") from exc
+    # isascii: int() would also take "1_000", " 7" and non-ASCII digits.
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= PG_INT_MAX:
+        raise not_found(f"{name} {raw!r}")
+    return int(raw)
 
 
 # --- org units -------------------------------------------------------------------------------
@@ -351,12 +357,12 @@ class SubjectIn(BaseModel):
     category: SubjectCategory
     term_start: date
     term_end: date
-    activity_area_id: int | None = None
-    exclusion_zone_ids: list[int] = Field(default_factory=list, max_length=200)
+    activity_area_id: RowId | None = None
+    exclusion_zone_ids: list[RowId] = Field(default_factory=list, max_length=200)
     home: HomeIn | None = None
     curfew: CurfewIn | None = None
-    responsible_officer_id: int | None = None
-    responsible_supervisor_id: int | None = None
+    responsible_officer_id: RowId | None = None
+    responsible_supervisor_id: RowId | None = None
 
 
 async def _check_fences(conn: asyncpg.Connection, who: Principal, body: SubjectIn) -> None:
@@ -384,6 +390,24 @@ async def _check_fences(conn: asyncpg.Connection, who: Principal, body: SubjectI
             raise bad_request("unknown_geofence", f"geofence {fence.id} does not exist")
 
 
+async def _check_responsible(conn: asyncpg.Connection, who: Principal, body: SubjectIn) -> None:
+    """The responsible officer and supervisor must exist within the caller's jurisdiction."""
+    for field, officer_id in (
+        ("responsible_officer_id", body.responsible_officer_id),
+        ("responsible_supervisor_id", body.responsible_supervisor_id),
+    ):
+        if officer_id is None:
+            continue
+        message = f"{field}: officer {officer_id} does not exist"
+        try:
+            found = await officers.get_by_id(conn, officer_id)
+        except NotFound as exc:
+            raise bad_request("unknown_officer", message) from exc
+        # Someone outside the jurisdiction is answered alike: their existence is not revealed.
+        if not found.active or not who.sees(found.org_unit_id):
+            raise bad_request("unknown_officer", message)
+
+
 @routes.post("/api/v1/subjects")
 async def create_subject(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
@@ -396,6 +420,7 @@ async def create_subject(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
         await _check_fences(conn, who, body)
+        await _check_responsible(conn, who, body)
         home = None
         if body.home is not None:
             try:
