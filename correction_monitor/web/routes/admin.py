@@ -180,7 +180,13 @@ async def import_boundaries(request: web.Request) -> web.Response:
                 source_crs=crs.value,
             )
     return json_response(
-        {"imported": len(areas), "adcodes": [a.adcode for a in areas], "crs": crs.value},
+        {
+            "imported": len(areas),
+            "adcodes": [a.adcode for a in areas],
+            "crs": crs.value,
+            # A repaired boundary differs from the file: say so, per adcode.
+            "repairs": {a.adcode: list(a.repairs) for a in areas if a.repairs},
+        },
         status=201,
     )
 
