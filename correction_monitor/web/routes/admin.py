@@ -48,6 +48,31 @@ PG_INT_MAX = 2**31 - 1
 RowId = Annotated[int, Field(ge=1, le=PG_INT_MAX)]
 
 
+def refuse_nul(data: Any) -> Any:
+    """Return ``data`` (parsed JSON) unchanged, or a 400 if any string in it holds U+0000.
+
+    PostgreSQL ``text`` cannot store the NUL character: let through, it fails the INSERT or
+    lookup it reaches and the request would answer 500.
+    """
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise bad_request("invalid_text", "text may not contain the NUL character (U+0000)")
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return data
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
+    body: dict[str, Any] = refuse_nul(await read_object(request))
+    return body
+
+
 def _crs(value: str | None, default: CRS) -> CRS:
     if value is None:
         return default
@@ -111,7 +136,7 @@ class OrgUnitIn(BaseModel):
 @routes.post("/api/v1/org-units")
 async def create_org_unit(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
-    body = parse_model(OrgUnitIn, await read_object(request))
+    body = parse_model(OrgUnitIn, await _read_body(request))
     async with request.app[POOL].acquire() as conn:
         parent_id = None
         if body.parent_code is not None:
@@ -167,6 +192,8 @@ async def import_boundaries(request: web.Request) -> web.Response:
         ) from exc
     if not areas:
         raise bad_request("invalid_geojson", "the FeatureCollection has no features")
+    # Only the properties reach text columns; the coordinates were checked as numbers.
+    refuse_nul([[a.adcode, a.name, a.parent_adcode, a.level] for a in areas])
     async with request.app[POOL].acquire() as conn, conn.transaction():
         for area in areas:
             geometry_id = await geo.store_geometry(conn, area.geometry)
@@ -275,7 +302,7 @@ def fence_json(
 @routes.post("/api/v1/geofences")
 async def create_geofence(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
-    body = parse_model(GeofenceIn, await read_object(request))
+    body = parse_model(GeofenceIn, await _read_body(request))
     repair = request.query.get("repair", "false").lower() in ("1", "true", "yes")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
@@ -417,7 +444,7 @@ async def _check_responsible(conn: asyncpg.Connection, who: Principal, body: Sub
 @routes.post("/api/v1/subjects")
 async def create_subject(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
-    body = parse_model(SubjectIn, await read_object(request))
+    body = parse_model(SubjectIn, await _read_body(request))
     if body.term_end < body.term_start:
         raise bad_request("invalid_request", "term_end is before term_start")
     if body.curfew is not None and body.home is None:
@@ -460,10 +487,14 @@ async def create_subject(request: web.Request) -> web.Response:
 async def list_subjects(request: web.Request) -> web.Response:
     who = await officer(request)
     try:
-        limit = min(int(request.query.get("limit", "100")), 1000)
-        offset = max(int(request.query.get("offset", "0")), 0)
+        limit = int(request.query.get("limit", "100"))
+        offset = int(request.query.get("offset", "0"))
     except ValueError as exc:
         raise bad_request("invalid_request", "limit and offset must be integers") from exc
+    if limit < 1 or offset < 0:
+        raise bad_request("invalid_request", "limit must be at least 1 and offset at least 0")
+    # PostgreSQL takes LIMIT and OFFSET as bigint; past a billion rows the page is empty anyway.
+    limit, offset = min(limit, 1000), min(offset, PG_INT_MAX)
     async with request.app[POOL].acquire() as conn:
         found = await subjects.list_in(conn, who.scope, limit=limit, offset=offset)
         codes = await org_units.codes_by_id(conn, list({s.org_unit_id for s in found}))
@@ -497,7 +528,7 @@ async def enrol_device(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     subject_id = int_param(request, "id")
     raw = await request.read()
-    body = parse_model(DeviceIn, await read_object(request)) if raw.strip() else DeviceIn()
+    body = parse_model(DeviceIn, await _read_body(request)) if raw.strip() else DeviceIn()
     async with request.app[POOL].acquire() as conn:
         await visible_subject(conn, who, subject_id)
         for _attempt in range(5):
