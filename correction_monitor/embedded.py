@@ -1157,8 +1157,9 @@ def embedded_services(settings: Settings) -> Iterator[ResolvedUrls]:
     data_dir = settings.data_dir.absolute()
     with _SignalGuard() as guard, contextlib.ExitStack() as stack:
         try:
+            # An empty URL counts as unset, like a missing one.
             database_url = settings.database_url
-            if database_url is None:
+            if not database_url:
                 postgres = EmbeddedPostgres(data_dir)
                 stack.callback(postgres.stop)
                 database_url = postgres.start()
@@ -1169,7 +1170,7 @@ def embedded_services(settings: Settings) -> Iterator[ResolvedUrls]:
                     postgres.ran_initdb,
                 )
             redis_url = settings.redis_url
-            if redis_url is None:
+            if not redis_url:
                 redis = EmbeddedRedis(data_dir)
                 stack.callback(redis.stop)
                 redis_url = redis.start()
