@@ -15,11 +15,12 @@ from correction_monitor.web.auth import officer
 from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response
 from correction_monitor.web.keys import POOL, REQUEST_ID
-from correction_monitor.web.routes.admin import int_param, visible_subject
+from correction_monitor.web.routes.admin import PG_INT_MAX, int_param, refuse_nul, visible_subject
 
 routes = web.RouteTableDef()
 
 MAX_TRACK_SPAN = timedelta(days=31)
+DEFAULT_SPAN = timedelta(days=1)
 MAX_TRACK_FIXES = 100_000
 AUDIT_READERS = frozenset({Role.AUDITOR, Role.ADMIN})
 
@@ -32,6 +33,9 @@ def _instant(request: web.Request, name: str, default: datetime) -> datetime:
         return parse_instant(raw)
     except BadInstant as exc:
         raise bad_request("invalid_time", f"{name}: {exc}") from exc
+    except (ValueError, OverflowError, OSError) as exc:
+        # Epoch milliseconds beyond the years datetime can hold.
+        raise bad_request("invalid_time", f"{name}: {raw!r} is out of range") from exc
 
 
 @routes.get("/api/v1/subjects/{id}/track")
@@ -41,12 +45,16 @@ async def track(request: web.Request) -> web.Response:
     subject_id = int_param(request, "id")
     now = datetime.now(UTC)
     end = _instant(request, "to", now)
-    start = _instant(request, "from", end - timedelta(days=1))
+    # The default span would step before year 1 for a 'to' within a day of it.
+    start = _instant(
+        request, "from", max(end, datetime.min.replace(tzinfo=UTC) + DEFAULT_SPAN) - DEFAULT_SPAN
+    )
     if end <= start:
         raise bad_request("invalid_time", "'to' must be after 'from'")
     if end - start > MAX_TRACK_SPAN:
         raise bad_request("span_too_long", "a track read covers at most 31 days")
     purpose = request.query.get("purpose") or None
+    refuse_nul(purpose)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await visible_subject(conn, who, subject_id)
         rows = await fixes.track(conn, subject_id, start, end, MAX_TRACK_FIXES)
@@ -94,9 +102,15 @@ async def audit_entries(request: web.Request) -> web.Response:
     raw_subject = request.query.get("subject_id")
     try:
         subject_id = int(raw_subject) if raw_subject else None
-        limit = min(int(request.query.get("limit", "100")), 1000)
+        limit = int(request.query.get("limit", "100"))
     except ValueError as exc:
         raise bad_request("invalid_request", "subject_id and limit must be integers") from exc
+    if limit < 1:
+        raise bad_request("invalid_request", "limit must be at least 1")
+    limit = min(limit, 1000)
+    if subject_id is not None and not 0 < subject_id <= PG_INT_MAX:
+        # No subject has such an id; asyncpg would refuse to send it.
+        return json_response({"entries": []})
     async with request.app[POOL].acquire() as conn:
         rows = await audit.entries(conn, subject_id=subject_id, limit=limit, scope=who.scope)
     return json_response({"entries": rows})
