@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from correction_monitor.web.keys import POOL
 from tests.conftest import Officers, bearer, unique
 
 # A 0.2° × 0.2° square county near Beijing (WGS-84), about 17 km × 22 km.
@@ -146,3 +147,59 @@ async def alerts_of(client: TestClient[Any, Any], world: World, **filters: str) 
     assert resp.status == 200, await resp.text()
     alerts: list[Any] = (await resp.json())["alerts"]
     return sorted(alerts, key=lambda a: a["started_at"])
+
+
+# Just inside / just outside the square's east edge (116.4°E): about 430 m either side, so
+# stepping across at 60 s a fix is an ordinary walk, never a speed-test suspect.
+NEAR_INSIDE = (116.395, 39.90)
+NEAR_OUTSIDE = (116.405, 39.90)
+
+
+def iso_z(moment: datetime) -> str:
+    """ISO-8601 UTC with ``Z``, as the API writes instants."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def same_instant(a: str, b: str) -> bool:
+    """Whether two ISO-8601 strings name the same instant (however written)."""
+    return datetime.fromisoformat(a.replace("Z", "+00:00")) == datetime.fromisoformat(
+        b.replace("Z", "+00:00")
+    )
+
+
+async def post_fixes(
+    client: TestClient[Any, Any], token: str, fixes: list[dict[str, Any]]
+) -> tuple[int, Any]:
+    """POST a native batch; returns (status, JSON body) whatever the status."""
+    resp = await client.post("/api/v1/fixes", json={"fixes": fixes}, headers=bearer(token))
+    return resp.status, await resp.json()
+
+
+async def track_of(
+    client: TestClient[Any, Any],
+    world: World,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Any]:
+    """The subject's stored fixes (GeoJSON features) between ``start`` and ``end``
+    (default: the last 30 days up to a minute from now)."""
+    now = datetime.now(UTC)
+    params = {
+        "from": iso_z(start or now - timedelta(days=30)),
+        "to": iso_z(end or now + timedelta(minutes=1)),
+        "purpose": "e2e test",
+    }
+    resp = await client.get(
+        f"/api/v1/subjects/{world.subject_id}/track",
+        params=params,
+        headers=bearer(world.admin_token),
+    )
+    assert resp.status == 200, await resp.text()
+    features: list[Any] = (await resp.json())["features"]
+    return features
+
+
+async def sql_row(client: TestClient[Any, Any], query: str, *args: Any) -> Any:
+    """One row read straight from the app's database (for state no endpoint shows)."""
+    async with client.app[POOL].acquire() as conn:
+        return await conn.fetchrow(query, *args)
