@@ -127,18 +127,23 @@ def _basic_auth(request: web.Request) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
+def _basic_challenge(message: str) -> ApiError:
+    # The challenge names Basic, the scheme this endpoint takes, so the app can answer it.
+    err = unauthorized(message)
+    err.headers["WWW-Authenticate"] = 'Basic realm="correction-monitor"'
+    return err
+
+
 @routes.post("/owntracks")
 async def owntracks(request: web.Request) -> web.Response:
     """OwnTracks HTTP mode: Basic auth (user = osmand_id, password = device token); answers
     with a JSON array of messages for the app (none)."""
     credentials = _basic_auth(request)
     if credentials is None:
-        err = unauthorized("HTTP Basic credentials (device id and token) are required")
-        err.headers["WWW-Authenticate"] = 'Basic realm="correction-monitor"'
-        raise err
+        raise _basic_challenge("HTTP Basic credentials (device id and token) are required")
     device = await request.app[DEVICES].by_osmand_id(*credentials)
     if device is None:
-        raise unauthorized("unknown device or wrong token")
+        raise _basic_challenge("unknown device or wrong token")
     try:
         decoded = decode_owntracks(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
     except DecodeError as exc:
