@@ -199,16 +199,38 @@ class _Evaluator:
     # -- conditions ------------------------------------------------------------------------
 
     def conditions(self, fixes: list[_Fix]) -> dict[str, list[Condition]]:
-        """The condition of every fix for every rule, computed on arrays."""
-        profile = self.profile
+        """The condition of every fix for every rule (list form, for the spike path)."""
         n = len(fixes)
-        ts = np.fromiter((f.ts for f in fixes), np.float64, n)
-        lon = np.fromiter((f.lon for f in fixes), np.float64, n)
-        lat = np.fromiter((f.lat for f in fixes), np.float64, n)
-        acc = np.fromiter((f.acc for f in fixes), np.float64, n)
-        undecidable = np.fromiter(
-            ((f.flags & FixFlag.NOT_DECIDING) != 0 for f in fixes), np.bool_, n
+        arrays = self._conditions(
+            np.fromiter((f.ts for f in fixes), np.float64, n),
+            np.fromiter((f.lon for f in fixes), np.float64, n),
+            np.fromiter((f.lat for f in fixes), np.float64, n),
+            np.fromiter((f.acc for f in fixes), np.float64, n),
+            np.fromiter(((f.flags & FixFlag.NOT_DECIDING) != 0 for f in fixes), np.bool_, n),
         )
+        return {key: [Condition(int(v)) for v in c] for key, c in arrays.items()}
+
+    def conditions_arrays(
+        self, fixes: SubjectFixes, rows: npt.NDArray[np.intp]
+    ) -> dict[str, npt.NDArray[np.int8]]:
+        return self._conditions(
+            fixes.ts_us[rows] / 1e6,
+            fixes.lon[rows],
+            fixes.lat[rows],
+            fixes.accuracy_m[rows],
+            (fixes.flags[rows] & FixFlag.NOT_DECIDING) != 0,
+        )
+
+    def _conditions(
+        self,
+        ts: npt.NDArray[np.float64],
+        lon: npt.NDArray[np.float64],
+        lat: npt.NDArray[np.float64],
+        acc: npt.NDArray[np.float64],
+        undecidable: npt.NDArray[np.bool_],
+    ) -> dict[str, npt.NDArray[np.int8]]:
+        """Condition codes of every fix for every rule, on arrays."""
+        profile = self.profile
         out: dict[str, npt.NDArray[np.int8]] = {}
         unknown = np.int8(Condition.UNKNOWN)
         if profile.activity_area is not None:
@@ -225,11 +247,36 @@ class _Evaluator:
             c = _conditions(m, breach_when=Membership.OUTSIDE)
             c[~profile.curfew.active_at(ts)] = Condition.OK
             out[CURFEW] = c
-        result = {}
-        for key, c in out.items():
+        for c in out.values():
             c[undecidable] = unknown
-            result[key] = [Condition(int(v)) for v in c]
-        return result
+        return out
+
+    def run_rule(
+        self,
+        key: str,
+        c: npt.NDArray[np.int8],
+        fixes: SubjectFixes,
+        rows: npt.NDArray[np.intp],
+    ) -> None:
+        """Feed one rule's episode machine with its conditions, skipping fixes that cannot
+        change it (UNKNOWN ones, and agreeing ones while no streak is being confirmed)."""
+        ep = self.episodes.get(key) or EpisodeState()
+        towards = Condition.OK if ep.in_breach else Condition.BREACH
+        if ep.count == 0 and not (c == towards).any():
+            return
+        for j in np.nonzero(c != Condition.UNKNOWN)[0]:
+            condition = Condition(int(c[j]))
+            towards = Condition.OK if ep.in_breach else Condition.BREACH
+            if ep.count == 0 and condition is not towards:
+                continue
+            fix = _fix_at(fixes, int(rows[j]))
+            ep, events = advance(ep, fix.ts, condition, fix.evidence(), self.config)
+            for event in events:
+                if isinstance(event, BreachOpened):
+                    self.opened(key, event)
+                elif isinstance(event, BreachClosed):
+                    self.closed(key, event)
+        self.episodes[key] = ep
 
     # -- episodes --------------------------------------------------------------------------
 
@@ -327,6 +374,45 @@ def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> np
     return c
 
 
+def _implausible_chain(
+    ref: _Fix | None, fixes: SubjectFixes, rows: npt.NDArray[np.intp], max_speed_mps: float
+) -> bool:
+    """Whether any step between consecutive deciding fixes (from ``ref``) is implausible."""
+    deciding = rows[(fixes.flags[rows] & FixFlag.NOT_DECIDING) == 0]
+    if len(deciding) == 0:
+        return False
+    ts = fixes.ts_us[deciding] / 1e6
+    lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
+    if ref is not None:
+        ts = np.concatenate(([ref.ts], ts))
+        lon = np.concatenate(([ref.lon], lon))
+        lat = np.concatenate(([ref.lat], lat))
+        acc = np.concatenate(([ref.acc], acc))
+    if len(ts) < 2:
+        return False
+    mean_lat = np.radians((lat[1:] + lat[:-1]) / 2.0)
+    dx = np.radians(np.diff(lon)) * np.cos(mean_lat)
+    dy = np.radians(np.diff(lat))
+    distance = _EARTH_RADIUS_M * np.hypot(dx, dy)
+    gap = np.maximum(np.abs(np.diff(ts)), 1.0)
+    speed = np.maximum(0.0, distance - acc[1:] - acc[:-1]) / gap
+    return bool((speed > max_speed_mps).any())
+
+
+def _fix_at(fixes: SubjectFixes, i: int) -> _Fix:
+    return _Fix(
+        int(fixes.ts_us[i]) / 1e6,
+        float(fixes.lon[i]),
+        float(fixes.lat[i]),
+        float(fixes.accuracy_m[i]),
+        int(fixes.flags[i]),
+        int(fixes.device[i]),
+        int(fixes.ts_us[i]),
+        int(fixes.key[i]),
+        i,
+    )
+
+
 def evaluate_subject(
     profile: SubjectProfile,
     state: dict[str, Any],
@@ -336,38 +422,35 @@ def evaluate_subject(
     max_speed_mps: float = MAX_SPEED_MPS,
 ) -> EvalOutcome:
     """Evaluate a subject's new fixes (sorted by time) from ``state``; flags late fixes in
-    ``fixes.flags``. ``now`` is the server time of the commit (unused by the rules, which run
-    on event time; kept for the evidence)."""
+    ``fixes.flags``. ``now`` is the server time of the commit; the rules run on event time."""
     ev = _Evaluator(profile, state or {}, max_speed_mps)
-    candidates: list[_Fix] = []
-    late = 0
-    for i in range(len(fixes)):
-        ts_us = int(fixes.ts_us[i])
-        ts = ts_us / 1e6
-        newest = ev.suspect.ts if ev.suspect is not None else ev.last_ts
-        if newest is not None and ts < newest:
-            fixes.flags[i] |= FixFlag.LATE
-            late += 1
-            continue
-        candidates.append(
-            _Fix(
-                ts,
-                float(fixes.lon[i]),
-                float(fixes.lat[i]),
-                float(fixes.accuracy_m[i]),
-                int(fixes.flags[i]),
-                int(fixes.device[i]),
-                ts_us,
-                int(fixes.key[i]),
-                i,
-            )
-        )
-    if not candidates:
+    ts_s = fixes.ts_us / 1e6
+    newest = ev.suspect.ts if ev.suspect is not None else ev.last_ts
+    late_mask = ts_s < newest if newest is not None else np.zeros(len(fixes), dtype=np.bool_)
+    late = int(late_mask.sum())
+    if late:
+        fixes.flags[late_mask] |= FixFlag.LATE
+    rows = np.nonzero(~late_mask)[0]
+    if len(rows) == 0:
         return EvalOutcome(ev.state(), [], [], late)
+
+    if ev.suspect is None and not _implausible_chain(ev.ref, fixes, rows, max_speed_mps):
+        # Common case, vectorised: no spike to hold, so every fix is evaluated in order and a
+        # rule whose fixes cannot move its episode is skipped without a Python loop.
+        conds = ev.conditions_arrays(fixes, rows)
+        for key, c in conds.items():
+            ev.run_rule(key, c, fixes, rows)
+        ev.last_ts = float(ts_s[rows[-1]])
+        deciding = rows[(fixes.flags[rows] & FixFlag.NOT_DECIDING) == 0]
+        if len(deciding):
+            ev.ref = _fix_at(fixes, int(deciding[-1]))
+        return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
+
+    candidates = [_fix_at(fixes, int(i)) for i in rows]
     # Conditions for the held suspect (if any) and all candidates, in one vectorised pass.
     pool = ([ev.suspect] if ev.suspect is not None else []) + candidates
-    conds = ev.conditions(pool)
-    cond_of = {id(f): {k: v[j] for k, v in conds.items()} for j, f in enumerate(pool)}
+    conds_list = ev.conditions(pool)
+    cond_of = {id(f): {k: v[j] for k, v in conds_list.items()} for j, f in enumerate(pool)}
 
     def evaluate(fix: _Fix) -> None:
         ev.feed(fix, cond_of[id(fix)])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Officers
+from tests.conftest import Officers, bearer
 from tests.e2e.helpers import INSIDE, OUTSIDE, alerts_of, make_world, recent, send, track
 
 pytestmark = pytest.mark.e2e
@@ -35,3 +36,31 @@ async def test_out_and_back_in_gives_one_alert_with_true_times(
     again = await send(client, world, fixes)
     assert again == {"accepted": 0, "duplicates": 13, "rejected": []}
     assert len(await alerts_of(client, world)) == 1
+
+
+async def test_accepted_fixes_read_back_exactly_in_the_track(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    world = await make_world(client, officers, level="normal")
+    start = recent(30)
+    fixes = track(start, [(116.3012345, 39.9054321), (116.3023456, 39.9065432)], accuracy_m=7.2)
+    fixes[1]["accuracy_m"] = None
+    await send(client, world, fixes)
+    resp = await client.get(
+        f"/api/v1/subjects/{world.subject_id}/track",
+        params={"from": (start - timedelta(minutes=1)).isoformat(), "purpose": "test"},
+        headers=bearer(world.admin_token),
+    )
+    assert resp.status == 200
+    features = (await resp.json())["features"]
+    assert [f["geometry"]["coordinates"] for f in features] == [
+        [116.3012345, 39.9054321],
+        [116.3023456, 39.9065432],
+    ]
+    assert [f["properties"]["ts"] for f in features] == [
+        fixes[0]["ts"].replace("+00:00", "Z"),
+        fixes[1]["ts"].replace("+00:00", "Z"),
+    ]
+    assert features[0]["properties"]["accuracy_m"] == 8  # stored in whole metres, rounded up
+    assert features[1]["properties"]["accuracy_m"] == 50  # the policy default
+    assert features[1]["properties"]["flags"] == ["no_accuracy"]
