@@ -436,15 +436,18 @@ class PreparedArea:
     def _exact(
         self, x: FloatArray, y: FloatArray, lat: FloatArray, radius_m: FloatArray
     ) -> Int8Array:
-        """Exact projected test for fixes the raster could not decide."""
+        """Exact projected test (no raster) for fixes given in the area's projection."""
         assert self._proj is not None
-        rp = radius_m * _scale_bound(lat, radius_m, self.kx, self.ky)
-        inside = shapely.contains_xy(self._proj, x, y)
-        near = shapely.dwithin(self._boundary, shapely.points(x, y), rp)
-        out = np.full(x.shape, _UNCERTAIN, dtype=np.int8)
-        out[inside & ~near] = _INSIDE
-        out[~inside & ~near] = _OUTSIDE
-        return out
+        return exact_decide(
+            self._proj, self._boundary, self.bbox, self.kx, self.ky, x, y, lat, radius_m
+        )
+
+    @property
+    def boundary(self) -> shapely.Geometry:
+        """Boundary of the projected polygon (prepared); not for circles."""
+        if self._boundary is None:
+            raise ValueError("a circle area has no projected boundary")
+        return self._boundary
 
     def _classify_circle(self, lon: FloatArray, lat: FloatArray, radius_m: FloatArray) -> Int8Array:
         assert self.circle is not None
@@ -481,10 +484,15 @@ def classify_circles(
         for v in (c_lon, c_lat, c_radius_m)
     )
     out = np.full(lon.shape, _OUTSIDE, dtype=np.int8)
-    # Far fixes are outside by a lower bound on the geodesic distance; only the rest pay for
-    # Vincenty's iteration.
-    lower = _SPHERE_LOWER * _spherical_distance_m(c_lon_a, c_lat_a, lon, lat)
-    todo = np.flatnonzero(~(lower > c_r_a + radius_m))
+    reach = c_r_a + radius_m
+    # Far fixes are outside by lower bounds on the geodesic distance; only the rest pay for
+    # Vincenty's iteration. First the cheapest: any path between two latitudes is at least the
+    # meridian arc between them, itself at least M(0) per radian.
+    cand = np.flatnonzero(~(np.abs(lat - c_lat_a) * (_DEG * _M_MIN) > reach))
+    lower = _SPHERE_LOWER * _spherical_distance_m(
+        c_lon_a[cand], c_lat_a[cand], lon[cand], lat[cand]
+    )
+    todo = cand[~(lower > reach[cand])]
     if len(todo):
         d = geodesic_distance_m(c_lon_a[todo], c_lat_a[todo], lon[todo], lat[todo])
         r = radius_m[todo]
@@ -545,17 +553,62 @@ def _grid_decide(
     return out
 
 
-def _outside_bbox(
-    area: PreparedArea, x: FloatArray, y: FloatArray, lat: FloatArray, radius_m: FloatArray
-) -> npt.NDArray[np.bool_]:
-    """Fixes whose disc lies wholly outside the polygon's projected bounding box."""
-    x0, y0, x1, y1 = area.bbox
+def exact_decide(
+    proj: shapely.Geometry | npt.NDArray[np.object_],
+    boundary: shapely.Geometry | npt.NDArray[np.object_],
+    bbox: tuple[float, float, float, float] | tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+    kx: FloatArray | float,
+    ky: FloatArray | float,
+    x: FloatArray,
+    y: FloatArray,
+    lat: FloatArray,
+    radius_m: FloatArray,
+) -> Int8Array:
+    """Exact disc test in a projected plane; area parameters are scalars or per-fix arrays.
+
+    Parameters
+    ----------
+    proj, boundary : shapely.Geometry or numpy.ndarray of geometries
+        Prepared projected polygon(s) and their boundaries (one per fix when arrays).
+    bbox : tuple
+        ``(xmin, ymin, xmax, ymax)`` of the projected polygon(s).
+    kx, ky : float or numpy.ndarray
+        Metres per degree of the projection(s) at their centres.
+    x, y : numpy.ndarray
+        Fix positions in the projection.
+    lat : numpy.ndarray
+        Fix latitudes, degrees (for the scale bound).
+    radius_m : numpy.ndarray
+        Accuracy radii, metres.
+
+    Returns
+    -------
+    numpy.ndarray of int8
+        :class:`~geofences.model.Membership` codes.
+    """
+    rp = radius_m * _scale_bound(lat, radius_m, kx, ky)
+    x0, y0, x1, y1 = bbox
     dx = np.maximum(np.maximum(x0 - x, x - x1), 0.0)
     dy = np.maximum(np.maximum(y0 - y, y - y1), 0.0)
-    return np.asarray(
-        np.hypot(dx, dy) > radius_m * _scale_bound(lat, radius_m, area.kx, area.ky),
-        dtype=np.bool_,
-    )
+    out = np.full(x.shape, _OUTSIDE, dtype=np.int8)
+    # Discs clear of the bounding box are outside without asking GEOS.
+    near = np.flatnonzero(~(np.hypot(dx, dy) > rp))
+    if len(near) == 0:
+        return out
+
+    def pick(
+        v: shapely.Geometry | npt.NDArray[np.object_],
+    ) -> shapely.Geometry | npt.NDArray[np.object_]:
+        return v[near] if isinstance(v, np.ndarray) else v
+
+    xs, ys = x[near], y[near]
+    inside = shapely.contains_xy(pick(proj), xs, ys)
+    touches = shapely.dwithin(pick(boundary), shapely.points(xs, ys), rp[near])
+    sub = np.full(len(near), _UNCERTAIN, dtype=np.int8)
+    sub[inside & ~touches] = _INSIDE
+    sub[~inside & ~touches] = _OUTSIDE
+    out[near] = sub
+    return out
 
 
 def classify_projected(
@@ -587,14 +640,8 @@ def classify_projected(
         ``decided``, completed.
     """
     todo = np.flatnonzero(decided == _UNCERTAIN)
-    if len(todo) == 0:
-        return decided
-    xs, ys, lats, rs = x[todo], y[todo], lat[todo], radius_m[todo]
-    far = _outside_bbox(area, xs, ys, lats, rs)
-    decided[todo[far]] = _OUTSIDE
-    near = ~far
-    if near.any():
-        decided[todo[near]] = area._exact(xs[near], ys[near], lats[near], rs[near])
+    if len(todo):
+        decided[todo] = area._exact(x[todo], y[todo], lat[todo], radius_m[todo])
     return decided
 
 

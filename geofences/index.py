@@ -35,7 +35,7 @@ from geofences.classify import (
     _grid_decide,
     _validate,
     classify_circles,
-    classify_projected,
+    exact_decide,
 )
 from geofences.model import Circle, Fence, FenceKind, Membership
 from geofences.schedule import Schedule
@@ -92,6 +92,11 @@ class _Atlas:
     """Per-area parameters of all shared areas as arrays, rasters packed in one buffer."""
 
     __slots__ = (
+        "boundary",
+        "bx0",
+        "bx1",
+        "by0",
+        "by1",
         "c_lat",
         "c_lon",
         "c_radius",
@@ -107,6 +112,7 @@ class _Atlas:
         "nx",
         "ny",
         "offset",
+        "proj",
         "radius_limit",
         "scale",
     )
@@ -128,6 +134,10 @@ class _Atlas:
         self.c_lon = np.array([a.circle.lon if a.circle else 0.0 for a in areas])
         self.c_lat = np.array([a.circle.lat if a.circle else 0.0 for a in areas])
         self.c_radius = np.array([a.circle.radius_m if a.circle else 0.0 for a in areas])
+        bbox = np.array([a.bbox for a in areas], dtype=np.float64).reshape(n, 4)
+        self.bx0, self.by0, self.bx1, self.by1 = bbox.T.copy()
+        self.proj = np.array([None if a.circle else a.projected for a in areas], dtype=object)
+        self.boundary = np.array([None if a.circle else a.boundary for a in areas], dtype=object)
         sizes = self.nx * self.ny
         self.offset = np.zeros(n, dtype=np.int64)
         if n:
@@ -508,14 +518,20 @@ class FenceIndex:
         )
         todo = np.flatnonzero(decided == np.int8(Membership.UNCERTAIN))
         if len(todo):
-            order = todo[np.argsort(h[todo], kind="stable")]
-            hs = h[order]
-            cuts = np.flatnonzero(np.diff(hs)) + 1
-            for group in np.split(order, cuts):
-                area = self._areas[int(h[group[0]])]
-                decided[group] = classify_projected(
-                    area, x[group], y[group], lat_p[group], acc_p[group], decided[group].copy()
-                )
+            # The exact test runs once for all areas: shapely's predicates take one prepared
+            # geometry per fix, so no Python loop over areas is needed.
+            ht = h[todo]
+            decided[todo] = exact_decide(
+                atlas.proj[ht],
+                atlas.boundary[ht],
+                (atlas.bx0[ht], atlas.by0[ht], atlas.bx1[ht], atlas.by1[ht]),
+                atlas.kx[ht],
+                atlas.ky[ht],
+                x[todo],
+                y[todo],
+                lat_p[todo],
+                acc_p[todo],
+            )
         out[p] = decided
         return out
 
