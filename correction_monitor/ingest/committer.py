@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import struct
 import time
 from collections import defaultdict
@@ -188,22 +187,49 @@ class GroupCommitter:
 
     async def _loop(self, lane: int) -> None:
         queue, wakeup = self._queues, self._wakeups[lane]
-        while True:
-            await wakeup.wait()
-            wakeup.clear()
-            while queue[lane]:
-                group: list[_Job] = []
-                size = 0
-                while queue[lane] and size < self.max_group_fixes:
-                    job = queue[lane].pop(0)
-                    group.append(job)
-                    size += len(job.batch)
-                await self._commit_group(group, size)
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await wakeup.wait()
+                wakeup.clear()
+                while queue[lane]:
+                    group: list[_Job] = []
+                    size = 0
+                    while queue[lane] and size < self.max_group_fixes:
+                        job = queue[lane].pop(0)
+                        group.append(job)
+                        size += len(job.batch)
+                    # Each lane keeps one connection: no pool round trip per commit.
+                    if conn is None or conn.is_closed():
+                        if conn is not None:
+                            await self.pool.release(conn)
+                        conn = await self._connect(group, size)
+                        if conn is None:
+                            continue
+                    await self._commit_group(conn, group, size)
+        finally:
+            if conn is not None:
+                await self.pool.release(conn)
 
-    async def _commit_group(self, group: list[_Job], size: int) -> None:
+    async def _connect(self, group: list[_Job], size: int) -> asyncpg.Connection | None:
+        try:
+            conn: asyncpg.Connection = await self.pool.acquire()
+        except (asyncpg.PostgresError, OSError) as exc:
+            self._fail(group, size, exc)
+            return None
+        return conn
+
+    def _fail(self, group: list[_Job], size: int, exc: BaseException) -> None:
+        self._queued_fixes -= size
+        INGEST_QUEUE.dec(size)
+        for job in group:
+            if not job.future.done():
+                job.future.set_exception(exc)
+
+    async def _commit_group(self, conn: asyncpg.Connection, group: list[_Job], size: int) -> None:
         started = time.perf_counter()
         try:
-            events, positions = await self._commit(group)
+            events, positions = await self._commit(conn, group)
         except Exception as exc:
             log.exception("group commit failed; requests answered with an error", fixes=size)
             for job in group:
@@ -231,17 +257,18 @@ class GroupCommitter:
         for event in events:
             await self.hot_state.publish(FEED_CHANNEL, event)
 
-    async def _ensure_partitions(self, days: set[date]) -> None:
+    async def _ensure_partitions(self, conn: asyncpg.Connection, days: set[date]) -> None:
+        """Create missing daily partitions, each in its own short transaction (before the
+        group's transaction, so its locks are not held while the group commits)."""
         missing = days - self._known_days
         if not missing:
             return
-        async with self.pool.acquire() as conn:
-            for day in sorted(missing):
-                await conn.execute(ENSURE_PARTITION, day)
+        for day in sorted(missing):
+            await conn.execute(ENSURE_PARTITION, day)
         self._known_days |= missing
 
     async def _commit(
-        self, group: list[_Job]
+        self, conn: asyncpg.Connection, group: list[_Job]
     ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
         by_subject: dict[int, list[int]] = defaultdict(list)
         days: set[date] = set()
@@ -252,7 +279,7 @@ class GroupCommitter:
             days.update(
                 (EPOCH + timedelta(days=int(d))).date() for d in np.unique(ts_us // _DAY_US)
             )
-        await self._ensure_partitions(days)
+        await self._ensure_partitions(conn, days)
         subject_ids = sorted(by_subject)
         now = datetime.now(UTC)
         to_copy: list[tuple[int, SubjectFixes]] = []
@@ -260,7 +287,7 @@ class GroupCommitter:
         spikes: list[tuple[int, int, datetime, int]] = []
         saved: tuple[list[Any], ...] = ([], [], [], [], [])
         positions: dict[int, dict[str, Any]] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             await conn.execute(ENSURE_STATE_ROWS, subject_ids)
             rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             profiles = await self.profiles.get_many(conn, subject_ids)
@@ -310,7 +337,7 @@ class GroupCommitter:
             if to_copy:
                 await conn.copy_to_table(
                     "fixes",
-                    source=io.BytesIO(copy_payload(to_copy)),
+                    source=_chunks(copy_payload(to_copy)),
                     columns=FIX_COLUMNS,
                     format="binary",
                 )
@@ -335,6 +362,12 @@ class GroupCommitter:
                 }
             )
         return events, positions
+
+
+async def _chunks(payload: bytes) -> AsyncIterator[bytes]:
+    # An async iterable source keeps COPY on the event loop (a file source goes through a
+    # thread pool for every read).
+    yield payload
 
 
 def lost_contact_key(since: datetime) -> str:
