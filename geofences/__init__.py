@@ -1,5 +1,12 @@
 """The geometry kernel of correction-monitor: pure functions, no I/O."""
 
+from geofences.classify import (
+    PreparedArea,
+    classify,
+    distance_outside_m,
+    geodesic_distance_m,
+    metres_per_degree,
+)
 from geofences.crs import (
     CRS,
     bd09_to_gcj02,
@@ -14,6 +21,18 @@ from geofences.crs import (
     wgs84_to_bd09,
     wgs84_to_gcj02,
 )
+from geofences.episodes import (
+    BreachClosed,
+    BreachOpened,
+    Condition,
+    EpisodeConfig,
+    EpisodeState,
+    Event,
+    Evidence,
+    LateFix,
+    advance,
+    run,
+)
 from geofences.errors import GeometryError, UnknownAdcodeError
 from geofences.geojson import (
     AdminArea,
@@ -23,23 +42,55 @@ from geofences.geojson import (
     resolve_adcodes,
     union_areas,
 )
+from geofences.index import AreaHandle, Evaluation, ExclusionHits, FenceIndex
+from geofences.model import Circle, Fence, FenceKind, Membership
+from geofences.schedule import Schedule, Window
+from geofences.spikes import SpikeFilter, SpikeState, detect_spikes
 
 __all__ = [
     "CRS",
     "AdminArea",
+    "AreaHandle",
+    "BreachClosed",
+    "BreachOpened",
+    "Circle",
+    "Condition",
+    "EpisodeConfig",
+    "EpisodeState",
+    "Evaluation",
+    "Event",
+    "Evidence",
+    "ExclusionHits",
+    "Fence",
+    "FenceIndex",
+    "FenceKind",
     "GeometryError",
+    "LateFix",
+    "Membership",
     "ParsedGeometry",
+    "PreparedArea",
+    "Schedule",
+    "SpikeFilter",
+    "SpikeState",
     "UnknownAdcodeError",
+    "Window",
+    "advance",
     "bd09_to_gcj02",
     "bd09_to_wgs84",
+    "classify",
     "convert",
+    "detect_spikes",
+    "distance_outside_m",
     "from_wgs84",
     "gcj02_to_bd09",
     "gcj02_to_wgs84",
+    "geodesic_distance_m",
+    "metres_per_degree",
     "out_of_china",
     "parse_datav",
     "parse_geometry",
     "resolve_adcodes",
+    "run",
     "to_wgs84",
     "transform_geometry",
     "union_areas",
