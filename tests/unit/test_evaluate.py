@@ -1,0 +1,142 @@
+"""Evaluation is a pure function of (profile, state, fixes): no database needed."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from correction_monitor.adapters.alerts import AlertEnd, AlertOpen
+from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.ingest.evaluate import SubjectFixes, evaluate_subject
+from correction_monitor.ingest.profiles import SubjectProfile
+from correction_monitor.policy import load_policy
+from geofences.classify import PreparedArea
+
+pytestmark = pytest.mark.unit
+
+POLICY = load_policy()
+AREA = PreparedArea(shapely.box(116.2, 39.8, 116.4, 40.0))
+PROFILE = SubjectProfile(
+    subject_id=1,
+    org_unit_id=1,
+    level="strict",
+    level_policy=POLICY.level("strict"),  # confirm 120 s
+    activity_fence_id=7,
+    activity_area=AREA,
+    zones=(),
+    home=None,
+    curfew=None,
+    timezone="Asia/Shanghai",
+)
+IN = (116.30, 39.90)
+OUT = (116.60, 39.90)
+T0 = 1_790_000_000.0
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def fixes_of(
+    points: list[tuple[float, float]], t0: float = T0, step: float = 60.0, acc: float = 10.0
+) -> SubjectFixes:
+    n = len(points)
+    return SubjectFixes(
+        ts_us=np.array([round((t0 + i * step) * 1e6) for i in range(n)], dtype=np.int64),
+        lon=np.array([p[0] for p in points], dtype=np.float64),
+        lat=np.array([p[1] for p in points], dtype=np.float64),
+        accuracy_m=np.full(n, acc),
+        flags=np.zeros(n, dtype=np.int16),
+        key=np.arange(n, dtype=np.int32),
+        device=np.ones(n, dtype=np.int32),
+        owner=np.zeros(n, dtype=np.int32),
+    )
+
+
+def summary(ops: list[Any]) -> list[tuple[str, str, str]]:
+    out = []
+    for op in ops:
+        if isinstance(op, AlertOpen):
+            out.append(("open", op.type, op.started_at.isoformat()))
+        elif isinstance(op, AlertEnd):
+            out.append(("end", op.type, op.ended_at.isoformat()))
+    return out
+
+
+def in_chunks(all_fixes: SubjectFixes, cuts: list[int]) -> list[tuple[str, str, str]]:
+    state: dict[str, Any] = {}
+    ops: list[Any] = []
+    n = len(all_fixes)
+    bounds = [0, *sorted({c for c in cuts if 0 < c < n}), n]
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            continue
+        out = evaluate_subject(PROFILE, state, all_fixes.select(np.arange(a, b)), NOW)
+        state, ops = out.state, ops + out.alert_ops
+    return summary(ops)
+
+
+def test_out_and_back_opens_and_ends_one_episode_at_event_times() -> None:
+    fixes = fixes_of([IN] * 3 + [OUT] * 4 + [IN] * 4)
+    out = evaluate_subject(PROFILE, {}, fixes, NOW)
+    assert summary(out.alert_ops) == [
+        ("open", "left_activity_area", datetime.fromtimestamp(T0 + 180, UTC).isoformat()),
+        ("end", "left_activity_area", datetime.fromtimestamp(T0 + 420, UTC).isoformat()),
+    ]
+    opened = out.alert_ops[0]
+    assert isinstance(opened, AlertOpen)
+    assert opened.evidence["fence_id"] == 7
+    assert opened.evidence["policy"]["confirm_s"] == 120
+    assert opened.evidence["distance_outside_m"] > 15_000
+
+
+def test_lone_spike_is_flagged_and_never_alerts() -> None:
+    fixes = fixes_of([IN] * 4 + [OUT] + [IN] * 4, step=10.0)
+    out = evaluate_subject(PROFILE, {}, fixes, NOW)
+    assert out.alert_ops == []
+    assert fixes.flags[4] & FixFlag.SPIKE
+    assert not any(f & FixFlag.SPIKE for i, f in enumerate(fixes.flags) if i != 4)
+
+
+def test_spike_at_the_end_of_a_batch_is_decided_by_the_next_batch() -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of([IN] * 4 + [OUT], step=10.0), NOW)
+    assert first.state["suspect"] is not None
+    second = evaluate_subject(PROFILE, first.state, fixes_of([IN] * 3, t0=T0 + 50, step=10.0), NOW)
+    assert second.spikes
+    assert second.spikes[0][1] == round((T0 + 40) * 1e6)
+    assert second.alert_ops == []
+
+
+def test_late_fix_is_flagged_and_not_evaluated() -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of([IN] * 3, t0=T0 + 600), NOW)
+    late = fixes_of([OUT] * 5, t0=T0)
+    out = evaluate_subject(PROFILE, first.state, late, NOW)
+    assert out.late == 5
+    assert all(f & FixFlag.LATE for f in late.flags)
+    assert out.alert_ops == []
+
+
+def test_mock_and_coarse_fixes_never_decide() -> None:
+    fixes = fixes_of([IN] * 2 + [OUT] * 6)
+    fixes.flags[2:5] |= FixFlag.MOCK
+    fixes.flags[5:] |= FixFlag.COARSE
+    assert evaluate_subject(PROFILE, {}, fixes, NOW).alert_ops == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pattern=st.lists(st.sampled_from(["in", "out", "far", "edge"]), min_size=2, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=8),
+)
+def test_batches_and_single_fixes_give_identical_alerts(
+    pattern: list[str], cuts: list[int]
+) -> None:
+    where = {"in": IN, "out": OUT, "far": (118.0, 39.9), "edge": (116.4, 39.9)}
+    fixes = fixes_of([where[p] for p in pattern], step=45.0)
+    whole = in_chunks(fixes, [])
+    assert in_chunks(fixes, cuts) == whole
+    assert in_chunks(fixes, list(range(1, len(fixes)))) == whole
