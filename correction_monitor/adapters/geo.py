@@ -17,16 +17,13 @@ from shapely.geometry.base import BaseGeometry
 from correction_monitor.adapters.errors import NotFound
 from correction_monitor.domain.models import GeofenceRecord
 
-UPSERT_GEOMETRY = """
-WITH ins AS (
-    INSERT INTO geometries (sha256, wkb, vertices, min_lon, min_lat, max_lon, max_lat)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-    ON CONFLICT (sha256) DO NOTHING
-    RETURNING id
-)
-SELECT id FROM ins UNION ALL SELECT id FROM geometries WHERE sha256 = $1
-LIMIT 1
+INSERT_GEOMETRY = """
+INSERT INTO geometries (sha256, wkb, vertices, min_lon, min_lat, max_lon, max_lat)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (sha256) DO NOTHING
+RETURNING id
 """
+GEOMETRY_ID = "SELECT id FROM geometries WHERE sha256 = $1"
 GET_GEOMETRY = "SELECT wkb FROM geometries WHERE id = $1"
 UPSERT_AREA = """
 INSERT INTO admin_areas (adcode, name, parent_adcode, level, geometry_id, source_crs)
@@ -59,10 +56,11 @@ _geometry_cache: dict[int, BaseGeometry] = {}
 async def store_geometry(conn: asyncpg.Connection, geometry: BaseGeometry) -> int:
     """Store a WGS-84 geometry once; returns the id of the (possibly pre-existing) row."""
     wkb = shapely.to_wkb(shapely.normalize(geometry))
+    digest = hashlib.sha256(wkb).digest()
     min_lon, min_lat, max_lon, max_lat = geometry.bounds
-    geometry_id: int = await conn.fetchval(
-        UPSERT_GEOMETRY,
-        hashlib.sha256(wkb).digest(),
+    geometry_id: int | None = await conn.fetchval(
+        INSERT_GEOMETRY,
+        digest,
         wkb,
         int(shapely.get_num_coordinates(geometry)),
         min_lon,
@@ -70,6 +68,12 @@ async def store_geometry(conn: asyncpg.Connection, geometry: BaseGeometry) -> in
         max_lon,
         max_lat,
     )
+    if geometry_id is None:
+        # Stored already. Read it in a statement of its own: when a concurrent transaction
+        # committed the same geometry while the INSERT waited on it, the row is invisible to
+        # the INSERT's snapshot (which is why one UPSERT-and-SELECT statement could find none).
+        geometry_id = await conn.fetchval(GEOMETRY_ID, digest)
+        assert geometry_id is not None
     return geometry_id
 
 
