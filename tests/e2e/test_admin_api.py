@@ -7,9 +7,11 @@ global, so the hand-made boundaries use codes of a province that does not exist 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -636,6 +638,22 @@ async def test_polygon_fence_in_wgs84_is_stored_as_given(
     assert got["id"] == fence["id"]
     assert got["geometry"]["type"] == "Polygon"
     assert sorted(set(vertices(got["geometry"]))) == sorted({(x, y) for x, y in ring})
+
+
+async def test_same_polygon_created_concurrently_is_stored_once(
+    client: Client, admin: str, station: str
+) -> None:
+    """Fences drawn alike at the same moment share one geometry row, and none fails."""
+    # The race needs requests to meet inside the database; a few rounds make that certain.
+    for _ in range(5):
+        ring = square(101.0 + uuid.uuid4().int % 100_000 / 1e6, 30.0)
+        body = {"name": "同时", "kind": "exclusion", "org_unit": station, "geometry": polygon(ring)}
+        responses = await asyncio.gather(
+            *(client.post("/api/v1/geofences", json=body, headers=bearer(admin)) for _ in range(8))
+        )
+        created = [await expect_json(resp, 201) for resp in responses]
+        assert len({f["id"] for f in created}) == 8
+        assert len({f["geometry_id"] for f in created}) == 1
 
 
 async def test_multipolygon_fence(client: Client, admin: str, station: str) -> None:
