@@ -60,11 +60,8 @@ async def _ingest(
         err = ApiError(503, "storage_unavailable", "fixes could not be stored; retry shortly")
         err.headers["Retry-After"] = "5"
         raise err from exc
-    return (
-        result.accepted,
-        result.duplicates + batch.duplicates,
-        sorted(rejected, key=lambda r: r.index),
-    )
+    # The committer's count already includes the repeats dropped inside this request.
+    return result.accepted, result.duplicates, sorted(rejected, key=lambda r: r.index)
 
 
 def _summary(accepted: int, duplicates: int, rejected: Sequence[Rejection]) -> dict[str, object]:
