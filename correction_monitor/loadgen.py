@@ -45,7 +45,7 @@ from correction_monitor.service.bootstrap import create_officer
 # The simulated county: a 0.3° square (≈ 25 km × 33 km) near Changsha, WGS-84.
 WEST, SOUTH, SIZE = 112.8, 28.0, 0.3
 BREACH_SHARE = 0.05
-PASSWORD = "load-admin-2026"
+PASSWORD = "load-admin-2026"  # noqa: S105 - a throwaway benchmark database's admin
 FIX_COLUMNS = (
     "ts",
     "subject_id",
@@ -503,10 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.clients} client process(es), {args.subjects} subjects"
     )
     print(
-        f"  fixes/s            {report['fixes_per_s']:>10,}   (requests/s {report['requests_per_s']:,})"
+        f"  fixes/s            {report['fixes_per_s']:>10,}   "
+        f"(requests/s {report['requests_per_s']:,})"
     )
     print(
-        f"  request latency    p50 {report['request_p50_ms']} ms   p99 {report['request_p99_ms']} ms"
+        f"  request latency    p50 {report['request_p50_ms']} ms   "
+        f"p99 {report['request_p99_ms']} ms"
     )
     print(
         f"  fix→alert latency  p50 {report['fix_to_alert_p50_ms']} ms   "

@@ -35,6 +35,8 @@ INSERT_ZONES = """
 INSERT INTO subject_exclusion_zones (subject_id, geofence_id)
 SELECT $1, unnest($2::int[])
 """
+# Every subject gets its evaluation-state row at once, so ingestion only ever locks rows.
+INSERT_EVAL_STATE = "INSERT INTO subject_eval_state (subject_id) VALUES ($1)"
 GET = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = $1"
 LIST = f"""
 SELECT {_COLUMNS} FROM subjects s
@@ -138,6 +140,7 @@ async def create(
     )
     if exclusion_zone_ids:
         await conn.execute(INSERT_ZONES, subject_id, exclusion_zone_ids)
+    await conn.execute(INSERT_EVAL_STATE, subject_id)
     return await get(conn, subject_id)
 
 

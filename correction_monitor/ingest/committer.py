@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from correction_monitor.adapters import alerts
@@ -32,7 +33,7 @@ from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.evaluate import SubjectFixes, evaluate_subject
-from correction_monitor.ingest.profiles import ProfileCache
+from correction_monitor.ingest.profiles import ProfileCache, SubjectProfile
 from correction_monitor.metrics import (
     ALERTS_RAISED,
     COMMIT_BATCH_SIZE,
@@ -42,6 +43,7 @@ from correction_monitor.metrics import (
     INGEST_OVERLOAD,
     INGEST_QUEUE,
 )
+from geofences.classify import classify
 
 log = structlog.get_logger("correction_monitor.ingest")
 
@@ -76,6 +78,7 @@ FROM unnest($1::int[], $2::jsonb[], $3::timestamptz[], $4::timestamptz[], $5::fl
     AS u(subject_id, state, max_fix_ts, contact_at, lost_contact_add_s)
 WHERE s.subject_id = u.subject_id
 """
+DEVICE_SEEN_EVERY_S = 60.0
 DEVICE_SEEN = "UPDATE devices SET last_seen_at = $2 WHERE id = ANY($1::int[])"
 ENSURE_PARTITION = "SELECT cm_ensure_fix_partition($1::date)"
 FIX_COLUMNS = (
@@ -149,6 +152,7 @@ class GroupCommitter:
         self._wakeups = [asyncio.Event() for _ in range(lanes)]
         self._queued_fixes = 0
         self._known_days: set[date] = set()
+        self._device_seen: dict[int, datetime] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -257,6 +261,19 @@ class GroupCommitter:
         for event in events:
             await self.hot_state.publish(FEED_CHANNEL, event)
 
+    def _devices_to_touch(self, group: list[_Job], now: datetime) -> list[int]:
+        """Devices whose ``last_seen_at`` is over a minute old (a console field; updating it
+        on every commit would write one row per device per commit for nothing)."""
+        due = []
+        for device_id in sorted({job.device.device_id for job in group if job.accepted}):
+            seen = self._device_seen.get(device_id)
+            if seen is None or (now - seen).total_seconds() >= DEVICE_SEEN_EVERY_S:
+                self._device_seen[device_id] = now
+                due.append(device_id)
+        if len(self._device_seen) > 500_000:
+            self._device_seen.clear()
+        return due
+
     async def _ensure_partitions(self, conn: asyncpg.Connection, days: set[date]) -> None:
         """Create missing daily partitions, each in its own short transaction (before the
         group's transaction, so its locks are not held while the group commits)."""
@@ -288,18 +305,23 @@ class GroupCommitter:
         saved: tuple[list[Any], ...] = ([], [], [], [], [])
         positions: dict[int, dict[str, Any]] = {}
         async with conn.transaction():
-            await conn.execute(ENSURE_STATE_ROWS, subject_ids)
             rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
+            if len(rows) < len(subject_ids):  # subjects created before their state row
+                await conn.execute(ENSURE_STATE_ROWS, subject_ids)
+                rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             profiles = await self.profiles.get_many(conn, subject_ids)
             merged = {sid: _merge(group, by_subject[sid]) for sid in subject_ids}
             await _drop_stored(conn, group, merged, rows)
+            activity = _classify_shared_areas(profiles, merged)
             for sid in subject_ids:
                 fixes = merged[sid]
                 for owner in fixes.owner:
                     group[int(owner)].accepted += 1
                 row = rows[sid]
                 profile = profiles[sid]
-                outcome = evaluate_subject(profile, row["state"], fixes, now)
+                outcome = evaluate_subject(
+                    profile, row["state"], fixes, now, activity=activity.get(sid)
+                )
                 alert_ops.extend(outcome.alert_ops)
                 spikes.extend(
                     (sid, device, to_datetime(ts_us), key) for device, ts_us, key in outcome.spikes
@@ -345,7 +367,7 @@ class GroupCommitter:
                 await conn.execute(MARK_SPIKE, *spike, FixFlag.SPIKE)
             changes = await alerts.apply(conn, alert_ops)
             await conn.execute(SAVE_STATES, *saved)
-            devices = sorted({job.device.device_id for job in group if job.accepted})
+            devices = self._devices_to_touch(group, now)
             if devices:
                 await conn.execute(DEVICE_SEEN, devices, now)
         events = []
@@ -362,6 +384,35 @@ class GroupCommitter:
                 }
             )
         return events, positions
+
+
+def _classify_shared_areas(
+    profiles: dict[int, SubjectProfile], merged: dict[int, SubjectFixes]
+) -> dict[int, npt.NDArray[np.int8]]:
+    """Activity-area membership of every fix, one vectorised call per shared area: the many
+    subjects of a county share one prepared polygon, so a group of one-fix requests costs one
+    classification, not one per subject."""
+    by_area: dict[int, list[int]] = defaultdict(list)
+    for sid, fixes in merged.items():
+        area = profiles[sid].activity_area
+        if area is not None and len(fixes):
+            by_area[id(area)].append(sid)
+    out: dict[int, npt.NDArray[np.int8]] = {}
+    for sids in by_area.values():
+        area = profiles[sids[0]].activity_area
+        assert area is not None
+        parts = [merged[sid] for sid in sids]
+        membership = classify(
+            area,
+            np.concatenate([p.lon for p in parts]),
+            np.concatenate([p.lat for p in parts]),
+            np.concatenate([p.accuracy_m for p in parts]),
+        )
+        at = 0
+        for sid, part in zip(sids, parts, strict=True):
+            out[sid] = membership[at : at + len(part)]
+            at += len(part)
+    return out
 
 
 async def _chunks(payload: bytes) -> AsyncIterator[bytes]:

@@ -22,6 +22,7 @@ Rules this module adds on top of the kernel:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -211,7 +212,10 @@ class _Evaluator:
         return {key: [Condition(int(v)) for v in c] for key, c in arrays.items()}
 
     def conditions_arrays(
-        self, fixes: SubjectFixes, rows: npt.NDArray[np.intp]
+        self,
+        fixes: SubjectFixes,
+        rows: npt.NDArray[np.intp],
+        activity: npt.NDArray[np.int8] | None = None,
     ) -> dict[str, npt.NDArray[np.int8]]:
         return self._conditions(
             fixes.ts_us[rows] / 1e6,
@@ -219,6 +223,7 @@ class _Evaluator:
             fixes.lat[rows],
             fixes.accuracy_m[rows],
             (fixes.flags[rows] & FixFlag.NOT_DECIDING) != 0,
+            activity[rows] if activity is not None else None,
         )
 
     def _conditions(
@@ -228,13 +233,15 @@ class _Evaluator:
         lat: npt.NDArray[np.float64],
         acc: npt.NDArray[np.float64],
         undecidable: npt.NDArray[np.bool_],
+        activity: npt.NDArray[np.int8] | None = None,
     ) -> dict[str, npt.NDArray[np.int8]]:
-        """Condition codes of every fix for every rule, on arrays."""
+        """Condition codes of every fix for every rule, on arrays. ``activity`` is the
+        activity-area membership when the caller classified many subjects at once."""
         profile = self.profile
         out: dict[str, npt.NDArray[np.int8]] = {}
         unknown = np.int8(Condition.UNKNOWN)
         if profile.activity_area is not None:
-            m = classify(profile.activity_area, lon, lat, acc)
+            m = activity if activity is not None else classify(profile.activity_area, lon, lat, acc)
             out[AREA] = _conditions(m, breach_when=Membership.OUTSIDE)
         for zone in profile.zones:
             m = classify(zone.area, lon, lat, acc)
@@ -381,6 +388,10 @@ def _implausible_chain(
     deciding = rows[(fixes.flags[rows] & FixFlag.NOT_DECIDING) == 0]
     if len(deciding) == 0:
         return False
+    if len(deciding) <= 4:  # one fix per request is common; numpy costs more than it saves
+        chain = [ref] if ref is not None else []
+        chain.extend(_fix_at(fixes, int(i)) for i in deciding)
+        return any(_required_speed(a, b) > max_speed_mps for a, b in itertools.pairwise(chain))
     ts = fixes.ts_us[deciding] / 1e6
     lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
     if ref is not None:
@@ -420,9 +431,12 @@ def evaluate_subject(
     now: datetime,
     *,
     max_speed_mps: float = MAX_SPEED_MPS,
+    activity: npt.NDArray[np.int8] | None = None,
 ) -> EvalOutcome:
     """Evaluate a subject's new fixes (sorted by time) from ``state``; flags late fixes in
-    ``fixes.flags``. ``now`` is the server time of the commit; the rules run on event time."""
+    ``fixes.flags``. ``now`` is the server time of the commit; the rules run on event time.
+    ``activity`` optionally gives every fix's activity-area membership, computed by the
+    caller for many subjects sharing one area in a single vectorised call."""
     ev = _Evaluator(profile, state or {}, max_speed_mps)
     ts_s = fixes.ts_us / 1e6
     newest = ev.suspect.ts if ev.suspect is not None else ev.last_ts
@@ -437,7 +451,7 @@ def evaluate_subject(
     if ev.suspect is None and not _implausible_chain(ev.ref, fixes, rows, max_speed_mps):
         # Common case, vectorised: no spike to hold, so every fix is evaluated in order and a
         # rule whose fixes cannot move its episode is skipped without a Python loop.
-        conds = ev.conditions_arrays(fixes, rows)
+        conds = ev.conditions_arrays(fixes, rows, activity)
         for key, c in conds.items():
             ev.run_rule(key, c, fixes, rows)
         ev.last_ts = float(ts_s[rows[-1]])
