@@ -1,0 +1,1060 @@
+"""The newcomer's demo: a seeded county, XX县, served with simulated phones that misbehave.
+
+``correction-monitor demo`` (``python3 dev.py demo``) migrates the database, starts the HTTP
+service in this process, seeds a demo world *through the service's own API* (so demo data is
+validated exactly like real data), prints where everything is, and then runs simulated
+phones until Ctrl-C or SIGTERM.
+
+The world (everything is synthetic; the logins are for the demo only):
+
+* org units: the county XX县 (``xx-county``, Asia/Shanghai) with two stations, 城关司法所
+  (``xx-chengguan``) and 东关司法所 (``xx-dongguan``);
+* officers: an administrator, a county administrator (县局), an officer and a supervisor
+  (所长) per station, and an auditor; each password is ``demo-<username>-2026``;
+* a county boundary drawn here (:func:`county_boundary`: an irregular star-shaped polygon of
+  144 vertices around lon 112.9, lat 28.2, generated deterministically; no real boundary
+  data), imported as a WGS-84 administrative area with the made-up adcode ``990121`` and
+  used as the activity area (活动区域) of every subject;
+* two exclusion zones (禁止令): a school, active on school days 07:00–18:00, and a victim's
+  home, always active;
+* eight subjects across 严管 / 普管 / 宽管 with homes and one curfew, one phone each (device
+  tokens kept in ``<data_dir>/demo-devices.json``, mode 0600, so a second run reuses them).
+
+The phones post their newest fix every ``tick_s`` (15 s) with real timestamps and accuracy
+5–30 m. Most stay near home. 张某 drives out of the county and back every 20 minutes (a
+``left_activity_area`` alert about 3 minutes after the start: strict confirms after 120 s);
+王某 rides into the victim's-home zone (``entered_exclusion_zone``); 刘某's phone goes silent
+after two minutes (``lost_contact`` once 严管's 60 minutes of silence have passed); 杨某's
+phone sends a lone far-off spike every five minutes, which never alerts.
+
+A second run reuses everything that exists: nothing is created twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp import web
+
+from correction_monitor.migrations import migrate
+from correction_monitor.service.bootstrap import create_officer
+from correction_monitor.settings import Settings
+
+__all__ = [
+    "COUNTY_ADCODE",
+    "COUNTY_CENTRE",
+    "COUNTY_CODE",
+    "DEVICES_FILE",
+    "LOGINS",
+    "PHONES",
+    "DemoApi",
+    "DemoError",
+    "DemoLogin",
+    "DemoWorld",
+    "PhonePlan",
+    "PhoneStats",
+    "SeededSubject",
+    "county_boundary",
+    "offset_m",
+    "run_demo",
+    "run_phones",
+    "seed",
+]
+
+COUNTY_CODE = "xx-county"
+COUNTY_NAME = "XX县"
+# Made up: no province has the code 99, so it can never collide with an imported DataV file.
+COUNTY_ADCODE = "990121"
+CITY_ADCODE = "990100"
+COUNTY_CENTRE = (112.9, 28.2)  # (lon, lat) WGS-84
+COUNTY_RADIUS_M = 15_000.0
+BOUNDARY_VERTICES = 144
+BOUNDARY_SEED = 20260101
+TIMEZONE = "Asia/Shanghai"
+
+STATIONS = (("xx-chengguan", "城关司法所"), ("xx-dongguan", "东关司法所"))
+DEVICES_FILE = "demo-devices.json"
+DEFAULT_TICK_S = 15.0
+MAX_BUFFERED_FIXES = 1000  # the most one request may carry
+
+ACTIVITY_AREA = "XX县 活动区域"
+SCHOOL_ZONE = "XX县第一小学 (禁止令)"
+VICTIM_ZONE = "被害人住所 (禁止令)"
+SCHOOL_M = (-300.0, 700.0)  # metres east, north of the county centre
+SCHOOL_RADIUS_M = 200.0
+VICTIM_M = (-1100.0, 1900.0)
+VICTIM_RADIUS_M = 300.0
+
+# Metres per degree on a sphere of the Earth's mean radius: plenty for drawing a demo county.
+_M_PER_DEG = 6_371_008.8 * math.pi / 180.0
+
+
+def offset_m(east_m: float, north_m: float) -> tuple[float, float]:
+    """The WGS-84 (lon, lat) lying ``east_m`` / ``north_m`` metres from the county centre.
+
+    Parameters
+    ----------
+    east_m, north_m
+        Offsets in metres (local flat approximation, good to well under 1 % over the county).
+
+    Returns
+    -------
+    tuple of float
+        (lon, lat) in degrees, rounded to 1e-7 (about 1 cm).
+
+    Examples
+    --------
+    >>> offset_m(0.0, 0.0)
+    (112.9, 28.2)
+    """
+    lon0, lat0 = COUNTY_CENTRE
+    lon = lon0 + east_m / (_M_PER_DEG * math.cos(math.radians(lat0)))
+    lat = lat0 + north_m / _M_PER_DEG
+    return round(lon, 7), round(lat, 7)
+
+
+def _boundary_radius_m(k: int, rng: random.Random) -> float:
+    theta = 2.0 * math.pi * k / BOUNDARY_VERTICES
+    wave = (
+        0.12 * math.sin(3 * theta + 0.7)
+        + 0.07 * math.sin(5 * theta + 2.1)
+        + 0.04 * math.sin(8 * theta + 0.3)
+    )
+    return COUNTY_RADIUS_M * (1.0 + wave) * (1.0 + rng.uniform(-0.02, 0.02))
+
+
+def boundary_radii_m() -> list[float]:
+    """Distance (metres) from the centre to each boundary vertex, vertex ``k`` lying at
+    ``2πk / 144`` radians counter-clockwise from east."""
+    rng = random.Random(BOUNDARY_SEED)
+    return [_boundary_radius_m(k, rng) for k in range(BOUNDARY_VERTICES)]
+
+
+def county_boundary() -> dict[str, Any]:
+    """The demo county's boundary: a GeoJSON Polygon in WGS-84, drawn here.
+
+    Every vertex lies on its own ray from the centre at a positive distance, so the polygon is
+    star-shaped about the centre and therefore simple (valid) whatever the radii. The radii
+    (about 11–19 km) are three sinusoids plus ±2 % seeded noise: deterministic, irregular
+    enough to look like a county, and no real boundary.
+
+    Returns
+    -------
+    dict
+        ``{"type": "Polygon", "coordinates": [ring]}``, counter-clockwise, 144 vertices plus
+        the closing one.
+    """
+    ring = []
+    for k, radius in enumerate(boundary_radii_m()):
+        theta = 2.0 * math.pi * k / BOUNDARY_VERTICES
+        lon, lat = offset_m(radius * math.cos(theta), radius * math.sin(theta))
+        ring.append([lon, lat])
+    ring.append(ring[0])
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+# --- the cast ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DemoLogin:
+    """A demo officer account (demo only: the password is printed on the console)."""
+
+    username: str
+    role: str
+    org_code: str
+    label: str
+
+    @property
+    def password(self) -> str:
+        """``demo-<username>-2026``."""
+        return f"demo-{self.username}-2026"
+
+
+LOGINS = (
+    DemoLogin("admin", "admin", COUNTY_CODE, "系统管理员 administrator"),
+    DemoLogin("county", "county_admin", COUNTY_CODE, "县局 county administrator"),
+    DemoLogin("chengguan-officer", "officer", "xx-chengguan", "城关司法所 officer"),
+    DemoLogin("chengguan-head", "supervisor", "xx-chengguan", "城关司法所 所长 supervisor"),
+    DemoLogin("dongguan-officer", "officer", "xx-dongguan", "东关司法所 officer"),
+    DemoLogin("dongguan-head", "supervisor", "xx-dongguan", "东关司法所 所长 supervisor"),
+    DemoLogin("auditor", "auditor", COUNTY_CODE, "auditor (read-only)"),
+)
+_STATION_STAFF = {
+    "xx-chengguan": ("chengguan-officer", "chengguan-head"),
+    "xx-dongguan": ("dongguan-officer", "dongguan-head"),
+}
+
+Waypoint = tuple[float, float, float]  # (seconds into the cycle, metres east, metres north)
+
+
+@dataclass(frozen=True, slots=True)
+class PhonePlan:
+    """One demo subject and how their phone behaves.
+
+    ``route`` holds waypoints relative to home, repeated every ``route[-1][0]`` seconds
+    (a single waypoint: the phone stays home). The phone reports every ``every_ticks`` ticks,
+    stops for good ``silent_after_s`` seconds into the run, and every ``spike_every_ticks``
+    ticks reports one position ``spike_m`` away from the truth.
+    """
+
+    key: str
+    name: str
+    station: str
+    level: str
+    category: str
+    home_m: tuple[float, float]
+    story: str
+    route: tuple[Waypoint, ...] = ((0.0, 0.0, 0.0),)
+    every_ticks: int = 1
+    silent_after_s: float | None = None
+    spike_every_ticks: int | None = None
+    spike_m: tuple[float, float] = (7000.0, 3000.0)
+    curfew: tuple[str, str] | None = None
+    exclusions: tuple[str, ...] = ()
+
+    def position_m(self, elapsed_s: float) -> tuple[float, float]:
+        """Where the subject truly is ``elapsed_s`` seconds into the run (metres from the
+        county centre), interpolating the route linearly."""
+        east, north = self.home_m
+        period = self.route[-1][0]
+        if len(self.route) == 1 or period <= 0:
+            return east + self.route[0][1], north + self.route[0][2]
+        t = elapsed_s % period
+        for (t0, e0, n0), (t1, e1, n1) in zip(self.route, self.route[1:], strict=False):
+            if t0 <= t <= t1:
+                f = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+                return east + e0 + f * (e1 - e0), north + n0 + f * (n1 - n0)
+        return east + self.route[-1][1], north + self.route[-1][2]
+
+
+def _wanderer_home() -> tuple[float, float]:
+    # Vertex 0 lies due east of the centre: live 800 m inside it, drive 3 km beyond it.
+    return boundary_radii_m()[0] - 800.0, 0.0
+
+
+_WALKER_HOME = (-2000.0, 1500.0)
+_TO_VICTIM = (VICTIM_M[0] - _WALKER_HOME[0], VICTIM_M[1] - _WALKER_HOME[1])
+
+PHONES = (
+    PhonePlan(
+        key="wanderer",
+        name="张某",
+        station="xx-dongguan",
+        level="strict",
+        category="parole",
+        home_m=_wanderer_home(),
+        story="drives out of the county every 20 min (left_activity_area after ~3 min)",
+        # 25 m/s on the road east: out by ~1 min, outside for ~7 min, home by 12.5 min.
+        route=(
+            (0.0, 0.0, 0.0),
+            (30.0, 0.0, 0.0),
+            (182.0, 3800.0, 0.0),
+            (600.0, 3800.0, 0.0),
+            (752.0, 0.0, 0.0),
+            (1200.0, 0.0, 0.0),
+        ),
+    ),
+    PhonePlan(
+        key="walker",
+        name="王某",
+        station="xx-chengguan",
+        level="strict",
+        category="probation",
+        home_m=_WALKER_HOME,
+        story="rides into the victim's-home zone every 20 min (entered_exclusion_zone)",
+        # An e-bike at ~6 m/s to the victim's home, six minutes there, back.
+        route=(
+            (0.0, 0.0, 0.0),
+            (30.0, 0.0, 0.0),
+            (194.0, _TO_VICTIM[0], _TO_VICTIM[1]),
+            (554.0, _TO_VICTIM[0], _TO_VICTIM[1]),
+            (718.0, 0.0, 0.0),
+            (1200.0, 0.0, 0.0),
+        ),
+        exclusions=(SCHOOL_ZONE, VICTIM_ZONE),
+    ),
+    PhonePlan(
+        key="silent",
+        name="刘某",
+        station="xx-dongguan",
+        level="strict",
+        category="control",
+        home_m=(3000.0, -2500.0),
+        story="phone goes silent after 2 min (lost_contact after 60 min of silence)",
+        silent_after_s=120.0,
+    ),
+    PhonePlan(
+        key="curfew",
+        name="陈某",
+        station="xx-dongguan",
+        level="normal",
+        category="probation",
+        home_m=(1200.0, 2200.0),
+        story="curfew 22:00-06:00, keeps it (stays home)",
+        curfew=("22:00", "06:00"),
+    ),
+    PhonePlan(
+        key="spiker",
+        name="杨某",
+        station="xx-chengguan",
+        level="normal",
+        category="medical_parole",
+        home_m=(-800.0, -1800.0),
+        story="a lone GPS spike 7.6 km away every 5 min (flagged, never alerts)",
+        spike_every_ticks=20,
+    ),
+    PhonePlan(
+        key="errands",
+        name="赵某",
+        station="xx-dongguan",
+        level="normal",
+        category="probation",
+        home_m=(4200.0, 600.0),
+        story="walks to the market and back (no alert)",
+        route=(
+            (0.0, 0.0, 0.0),
+            (60.0, 0.0, 0.0),
+            (974.0, 1000.0, 800.0),
+            (1274.0, 1000.0, 800.0),
+            (2188.0, 0.0, 0.0),
+            (2400.0, 0.0, 0.0),
+        ),
+    ),
+    PhonePlan(
+        key="lenient-1",
+        name="黄某",
+        station="xx-chengguan",
+        level="lenient",
+        category="probation",
+        home_m=(-3500.0, -600.0),
+        story="宽管: one fix every 5 min, at home",
+        every_ticks=20,
+    ),
+    PhonePlan(
+        key="lenient-2",
+        name="周某",
+        station="xx-dongguan",
+        level="lenient",
+        category="control",
+        home_m=(2500.0, 4000.0),
+        story="宽管: one fix every 5 min, at home",
+        every_ticks=20,
+    ),
+)
+
+
+# --- talking to the service -------------------------------------------------------------------
+
+
+class DemoError(RuntimeError):
+    """The service refused a demo request; the message carries its status and answer."""
+
+
+class DemoApi:
+    """The service's HTTP API as the demo uses it: JSON in, JSON out, refusals raised.
+
+    Parameters
+    ----------
+    session
+        An open client session (a test client's ``session`` works as well).
+    base_url
+        Where the service answers, e.g. ``http://127.0.0.1:8080``.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        token: str | None = None,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> tuple[int, Any]:
+        """Send one request; returns (status, parsed JSON or None).
+
+        Raises
+        ------
+        DemoError
+            When the status is not in ``ok``.
+        """
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.request(
+            method, self.base_url + path, json=body, headers=headers
+        ) as resp:
+            text = await resp.text()
+            if resp.status not in ok:
+                raise DemoError(f"{method} {path} answered {resp.status}: {text[:500]}")
+            return resp.status, (json.loads(text) if text else None)
+
+    async def login(self, username: str, password: str) -> str | None:
+        """An officer bearer token, or None when the credentials are refused (401)."""
+        status, answer = await self.call(
+            "POST",
+            "/api/v1/auth/token",
+            body={"username": username, "password": password},
+            ok=(200, 401),
+        )
+        return str(answer["access_token"]) if status == 200 else None
+
+
+# --- seeding ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeededSubject:
+    """A demo subject as stored, with its phone's credentials."""
+
+    plan: PhonePlan
+    subject_id: int
+    device_id: int
+    token: str
+    osmand_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DemoWorld:
+    """What :func:`seed` found or created."""
+
+    admin_token: str
+    area_id: int
+    zone_ids: Mapping[str, int]
+    subjects: tuple[SeededSubject, ...]
+    created: tuple[str, ...]
+    devices_file: Path
+
+
+async def _officer_ids(database_url: str, usernames: Sequence[str]) -> dict[str, int]:
+    """Ids of those of ``usernames`` that exist. No API lists officers: they are read through
+    the officers adapter the API itself uses (a login would cost an argon2 verification)."""
+    from correction_monitor.adapters import officers
+    from correction_monitor.adapters.db import create_pool
+    from correction_monitor.adapters.errors import NotFound
+
+    found = {}
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            for username in usernames:
+                with contextlib.suppress(NotFound):
+                    found[username] = (await officers.get_by_username(conn, username)).id
+    finally:
+        await pool.close()
+    return found
+
+
+async def _create_login(database_url: str, login: DemoLogin, created: list[str]) -> None:
+    try:
+        await create_officer(
+            database_url,
+            username=login.username,
+            password=login.password,
+            role=login.role,
+            org_code=login.org_code,
+            org_name=COUNTY_NAME if login.org_code == COUNTY_CODE else None,
+            timezone=TIMEZONE,
+        )
+    except ValueError as exc:
+        raise DemoError(f"cannot create demo officer {login.username!r}: {exc}") from exc
+    created.append(f"officer {login.username}")
+
+
+async def _admin_token(api: DemoApi, database_url: str, created: list[str]) -> str:
+    admin = LOGINS[0]
+    token = await api.login(admin.username, admin.password)
+    if token is None:
+        if admin.username in await _officer_ids(database_url, [admin.username]):
+            raise DemoError(
+                f"this database already has an officer {admin.username!r} with another "
+                f"password: run the demo on a fresh CM_DATA_DIR or database"
+            )
+        await _create_login(database_url, admin, created)
+        token = await api.login(admin.username, admin.password)
+    if token is None:
+        raise DemoError(f"demo officer {admin.username!r} was created but cannot log in")
+    return token
+
+
+def _circle(name: str, centre_m: tuple[float, float], radius_m: float) -> dict[str, Any]:
+    lon, lat = offset_m(*centre_m)
+    return {
+        "name": name,
+        "kind": "exclusion",
+        "org_unit": COUNTY_CODE,
+        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+        "radius_m": radius_m,
+        "crs": "wgs84",
+    }
+
+
+def _fence_requests() -> list[dict[str, Any]]:
+    school = _circle(SCHOOL_ZONE, SCHOOL_M, SCHOOL_RADIUS_M)
+    # Weekday school hours, in the station's time zone (Asia/Shanghai).
+    school["schedule"] = {"windows": [{"days": [1, 2, 3, 4, 5], "start": "07:00", "end": "18:00"}]}
+    area = {
+        "name": ACTIVITY_AREA,
+        "kind": "activity_area",
+        "org_unit": COUNTY_CODE,
+        "adcodes": [COUNTY_ADCODE],
+        "crs": "wgs84",
+    }
+    return [area, school, _circle(VICTIM_ZONE, VICTIM_M, VICTIM_RADIUS_M)]
+
+
+def _boundary_collection() -> dict[str, Any]:
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {
+                    "adcode": COUNTY_ADCODE,
+                    "name": COUNTY_NAME,
+                    "level": "district",
+                    "parent": {"adcode": CITY_ADCODE},
+                },
+                "geometry": county_boundary(),
+            }
+        ],
+    }
+
+
+def _subject_request(
+    plan: PhonePlan, area_id: int, zone_ids: Mapping[str, int], staff: Mapping[str, int]
+) -> dict[str, Any]:
+    officer, supervisor = _STATION_STAFF[plan.station]
+    lon, lat = offset_m(*plan.home_m)
+    body: dict[str, Any] = {
+        "name": plan.name,
+        "org_unit": plan.station,
+        "supervision_level": plan.level,
+        "category": plan.category,
+        "term_start": date(2025, 9, 1).isoformat(),
+        "term_end": date(2028, 8, 31).isoformat(),
+        "activity_area_id": area_id,
+        "exclusion_zone_ids": [zone_ids[z] for z in plan.exclusions],
+        "home": {"lat": lat, "lon": lon, "crs": "wgs84"},
+        "responsible_officer_id": staff[officer],
+        "responsible_supervisor_id": staff[supervisor],
+    }
+    if plan.curfew is not None:
+        body["curfew"] = {"start": plan.curfew[0], "end": plan.curfew[1]}
+    return body
+
+
+def _read_devices(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    subjects = raw.get("subjects") if isinstance(raw, dict) else None
+    return subjects if isinstance(subjects, dict) else {}
+
+
+def _write_devices(path: Path, devices: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write the device tokens readable by this user only (they let anyone post fixes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(
+            {
+                "about": "device tokens of the demo phones (demo data only)",
+                "subjects": devices,
+            },
+            out,
+            ensure_ascii=False,
+            indent=2,
+        )
+    os.chmod(tmp, 0o600)  # an existing file keeps its old mode through O_CREAT
+    os.replace(tmp, path)
+
+
+async def _ensure_device(
+    api: DemoApi,
+    admin: str,
+    plan: PhonePlan,
+    subject_id: int,
+    known: Mapping[str, Any] | None,
+    created: list[str],
+) -> SeededSubject:
+    _, listed = await api.call("GET", f"/api/v1/subjects/{subject_id}/devices", token=admin)
+    active = [d for d in listed["devices"] if d["revoked_at"] is None]
+    if known is not None and known.get("subject_id") == subject_id:
+        kept = [d for d in active if d["device_id"] == known.get("device_id")]
+        # An empty batch proves the token still opens the door without storing anything.
+        status, _ = await api.call(
+            "POST", "/api/v1/fixes", body={"fixes": []}, token=known["token"], ok=(200, 401)
+        )
+        if kept and status == 200:
+            return SeededSubject(
+                plan, subject_id, known["device_id"], known["token"], known["osmand_id"]
+            )
+    # The saved token is lost or stale: retire the subject's phones and enrol a fresh one.
+    for device in active:
+        await api.call(
+            "DELETE",
+            f"/api/v1/subjects/{subject_id}/devices/{device['device_id']}",
+            token=admin,
+            ok=(204, 404),
+        )
+    _, dev = await api.call(
+        "POST", f"/api/v1/subjects/{subject_id}/devices", body={"platform": "demo"}, token=admin
+    )
+    created.append(f"device for {plan.name}")
+    return SeededSubject(plan, subject_id, dev["device_id"], dev["token"], dev["osmand_id"])
+
+
+async def seed(
+    api: DemoApi,
+    database_url: str,
+    data_dir: Path,
+    phones: Sequence[PhonePlan] = PHONES,
+) -> DemoWorld:
+    """Create the demo county through the API, reusing whatever already exists.
+
+    Officers are created with the same code as ``correction-monitor admin create-officer``
+    (no API creates officers); everything else goes through the HTTP API with the
+    administrator's token, so it is validated like any officer's input.
+
+    Parameters
+    ----------
+    api
+        The running service.
+    database_url
+        The service's database, for creating the demo officers.
+    data_dir
+        Where ``demo-devices.json`` (the phones' tokens, mode 0600) is kept.
+    phones
+        The subjects to seed, :data:`PHONES` by default.
+
+    Returns
+    -------
+    DemoWorld
+        Ids and credentials; ``created`` names what this call had to create (empty on a
+        second run).
+    """
+    created: list[str] = []
+    admin = await _admin_token(api, database_url, created)
+
+    _, units = await api.call("GET", "/api/v1/org-units", token=admin)
+    have_units = {u["code"] for u in units["org_units"]}
+    for code, name in STATIONS:
+        if code not in have_units:
+            await api.call(
+                "POST",
+                "/api/v1/org-units",
+                body={"code": code, "name": name, "parent_code": COUNTY_CODE, "timezone": TIMEZONE},
+                token=admin,
+            )
+            created.append(f"org unit {code}")
+    existing = await _officer_ids(database_url, [login.username for login in LOGINS])
+    for login in LOGINS[1:]:
+        if login.username not in existing:
+            await _create_login(database_url, login, created)
+
+    _, areas = await api.call("GET", "/api/v1/boundaries", token=admin)
+    if COUNTY_ADCODE not in {a["adcode"] for a in areas["areas"]}:
+        await api.call(
+            "POST", "/api/v1/boundaries/import?crs=wgs84", body=_boundary_collection(), token=admin
+        )
+        created.append(f"boundary {COUNTY_ADCODE}")
+
+    _, fences = await api.call("GET", "/api/v1/geofences", token=admin)
+    fence_ids = {(f["name"], f["kind"]): f["id"] for f in fences["geofences"]}
+    for request in _fence_requests():
+        if (request["name"], request["kind"]) not in fence_ids:
+            _, fence = await api.call("POST", "/api/v1/geofences", body=request, token=admin)
+            fence_ids[(request["name"], request["kind"])] = fence["id"]
+            created.append(f"geofence {request['name']}")
+    area_id = fence_ids[(ACTIVITY_AREA, "activity_area")]
+    zone_ids = {name: fence_ids[(name, "exclusion")] for name in (SCHOOL_ZONE, VICTIM_ZONE)}
+
+    staff = await _officer_ids(
+        database_url, [name for pair in _STATION_STAFF.values() for name in pair]
+    )
+    assert len(staff) == 2 * len(_STATION_STAFF), "the station staff were created above"
+    _, listed = await api.call("GET", "/api/v1/subjects?limit=1000", token=admin)
+    subject_ids = {(s["name"], s["org_unit"]): s["id"] for s in listed["subjects"]}
+    devices_path = data_dir / DEVICES_FILE
+    known = _read_devices(devices_path)
+    seeded = []
+    for plan in phones:
+        subject_id = subject_ids.get((plan.name, plan.station))
+        if subject_id is None:
+            _, subject = await api.call(
+                "POST",
+                "/api/v1/subjects",
+                body=_subject_request(plan, area_id, zone_ids, staff),
+                token=admin,
+            )
+            subject_id = int(subject["id"])
+            created.append(f"subject {plan.name}")
+        seeded.append(
+            await _ensure_device(api, admin, plan, subject_id, known.get(plan.key), created)
+        )
+    _write_devices(
+        devices_path,
+        {
+            s.plan.key: {
+                "name": s.plan.name,
+                "subject_id": s.subject_id,
+                "device_id": s.device_id,
+                "token": s.token,
+                "osmand_id": s.osmand_id,
+            }
+            for s in seeded
+        },
+    )
+    return DemoWorld(admin, area_id, zone_ids, tuple(seeded), tuple(created), devices_path)
+
+
+# --- simulated phones -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PhoneStats:
+    """What the simulated phones sent and how the service answered, in fixes (requests for
+    ``failed_requests``)."""
+
+    ticks: int = 0
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed_requests: int = 0
+    by_phone: dict[str, int] = field(default_factory=dict)
+
+
+def fixes_for_tick(plan: PhonePlan, tick: int, elapsed_s: float, now: datetime) -> list[Any]:
+    """The fixes ``plan``'s phone produces at ``tick`` (``elapsed_s`` seconds into the run,
+    stamped ``now``): none, or one native fix dict with accuracy 5–30 metres."""
+    if plan.silent_after_s is not None and elapsed_s >= plan.silent_after_s:
+        return []
+    if tick % plan.every_ticks:
+        return []
+    # Seeded by phone and tick (a str seed hashes the same in every process): reproducible.
+    rng = random.Random(f"{plan.key}:{tick}")
+    east, north = plan.position_m(elapsed_s)
+    spike = plan.spike_every_ticks
+    if spike is not None and tick % spike == spike // 2:
+        east, north = east + plan.spike_m[0], north + plan.spike_m[1]
+    # Noise stays well inside every fence margin used here (home 150 m, zones 200-300 m).
+    east += max(-20.0, min(20.0, rng.gauss(0.0, 7.0)))
+    north += max(-20.0, min(20.0, rng.gauss(0.0, 7.0)))
+    lon, lat = offset_m(east, north)
+    return [
+        {
+            "id": f"{plan.key}-{round(now.timestamp() * 1000)}",
+            "ts": now.isoformat(),
+            "lat": lat,
+            "lon": lon,
+            "accuracy_m": round(rng.uniform(5.0, 30.0), 1),
+            "provider": "gps",
+            "battery": max(5, 95 - tick // 40),
+        }
+    ]
+
+
+async def _post(api: DemoApi, phone: SeededSubject, pending: list[Any], stats: PhoneStats) -> None:
+    batch = pending[:MAX_BUFFERED_FIXES]
+    try:
+        _, answer = await api.call(
+            "POST", "/api/v1/fixes", body={"fixes": batch}, token=phone.token
+        )
+    except (DemoError, aiohttp.ClientError, TimeoutError):
+        # Like a real app: keep the fixes and try again next time (the server deduplicates).
+        stats.failed_requests += 1
+        return
+    del pending[: len(batch)]
+    stats.accepted += answer["accepted"]
+    stats.duplicates += answer["duplicates"]
+    stats.rejected += len(answer["rejected"])
+    stats.by_phone[phone.plan.key] = stats.by_phone.get(phone.plan.key, 0) + answer["accepted"]
+
+
+async def run_phones(
+    api: DemoApi,
+    phones: Sequence[SeededSubject],
+    *,
+    tick_s: float = DEFAULT_TICK_S,
+    ticks: int | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    stats: PhoneStats | None = None,
+) -> PhoneStats:
+    """Run the simulated phones: every ``tick_s`` seconds each posts its newest fix(es).
+
+    Parameters
+    ----------
+    api
+        The running service.
+    phones
+        Seeded subjects with their device tokens.
+    tick_s
+        Seconds between ticks.
+    ticks
+        Stop after this many ticks; None runs until cancelled.
+    clock, sleep
+        The time source (UTC) and the wait between ticks; tests pass a simulated pair so
+        minutes of phone behaviour run in a moment.
+    stats
+        Counters to update (so a caller can read them after cancelling); a new one if None.
+
+    Returns
+    -------
+    PhoneStats
+        Totals over the run.
+    """
+    stats = stats if stats is not None else PhoneStats()
+    started = clock()
+    pending: dict[str, list[Any]] = {p.plan.key: [] for p in phones}
+    tick = 0
+    while ticks is None or tick < ticks:
+        now = clock()
+        elapsed = (now - started).total_seconds()
+        posts = []
+        for phone in phones:
+            new = fixes_for_tick(phone.plan, tick, elapsed, now)
+            stats.sent += len(new)
+            queue = pending[phone.plan.key]
+            queue.extend(new)
+            del queue[:-MAX_BUFFERED_FIXES]  # a full buffer drops its oldest, as apps do
+            if queue:
+                posts.append(_post(api, phone, queue, stats))
+        await asyncio.gather(*posts)
+        stats.ticks += 1
+        tick += 1
+        if ticks is None or tick < ticks:
+            await sleep(max(0.0, tick_s - (clock() - now).total_seconds()))
+    return stats
+
+
+async def follow_alerts(
+    api: DemoApi, login: DemoLogin, names: Mapping[int, str], out: TextIO
+) -> None:
+    """Print each alert change of the live feed (SSE) as it happens, until cancelled;
+    reconnects with ``Last-Event-ID`` (and a fresh token) when the stream drops."""
+    last_id: str | None = None
+    # The stream idles between events (keep-alives every 15 s): no total time limit.
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+    while True:
+        try:
+            token = await api.login(login.username, login.password)
+            headers = {"Authorization": f"Bearer {token}"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            async with api.session.get(
+                api.base_url + "/api/v1/alerts/stream", headers=headers, timeout=timeout
+            ) as resp:
+                event = ""
+                async for raw in resp.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("id: "):
+                        last_id = line[4:]
+                    elif line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        alert = json.loads(line[6:])
+                        who = names.get(alert["subject_id"], f"subject {alert['subject_id']}")
+                        print(
+                            f"[alert {event}] #{alert['id']} {alert['type']} {who} "
+                            f"started {alert['started_at']} status {alert['status']}",
+                            file=out,
+                            flush=True,
+                        )
+        except (aiohttp.ClientError, TimeoutError, DemoError, ValueError):
+            pass
+        await asyncio.sleep(2.0)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> str:
+    admin = LOGINS[0]
+    login_json = json.dumps({"username": admin.username, "password": admin.password})
+    token_cmd = (
+        f"curl -s -X POST {base}/api/v1/auth/token -H 'Content-Type: application/json' "
+        f"-d '{login_json}'"
+    )
+    extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+    first = world.subjects[0].subject_id
+    lines = [
+        "",
+        f"correction-monitor demo: {COUNTY_NAME} is being served at {base}",
+        "",
+        "Try:",
+        f"  curl -s {base}/readyz",
+        f"  TOKEN=$({token_cmd} | {extract})",
+        f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/alerts',
+        f'  curl -sN -H "Authorization: Bearer $TOKEN" "{base}/api/v1/alerts/stream?since=0"',
+        f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/subjects',
+        f'  curl -s -H "Authorization: Bearer $TOKEN" '
+        f'"{base}/api/v1/subjects/{first}/track?purpose=demo"',
+        "",
+        "Demo logins (DEMO ONLY, never use these passwords anywhere else):",
+    ]
+    lines += [f"  {x.username:<20} {x.password:<32} {x.label}" for x in LOGINS]
+    lines += ["", "Subjects (activity area: the whole county):"]
+    for s in world.subjects:
+        lines.append(
+            f"  #{s.subject_id:<4} {s.plan.name:<4} {s.plan.level:<8} {s.plan.station:<13} "
+            f"{s.plan.story if phones else 'no phone running'}"
+        )
+    embedded_db = not os.environ.get("CM_DATABASE_URL")
+    embedded_redis = not os.environ.get("CM_REDIS_URL")
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
+    lines += [
+        "",
+        "Data:",
+        f"  PostgreSQL  {_masked(settings.database_url)}"
+        + (f"  (embedded, files in {settings.data_dir / 'pg'})" if embedded_db else ""),
+        f"  Redis       {_masked(settings.redis_url)}"
+        + (f"  (embedded, in {settings.data_dir / 'redis'})" if embedded_redis else ""),
+        f"  phones      {world.devices_file} (device tokens, mode 0600)",
+        "",
+        "Alerts are printed below as they happen. Ctrl-C stops the demo"
+        + (" and the embedded servers." if embedded_db or embedded_redis else "."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _listen_address(runner: web.AppRunner, settings: Settings) -> str:
+    port = settings.http_port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            port = int(address[1])
+            break
+    host = settings.http_host
+    # A wildcard address is not somewhere to send requests: talk to ourselves on loopback.
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+async def _serve(settings: Settings, phones: bool, stop: asyncio.Event) -> int:
+    from correction_monitor.web.app import init_app
+
+    assert settings.database_url
+    runner = web.AppRunner(init_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            print(
+                f"demo: cannot listen on {settings.http_host}:{settings.http_port} ({exc}); "
+                f"choose another port with --port or CM_HTTP_PORT",
+                file=sys.stderr,
+            )
+            return 1
+        base = _listen_address(runner, settings)
+        tasks: list[asyncio.Task[Any]] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            api = DemoApi(session, base)
+            try:
+                world = await seed(api, settings.database_url, Path(settings.data_dir))
+            except DemoError as exc:
+                print(f"demo: seeding failed: {exc}", file=sys.stderr)
+                return 1
+            if world.created:
+                print(f"demo: created {len(world.created)} demo records", flush=True)
+            else:
+                print("demo: demo data already present; reusing it", flush=True)
+            print(_banner(settings, base, world, phones), flush=True)
+            names = {s.subject_id: s.plan.name for s in world.subjects}
+            tasks.append(asyncio.create_task(follow_alerts(api, LOGINS[0], names, sys.stdout)))
+            if phones:
+                tasks.append(asyncio.create_task(run_phones(api, world.subjects)))
+            try:
+                await stop.wait()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        print("demo: stopping", flush=True)
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+async def _main(settings: Settings, phones: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _serve(settings, phones, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_demo(settings: Settings, phones: bool = True) -> int:
+    """Migrate, seed the demo county and serve it until Ctrl-C or SIGTERM.
+
+    Parameters
+    ----------
+    settings
+        Resolved settings: ``database_url`` and ``redis_url`` set (the CLI starts embedded
+        servers for what the environment leaves unset, and stops them after this returns).
+    phones
+        Run the simulated phones (``--no-phones`` turns them off).
+
+    Returns
+    -------
+    int
+        The exit status: 0 after a clean stop, 1 when the port is taken or seeding failed.
+    """
+    assert settings.database_url, "run_demo needs a resolved database URL"
+    assert settings.redis_url, "run_demo needs a resolved redis URL"
+    migrate(settings.database_url)
+    # The console should show alerts; apscheduler reports every job run at INFO.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.root.level))
+    # asyncio puts SIG_DFL back when it drops its handlers; the caller's (the embedded
+    # servers' SIGTERM → clean stop) must survive the demo.
+    saved: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return asyncio.run(_main(settings, phones))
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)

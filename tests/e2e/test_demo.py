@@ -1,0 +1,225 @@
+"""The newcomer's demo: its drawn county, idempotent seeding over HTTP, and simulated phones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import stat
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from shapely.geometry import Point, shape
+
+from correction_monitor import demo
+from tests.conftest import bearer
+
+pytestmark = pytest.mark.e2e
+
+# Metres per degree near the demo county, to turn shapely's distances (degrees) into metres:
+# the east-west factor is the smaller, so "farther than" checks use it and never overstate,
+# and "nearer than" checks use the north-south one.
+M_PER_DEG_LAT = 111_195.0
+M_PER_DEG_LON = M_PER_DEG_LAT * 0.8813  # cos 28.2°
+
+
+def _api(client: TestClient[Any, Any]) -> demo.DemoApi:
+    return demo.DemoApi(client.session, str(client.make_url("/")))
+
+
+def _plan(key: str) -> demo.PhonePlan:
+    return next(p for p in demo.PHONES if p.key == key)
+
+
+def _point(east_m: float, north_m: float) -> Point:
+    return Point(*demo.offset_m(east_m, north_m))
+
+
+def _county() -> Any:
+    return shape(demo.county_boundary())
+
+
+class SimClock:
+    """A clock that only moves when the phones sleep: minutes of phones in a moment."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_drawn_county_is_valid_and_fits_the_stories() -> None:
+    county = _county()
+    assert county.is_valid
+    assert len(demo.county_boundary()["coordinates"][0]) == demo.BOUNDARY_VERTICES + 1
+    assert demo.county_boundary() == demo.county_boundary()  # deterministic
+    area_km2 = county.area * M_PER_DEG_LAT * M_PER_DEG_LON / 1e6
+    assert 400 < area_km2 < 1200  # a county, not a town or a province
+
+    boundary = county.boundary
+    for plan in demo.PHONES:
+        home = _point(*plan.home_m)
+        assert county.contains(home), plan.key
+        # Everyone but the wanderer stays well inside (route sampled every 15 s, noise ≤ 20 m).
+        if plan.key != "wanderer":
+            for t in range(0, int(plan.route[-1][0]) + 1, 15):
+                where = _point(*plan.position_m(t))
+                assert boundary.distance(where) * M_PER_DEG_LON > 500, (plan.key, t)
+
+    wanderer = _plan("wanderer")
+    home = _point(*wanderer.home_m)
+    assert boundary.distance(home) * M_PER_DEG_LON > 100  # a 30 m disc is wholly inside
+    far = _point(*wanderer.position_m(400.0))
+    assert not county.contains(far)
+    assert boundary.distance(far) * M_PER_DEG_LON > 1000  # wholly outside, by far
+
+    walker = _plan("walker")
+    victim = _point(*demo.VICTIM_M)
+    stay = _point(*walker.position_m(400.0))
+    assert victim.distance(stay) * M_PER_DEG_LAT < demo.VICTIM_RADIUS_M - 60
+    assert victim.distance(home) * M_PER_DEG_LON > demo.VICTIM_RADIUS_M
+    assert _point(*walker.home_m).distance(victim) * M_PER_DEG_LON > 600
+
+
+async def test_seeding_is_idempotent_and_keeps_tokens_private(
+    client: TestClient[Any, Any], database_url: str, tmp_path: Path
+) -> None:
+    api = _api(client)
+    first = await demo.seed(api, database_url, tmp_path)
+    assert first.created, "a fresh database needs the demo records"
+    assert len(first.subjects) == len(demo.PHONES)
+
+    again = await demo.seed(api, database_url, tmp_path)
+    assert again.created == ()
+    assert again.area_id == first.area_id
+    assert dict(again.zone_ids) == dict(first.zone_ids)
+    assert [(s.subject_id, s.device_id, s.token) for s in again.subjects] == [
+        (s.subject_id, s.device_id, s.token) for s in first.subjects
+    ]
+    devices_file = tmp_path / demo.DEVICES_FILE
+    assert stat.S_IMODE(devices_file.stat().st_mode) == 0o600
+
+    for login in demo.LOGINS:
+        assert await api.login(login.username, login.password), login.username
+    h = bearer(first.admin_token)
+    resp = await client.get("/api/v1/subjects", params={"limit": "1000"}, headers=h)
+    names = [(s["name"], s["org_unit"]) for s in (await resp.json())["subjects"]]
+    for plan in demo.PHONES:
+        assert names.count((plan.name, plan.station)) == 1
+    resp = await client.get("/api/v1/geofences", headers=h)
+    fences = [f["name"] for f in (await resp.json())["geofences"]]
+    for name in (demo.ACTIVITY_AREA, demo.SCHOOL_ZONE, demo.VICTIM_ZONE):
+        assert fences.count(name) == 1
+    resp = await client.get(f"/api/v1/geofences/{first.area_id}", headers=h)
+    assert (await resp.json())["adcodes"] == [demo.COUNTY_ADCODE]
+
+    # A lost tokens file (another data dir) retires the old phones and enrols new ones.
+    other = tmp_path / "elsewhere"
+    moved = await demo.seed(api, database_url, other)
+    assert len(moved.created) == len(demo.PHONES)
+    assert {s.token for s in moved.subjects}.isdisjoint(s.token for s in first.subjects)
+    resp = await client.get(f"/api/v1/subjects/{first.subjects[0].subject_id}/devices", headers=h)
+    active = [d for d in (await resp.json())["devices"] if d["revoked_at"] is None]
+    assert [d["device_id"] for d in active] == [moved.subjects[0].device_id]
+
+
+async def test_simulated_phones_are_accepted_and_misbehave_as_told(
+    client: TestClient[Any, Any], database_url: str, tmp_path: Path
+) -> None:
+    api = _api(client)
+    world = await demo.seed(api, database_url, tmp_path)
+    by_key = {s.plan.key: s for s in world.subjects}
+    h = bearer(world.admin_token)
+    names = {s.subject_id: s.plan.name for s in world.subjects}
+    feed = io.StringIO()
+    follower = asyncio.create_task(demo.follow_alerts(api, demo.LOGINS[0], names, feed))
+    await asyncio.sleep(0.5)  # let the feed connect before anything happens
+
+    # 26 ticks of 15 s = 6.5 simulated minutes, ending well before the server's now.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    clock = SimClock(start)
+    stats = await demo.run_phones(
+        api, world.subjects, tick_s=15.0, ticks=26, clock=clock, sleep=clock.sleep
+    )
+    assert stats.ticks == 26
+    assert stats.failed_requests == 0
+    assert stats.rejected == 0
+    assert stats.duplicates == 0
+    assert stats.accepted == stats.sent
+    assert stats.by_phone["wanderer"] == 26
+    assert stats.by_phone["silent"] == 8  # ticks at 0..105 s, then silence
+    assert stats.by_phone["lenient-1"] == 2  # ticks 0 and 20
+
+    async def alerts_of(key: str) -> list[Any]:
+        params = {"subject_id": str(by_key[key].subject_id)}
+        resp = await client.get("/api/v1/alerts", params=params, headers=h)
+        assert resp.status == 200
+        found: list[Any] = (await resp.json())["alerts"]
+        return found
+
+    left = await alerts_of("wanderer")
+    assert [a["type"] for a in left] == ["left_activity_area"]
+    assert left[0]["evidence"]["fence_id"] == world.area_id
+    assert left[0]["status"] == "open"
+    entered = await alerts_of("walker")
+    assert [a["type"] for a in entered] == ["entered_exclusion_zone"]
+    assert entered[0]["evidence"]["fence_id"] == world.zone_ids[demo.VICTIM_ZONE]
+    for key in ("silent", "curfew", "spiker", "errands", "lenient-1", "lenient-2"):
+        assert await alerts_of(key) == [], key
+
+    resp = await client.get(
+        f"/api/v1/subjects/{by_key['spiker'].subject_id}/track",
+        params={
+            "from": start.isoformat(),
+            "to": (clock.now + timedelta(minutes=1)).isoformat(),
+            "purpose": "demo test",
+        },
+        headers=h,
+    )
+    flags = [f["properties"]["flags"] for f in (await resp.json())["features"]]
+    assert len(flags) == 26
+    assert sum("spike" in f for f in flags) == 1  # tick 10, decided by tick 11
+
+    # Resending what the phones already sent counts only duplicates.
+    replay = demo.fixes_for_tick(by_key["wanderer"].plan, 0, 0.0, start)
+    resp = await client.post(
+        "/api/v1/fixes", json={"fixes": replay}, headers=bearer(by_key["wanderer"].token)
+    )
+    assert await resp.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+
+    try:
+        for _ in range(50):
+            if "entered_exclusion_zone" in feed.getvalue():
+                break
+            await asyncio.sleep(0.1)
+        printed = feed.getvalue()
+        assert "left_activity_area 张某" in printed
+        assert "entered_exclusion_zone 王某" in printed
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+def test_phone_plan_routes_repeat_and_silence_holds() -> None:
+    wanderer = _plan("wanderer")
+    period = wanderer.route[-1][0]
+    assert wanderer.position_m(100.0) == wanderer.position_m(100.0 + period)
+    assert wanderer.position_m(0.0) == wanderer.home_m
+    now = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    silent = _plan("silent")
+    assert demo.fixes_for_tick(silent, 7, 105.0, now)
+    assert demo.fixes_for_tick(silent, 8, 120.0, now) == []
+    lenient = _plan("lenient-1")
+    assert [t for t in range(41) if demo.fixes_for_tick(lenient, t, t * 15.0, now)] == [0, 20, 40]
+    fix = demo.fixes_for_tick(replace(wanderer, key="x"), 3, 45.0, now)[0]
+    assert 5.0 <= fix["accuracy_m"] <= 30.0
+    assert fix == demo.fixes_for_tick(replace(wanderer, key="x"), 3, 45.0, now)[0]
