@@ -24,7 +24,7 @@ from correction_monitor.web.keys import (
     PROFILES,
     SETTINGS,
 )
-from correction_monitor.web.routes import admin, alerts, auth, health, ingest, track
+from correction_monitor.web.routes import admin, alerts, auth, health, ingest, status, track
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
@@ -77,6 +77,6 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)
     app.cleanup_ctx.extend([_database, _redis, _ingest, _scheduler])
-    for module in (health, auth, admin, track, ingest, alerts):
+    for module in (health, auth, admin, track, status, ingest, alerts):
         app.router.add_routes(module.routes)
     return app

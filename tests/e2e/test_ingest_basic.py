@@ -64,3 +64,28 @@ async def test_accepted_fixes_read_back_exactly_in_the_track(
     assert features[0]["properties"]["accuracy_m"] == 8  # stored in whole metres, rounded up
     assert features[1]["properties"]["accuracy_m"] == 50  # the policy default
     assert features[1]["properties"]["flags"] == ["no_accuracy"]
+
+
+async def test_status_shows_latest_position_and_is_audited(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    world = await make_world(client, officers, level="normal")
+    fixes = track(recent(10), [INSIDE, (116.31, 39.91)])
+    await send(client, world, fixes)
+    resp = await client.get(
+        f"/api/v1/subjects/{world.subject_id}/status",
+        params={"purpose": "verify alert"},
+        headers=bearer(world.admin_token),
+    )
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["latest_position"]["lon"] == 116.31
+    assert body["latest_position"]["at"] == fixes[1]["ts"].replace("+00:00", "Z")
+    assert body["lost_contact"] is False
+    resp = await client.get(
+        "/api/v1/audit",
+        params={"subject_id": str(world.subject_id)},
+        headers=bearer(world.admin_token),
+    )
+    actions = [(e["action"], e["purpose"]) for e in (await resp.json())["entries"]]
+    assert ("position.read", "verify alert") in actions
