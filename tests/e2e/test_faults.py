@@ -1,0 +1,379 @@
+"""Faults: the server killed mid-load, Redis stopped mid-run, a full commit queue.
+
+The contract: a 200 means every accepted fix is durably stored; a crash, a restart or a
+Redis outage loses no acknowledged fix and doubles no alert; without Redis, ingestion and
+evaluation carry on from PostgreSQL and the hot state is rebuilt when Redis returns; a full
+commit queue answers 503 with Retry-After instead of queueing without bound.
+
+The servers stopped and restarted here are private ones (``tests.e2e.procs``): the service
+as a subprocess on the per-run database, and a Redis of its own. The machine's shared
+PostgreSQL and Redis are never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from correction_monitor.policy import load_policy
+from correction_monitor.settings import Settings
+from correction_monitor.web.app import init_app
+from correction_monitor.web.keys import COMMITTER
+from tests.conftest import Officers, bearer
+from tests.e2e.helpers import World, make_world, recent, track
+from tests.e2e.procs import ServiceProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+# Near the east edge (116.4°E) of the helpers' county square: 0.005° of longitude is about
+# 430 m either side, and one 30 s step between them is 28 m/s, a plausible car, so the
+# speed filter never mistakes a crossing for a jump-and-return spike.
+IN = (116.395, 39.90)
+OUT = (116.405, 39.90)
+STEP_S = 30.0
+BATCH = 20
+# Two long excursions (alerts) and one of 60 s, shorter than the strict level's 120 s
+# confirmation time (no alert): 240 fixes, 12 batches.
+PATTERN = [(IN, 30), (OUT, 20), (IN, 40), (OUT, 3), (IN, 40), (OUT, 30), (IN, 77)]
+CONFIRM_S = load_policy(None).level("strict").confirm_s
+
+
+def pattern_points() -> list[tuple[float, float]]:
+    return [point for point, count in PATTERN for _ in range(count)]
+
+
+def expected_episodes(fixes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(type, started_at, ended_at) of the excursions in ``PATTERN`` that outlast the
+    confirmation time: from the first fix outside to the first fix back inside."""
+    episodes = []
+    index = 0
+    for point, count in PATTERN:
+        if point == OUT and (count - 1) * STEP_S >= CONFIRM_S:
+            episodes.append(
+                ("left_activity_area", _z(fixes[index]["ts"]), _z(fixes[index + count]["ts"]))
+            )
+        index += count
+    return episodes
+
+
+def _z(iso_ts: str) -> str:
+    return iso_ts.replace("+00:00", "Z")
+
+
+def batches_of(fixes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [fixes[i : i + BATCH] for i in range(0, len(fixes), BATCH)]
+
+
+async def alert_summary(
+    http: aiohttp.ClientSession | TestClient[Any, Any], world: World
+) -> list[tuple[str, str, str | None]]:
+    """The subject's alerts through the API, as (type, started_at, ended_at), oldest first."""
+    resp = await http.get(
+        "/api/v1/alerts",
+        params={"subject_id": str(world.subject_id)},
+        headers=bearer(world.admin_token),
+    )
+    assert resp.status == 200, await resp.text()
+    alerts = (await resp.json())["alerts"]
+    return sorted((a["type"], a["started_at"], a["ended_at"]) for a in alerts)
+
+
+async def stored_fixes(database_url: str, subject_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Per subject: (rows in ``fixes``, distinct (device, ts, client key) among them)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT subject_id, count(*) AS n,"
+            " count(DISTINCT (device_id, ts, client_key)) AS d"
+            " FROM fixes WHERE subject_id = ANY($1::int[]) GROUP BY subject_id",
+            subject_ids,
+        )
+    finally:
+        await conn.close()
+    found = {r["subject_id"]: (r["n"], r["d"]) for r in rows}
+    return {sid: found.get(sid, (0, 0)) for sid in subject_ids}
+
+
+async def alert_events(database_url: str, subject_id: int) -> list[tuple[str, str, Counter[str]]]:
+    """Per alert of the subject: (type, started_at, how many change events of each kind)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT a.type, a.started_at, e.kind FROM alerts a"
+            " JOIN alert_events e ON e.alert_id = a.id WHERE a.subject_id = $1",
+            subject_id,
+        )
+    finally:
+        await conn.close()
+    kinds: dict[tuple[str, str], Counter[str]] = {}
+    for r in rows:
+        kinds.setdefault((r["type"], r["started_at"].isoformat()), Counter())[r["kind"]] += 1
+    return sorted((t, s, c) for (t, s), c in kinds.items())
+
+
+# ----------------------------------------------------------------- 1. restart in the middle
+
+
+@dataclass
+class Phone:
+    """One subject's phone: sends its batches in order, retrying what got no answer."""
+
+    world: World
+    batches: list[list[dict[str, Any]]]
+    accepted: int = 0
+    duplicates: int = 0
+    unanswered: int = 0  # sends that got no HTTP answer (connection reset or refused)
+    retried: set[int] = field(default_factory=set)
+    # Batches stored before the crash whose answer was lost: their retry is all duplicates.
+    stored_unacked: int = 0
+    stored_fresh_on_retry: int = 0
+    resent_acked: int = 0
+
+
+async def post_batch(
+    http: aiohttp.ClientSession, phone: Phone, batch: list[dict[str, Any]]
+) -> dict[str, Any]:
+    async with http.post(
+        "/api/v1/fixes",
+        data=orjson.dumps({"fixes": batch}),
+        headers=bearer(phone.world.device_token) | {"Content-Type": "application/json"},
+    ) as resp:
+        body = await resp.read()
+        assert resp.status == 200, body
+        result: dict[str, Any] = orjson.loads(body)
+        return result
+
+
+async def drive_phone(
+    http: aiohttp.ClientSession, phone: Phone, on_ack: asyncio.Event, acks: Counter[str]
+) -> None:
+    """Send every batch until it is answered 200. After a send without an answer the phone
+    also re-sends the batch before it, as a phone does that lost its record of that answer."""
+    number = 0
+    resend: int | None = None
+    while number < len(phone.batches):
+        current = resend if resend is not None else number
+        try:
+            result = await post_batch(http, phone, phone.batches[current])
+        except (aiohttp.ClientError, TimeoutError):
+            phone.unanswered += 1
+            phone.retried.add(current)
+            if resend is None and current > 0:
+                resend = current - 1
+            await asyncio.sleep(0.05)
+            continue
+        if current != number:
+            assert result == {"accepted": 0, "duplicates": BATCH, "rejected": []}, result
+            phone.resent_acked += 1
+            resend = None
+            continue
+        assert result["rejected"] == [], result
+        if current in phone.retried:
+            # A group commits whole or not at all, so a retried batch is either all new
+            # or all already stored, never a mix.
+            assert (result["accepted"], result["duplicates"]) in ((BATCH, 0), (0, BATCH)), result
+            if result["accepted"] == 0:
+                phone.stored_unacked += 1
+            else:
+                phone.stored_fresh_on_retry += 1
+        phone.accepted += result["accepted"]
+        phone.duplicates += result["duplicates"]
+        number += 1
+        acks["acked"] += 1
+        on_ack.set()
+
+
+@pytest.fixture
+def service_env(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> dict[str, str]:
+    return {
+        "CM_DATABASE_URL": database_url,
+        "CM_REDIS_URL": redis_url,
+        # Under the run's prefix, so the session fixture deletes these keys afterwards.
+        "CM_REDIS_PREFIX": f"{redis_prefix}faults:{tmp_path.name}:",
+        "CM_RUN_SCHEDULER": "false",
+        "CM_DATA_DIR": str(tmp_path / "cm-data"),
+        "CM_LOG_LEVEL": "WARNING",
+    }
+
+
+async def test_kill_and_restart_mid_load_loses_no_acked_fix_and_doubles_no_alert(
+    client: TestClient[Any, Any],
+    officers: Officers,
+    database_url: str,
+    service_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    start = recent(minutes=240)
+    fixes = track(start, pattern_points(), step_s=STEP_S)
+    expected = expected_episodes(fixes)
+    assert len(expected) == 2
+
+    # The control subject gets the same track from the in-process app, with no crash.
+    control = await make_world(client, officers)
+    for batch in batches_of(fixes):
+        resp = await client.post(
+            "/api/v1/fixes", json={"fixes": batch}, headers=bearer(control.device_token)
+        )
+        assert resp.status == 200, await resp.text()
+    control_alerts = await alert_summary(client, control)
+    assert control_alerts == expected
+    control_events = [(t, c) for t, _, c in await alert_events(database_url, control.subject_id)]
+
+    phones = [Phone(await make_world(client, officers), batches_of(fixes)) for _ in range(8)]
+    total_batches = sum(len(p.batches) for p in phones)
+    kill_after = total_batches * 2 // 5
+
+    service = ServiceProcess(free_port(), service_env, tmp_path / "serve.log", workers=2)
+    with service:
+        await asyncio.to_thread(service.start)
+        acks: Counter[str] = Counter()
+        figures: dict[str, Any] = {}
+        on_ack = asyncio.Event()
+
+        async def crash_and_restart() -> None:
+            while acks["acked"] < kill_after:
+                await on_ack.wait()
+                on_ack.clear()
+            service.kill()
+            figures["acked_before_kill"] = acks["acked"]
+            figures["restart_s"] = await asyncio.to_thread(service.start)
+            figures["acked_at_restart"] = acks["acked"]
+
+        timeout = aiohttp.ClientTimeout(total=20)
+        async with aiohttp.ClientSession(service.url, timeout=timeout) as http:
+            try:
+                await asyncio.gather(
+                    crash_and_restart(), *(drive_phone(http, p, on_ack, acks) for p in phones)
+                )
+                # Phones that lost their records re-send batches answered long ago.
+                for phone in phones:
+                    for number in range(0, len(phone.batches), 4):
+                        result = await post_batch(http, phone, phone.batches[number])
+                        assert result == {"accepted": 0, "duplicates": BATCH, "rejected": []}
+                        phone.resent_acked += 1
+                after = {p.world.subject_id: await alert_summary(http, p.world) for p in phones}
+            except BaseException:
+                # Shown by pytest with the failure: what the service said.
+                print(service.log_tail(80))
+                raise
+
+    assert figures["acked_before_kill"] >= kill_after
+    assert figures["acked_at_restart"] < total_batches, "the kill came after the load"
+    assert sum(p.unanswered for p in phones) > 0, "no request was cut off by the kill"
+
+    counts = await stored_fixes(database_url, [p.world.subject_id for p in phones])
+    for phone in phones:
+        sid = phone.world.subject_id
+        assert counts[sid] == (len(fixes), len(fixes)), (sid, counts[sid])
+        # Every fix was accepted exactly once, in an answer or before an answer was lost.
+        assert phone.accepted + BATCH * phone.stored_unacked == len(fixes)
+        assert after[sid] == control_alerts, sid
+        events = [(t, c) for t, _, c in await alert_events(database_url, sid)]
+        assert events == control_events, sid
+    print(
+        f"\nrestart mid-load: {figures} unanswered sends={sum(p.unanswered for p in phones)}"
+        f" stored but unacknowledged={sum(p.stored_unacked for p in phones)}"
+        f" stored on retry={sum(p.stored_fresh_on_retry for p in phones)}"
+        f" acknowledged batches re-sent={sum(p.resent_acked for p in phones)}"
+    )
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings, **overrides: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    """An in-process app on the run's database with some settings changed."""
+    app = init_app(settings.model_copy(update=overrides))
+    async with TestClient(TestServer(app)) as http:
+        yield http
+
+
+async def send_batch(
+    http: TestClient[Any, Any], world: World, batch: list[dict[str, Any]]
+) -> tuple[int, dict[str, str], Any]:
+    resp = await http.post(
+        "/api/v1/fixes", json={"fixes": batch}, headers=bearer(world.device_token)
+    )
+    return resp.status, dict(resp.headers), await resp.json()
+
+
+# ------------------------------------------------------------------------- 3. backpressure
+
+
+async def test_full_commit_queue_answers_503_and_stores_nothing_of_refused_batches(
+    client: TestClient[Any, Any],
+    officers: Officers,
+    settings: Settings,
+    database_url: str,
+) -> None:
+    limit = 50
+    size = 40
+    worlds = [await make_world(client, officers) for _ in range(4)]
+    start = recent(minutes=300)
+    # Five batches of 40 distinct fixes per subject, all inside the area.
+    fixes = track(start, [IN] * 5 * size, step_s=STEP_S)
+    plan = [(w, fixes[i : i + size]) for w in worlds for i in range(0, len(fixes), size)]
+    random.Random(7).shuffle(plan)
+
+    async with app_client(settings, ingest_queue_limit=limit) as http:
+        committer = http.app[COMMITTER]
+        peak = 0
+        done = asyncio.Event()
+
+        async def watch_queue() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, committer.queued_fixes)
+                await asyncio.sleep(0)
+
+        sampler = asyncio.create_task(watch_queue())
+        try:
+            answers = await asyncio.gather(*(send_batch(http, w, b) for w, b in plan))
+        finally:
+            done.set()
+            await sampler
+
+        refused = []
+        stored: Counter[int] = Counter()
+        for (world, batch), (status, headers, body) in zip(plan, answers, strict=True):
+            if status == 503:
+                assert int(headers["Retry-After"]) >= 1
+                assert body["error"]["code"] == "overloaded"
+                assert body["error"]["message"]
+                refused.append((world, batch))
+            else:
+                assert status == 200, body
+                assert body == {"accepted": size, "duplicates": 0, "rejected": []}
+                stored[world.subject_id] += size
+        assert 0 < len(refused) < len(plan), [a[0] for a in answers]
+        assert peak <= limit
+        counts = await stored_fixes(database_url, [w.subject_id for w in worlds])
+        assert {sid: n for sid, (n, _) in counts.items()} == {
+            w.subject_id: stored[w.subject_id] for w in worlds
+        }
+
+        # Re-sent one at a time, as phones honouring Retry-After do, every refused batch
+        # is stored in full: nothing of it was kept when it was refused.
+        for world, batch in refused:
+            status, _, body = await send_batch(http, world, batch)
+            assert status == 200, body
+            assert body == {"accepted": size, "duplicates": 0, "rejected": []}
+        counts = await stored_fixes(database_url, [w.subject_id for w in worlds])
+        assert set(counts.values()) == {(len(fixes), len(fixes))}
+        assert committer.queued_fixes == 0
+        print(f"\nbackpressure: {len(refused)} of {len(plan)} batches refused, peak queue {peak}")
