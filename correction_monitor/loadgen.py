@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 import psutil
 
+from correction_monitor.ingest.committer import FIX_COLUMNS
 from correction_monitor.migrations import migrate
 from correction_monitor.service.bootstrap import create_officer
 
@@ -46,16 +47,6 @@ from correction_monitor.service.bootstrap import create_officer
 WEST, SOUTH, SIZE = 112.8, 28.0, 0.3
 BREACH_SHARE = 0.05
 PASSWORD = "load-admin-2026"  # noqa: S105 - a throwaway benchmark database's admin
-FIX_COLUMNS = (
-    "ts",
-    "subject_id",
-    "device_id",
-    "lon_e7",
-    "lat_e7",
-    "client_key",
-    "accuracy_m",
-    "flags",
-)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from correction_monitor.adapters import geo, officers, org_units, subjects
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
@@ -241,10 +241,22 @@ async def list_boundaries(request: web.Request) -> web.Response:
 # --- geofences -------------------------------------------------------------------------------
 
 
+def _clock_time(value: str) -> str:
+    try:
+        parse_clock(value)
+    except BadInstant as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+ClockTime = Annotated[str, AfterValidator(_clock_time)]
+"""A local ``HH:MM`` clock time."""
+
+
 class WindowIn(BaseModel):
     days: list[int] = Field(min_length=1, max_length=7)
-    start: str
-    end: str
+    start: ClockTime
+    end: ClockTime
 
     @field_validator("days")
     @classmethod
@@ -252,15 +264,6 @@ class WindowIn(BaseModel):
         if any(d < 1 or d > 7 for d in value):
             raise ValueError("days are ISO weekdays 1 (Monday) .. 7 (Sunday)")
         return sorted(set(value))
-
-    @field_validator("start", "end")
-    @classmethod
-    def clock(cls, value: str) -> str:
-        try:
-            parse_clock(value)
-        except BadInstant as exc:
-            raise ValueError(str(exc)) from exc
-        return value
 
 
 class ScheduleIn(BaseModel):
@@ -370,17 +373,8 @@ class HomeIn(BaseModel):
 
 
 class CurfewIn(BaseModel):
-    start: str
-    end: str
-
-    @field_validator("start", "end")
-    @classmethod
-    def clock(cls, value: str) -> str:
-        try:
-            parse_clock(value)
-        except BadInstant as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+    start: ClockTime
+    end: ClockTime
 
 
 class SubjectIn(BaseModel):
