@@ -48,7 +48,8 @@ async def county(officers: Officers) -> County:
 
 
 def policy_of(client: TestClient[Any, Any]) -> Policy:
-    return client.app[POLICY]
+    policy: Policy = client.app[POLICY]
+    return policy
 
 
 async def sweep_at(client: TestClient[Any, Any], now: datetime) -> None:
