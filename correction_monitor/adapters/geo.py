@@ -25,6 +25,7 @@ RETURNING id
 """
 GEOMETRY_ID = "SELECT id FROM geometries WHERE sha256 = $1"
 GET_GEOMETRY = "SELECT wkb FROM geometries WHERE id = $1"
+GET_GEOMETRY_DIGEST = "SELECT sha256 FROM geometries WHERE id = $1"
 UPSERT_AREA = """
 INSERT INTO admin_areas (adcode, name, parent_adcode, level, geometry_id, source_crs)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -50,7 +51,7 @@ SELECT {_FENCE_COLUMNS} FROM geofences
 WHERE ($1::int[] IS NULL OR org_unit_id = ANY($1::int[])) ORDER BY id
 """
 
-_geometry_cache: dict[int, BaseGeometry] = {}
+_geometry_cache: dict[bytes, BaseGeometry] = {}
 
 
 async def store_geometry(conn: asyncpg.Connection, geometry: BaseGeometry) -> int:
@@ -78,16 +79,21 @@ async def store_geometry(conn: asyncpg.Connection, geometry: BaseGeometry) -> in
 
 
 async def load_geometry(conn: asyncpg.Connection, geometry_id: int) -> BaseGeometry:
-    """The geometry, decoded once per process and shared by every caller."""
-    cached = _geometry_cache.get(geometry_id)
+    """The geometry, decoded once per process and shared by every caller.
+
+    The cache is keyed by the geometry's content hash, not its row id, so processes (or
+    tests) talking to several databases can never mix two databases' shapes.
+    """
+    digest = await conn.fetchval(GET_GEOMETRY_DIGEST, geometry_id)
+    if digest is None:
+        raise NotFound(f"geometry {geometry_id}")
+    cached = _geometry_cache.get(bytes(digest))
     if cached is not None:
         return cached
     wkb = await conn.fetchval(GET_GEOMETRY, geometry_id)
-    if wkb is None:
-        raise NotFound(f"geometry {geometry_id}")
     geometry = shapely.from_wkb(wkb)
     shapely.prepare(geometry)
-    _geometry_cache[geometry_id] = geometry
+    _geometry_cache[bytes(digest)] = geometry
     return geometry
 
 

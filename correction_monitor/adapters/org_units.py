@@ -22,6 +22,14 @@ WITH RECURSIVE tree AS (
 )
 SELECT id FROM tree
 """
+ANCESTORS = """
+WITH RECURSIVE up AS (
+    SELECT id, parent_id FROM org_units WHERE id = $1
+    UNION ALL
+    SELECT o.id, o.parent_id FROM org_units o JOIN up ON o.id = up.parent_id
+)
+SELECT id FROM up
+"""
 CODES = "SELECT id, code FROM org_units WHERE id = ANY($1::int[])"
 
 
@@ -57,6 +65,11 @@ async def create(
 async def subtree_ids(conn: asyncpg.Connection, root_id: int) -> frozenset[int]:
     """Ids of the unit and every unit below it."""
     return frozenset(r["id"] for r in await conn.fetch(SUBTREE, root_id))
+
+
+async def lineage_ids(conn: asyncpg.Connection, unit_id: int) -> frozenset[int]:
+    """Ids of the unit and every unit above it (station → county → ...)."""
+    return frozenset(r["id"] for r in await conn.fetch(ANCESTORS, unit_id))
 
 
 async def codes_by_id(conn: asyncpg.Connection, ids: list[int]) -> dict[int, str]:

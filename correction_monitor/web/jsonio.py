@@ -35,6 +35,9 @@ async def read_json(request: web.Request) -> Any:
     body = await request.read()
     if not body:
         raise bad_request("empty_body", "the request body is empty; a JSON document is expected")
+    if b"\\u0000" in body:
+        # PostgreSQL text cannot hold U+0000; refuse it here rather than fail on storage.
+        raise bad_request("invalid_text", "text may not contain the NUL character (U+0000)")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -344,7 +344,9 @@ async def get_geofence(request: web.Request) -> web.Response:
             fence = await geo.get_fence(conn, fence_id)
         except NotFound as exc:
             raise not_found(f"geofence {fence_id}") from exc
-        if not who.sees(fence.org_unit_id):
+        if not who.sees(fence.org_unit_id) and fence.org_unit_id not in (
+            await org_units.lineage_ids(conn, who.org_unit_id)
+        ):
             raise not_found(f"geofence {fence_id}")
         unit = await org_units.get_by_id(conn, fence.org_unit_id)
         out = fence_json(fence, unit.code)
@@ -357,7 +359,10 @@ async def get_geofence(request: web.Request) -> web.Response:
 async def list_geofences(request: web.Request) -> web.Response:
     who = await officer(request)
     async with request.app[POOL].acquire() as conn:
-        fences = await geo.list_fences(conn, who.scope)
+        scope = who.scope
+        if scope is not None:
+            scope = scope | await org_units.lineage_ids(conn, who.org_unit_id)
+        fences = await geo.list_fences(conn, scope)
         codes = await org_units.codes_by_id(conn, list({f.org_unit_id for f in fences}))
     return json_response({"geofences": [fence_json(f, codes[f.org_unit_id]) for f in fences]})
 
@@ -392,7 +397,12 @@ class SubjectIn(BaseModel):
     responsible_supervisor_id: RowId | None = None
 
 
-async def _check_fences(conn: asyncpg.Connection, who: Principal, body: SubjectIn) -> None:
+async def _check_fences(
+    conn: asyncpg.Connection, who: Principal, body: SubjectIn, unit_id: int
+) -> None:
+    """The fences exist, are of the right kind, and are usable for a subject of ``unit_id``:
+    defined within the caller's jurisdiction or by a unit above the subject's station (a
+    county's activity area serves every station of the county)."""
     wanted = set(body.exclusion_zone_ids)
     if body.activity_area_id is not None:
         wanted.add(body.activity_area_id)
@@ -412,8 +422,9 @@ async def _check_fences(conn: asyncpg.Connection, who: Principal, body: SubjectI
                 "wrong_geofence_kind",
                 f"geofence {zone_id} is a {found[zone_id].kind!r} fence, not an exclusion zone",
             )
+    lineage = await org_units.lineage_ids(conn, unit_id)
     for fence in found.values():
-        if not who.sees(fence.org_unit_id):
+        if not who.sees(fence.org_unit_id) and fence.org_unit_id not in lineage:
             raise bad_request("unknown_geofence", f"geofence {fence.id} does not exist")
 
 
@@ -446,7 +457,7 @@ async def create_subject(request: web.Request) -> web.Response:
     policy = request.app[POLICY]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
-        await _check_fences(conn, who, body)
+        await _check_fences(conn, who, body, unit.id)
         await _check_responsible(conn, who, body)
         home = None
         if body.home is not None:
