@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from alembic import context
+from sqlalchemy.ext.asyncio import create_async_engine
 
 config = context.config
 
