@@ -89,3 +89,30 @@ async def test_status_shows_latest_position_and_is_audited(
     )
     actions = [(e["action"], e["purpose"]) for e in (await resp.json())["entries"]]
     assert ("position.read", "verify alert") in actions
+
+
+async def test_csv_export_is_audited_as_an_export(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    world = await make_world(client, officers, level="normal")
+    start = recent(20)
+    await send(client, world, track(start, [INSIDE, INSIDE]))
+    resp = await client.get(
+        f"/api/v1/subjects/{world.subject_id}/track.csv",
+        params={"from": (start - timedelta(minutes=1)).isoformat(), "purpose": "court evidence"},
+        headers=bearer(world.admin_token),
+    )
+    assert resp.status == 200
+    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    lines = (await resp.text()).strip().splitlines()
+    assert lines[0] == "ts_utc,lon_wgs84,lat_wgs84,accuracy_m,device_id,flags"
+    assert len(lines) == 3
+    resp = await client.get(
+        "/api/v1/audit",
+        params={"subject_id": str(world.subject_id)},
+        headers=bearer(world.admin_token),
+    )
+    entries = (await resp.json())["entries"]
+    assert [(e["action"], e["purpose"]) for e in entries][:1] == [
+        ("track.export", "court evidence")
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,9 +40,10 @@ def _instant(request: web.Request, name: str, default: datetime) -> datetime:
         raise bad_request("invalid_time", f"{name}: {raw!r} is out of range") from exc
 
 
-@routes.get("/api/v1/subjects/{id}/track")
-async def track(request: web.Request) -> web.Response:
-    """GeoJSON FeatureCollection of the subject's accepted fixes (WGS-84, time-ordered)."""
+async def _read_track(
+    request: web.Request, action: str
+) -> tuple[int, datetime, datetime, list[Any]]:
+    """Check access and the window, read the fixes and audit the read as ``action``."""
     who = await officer(request)
     subject_id = int_param(request, "id")
     now = datetime.now(UTC)
@@ -61,12 +64,19 @@ async def track(request: web.Request) -> web.Response:
         await audit.record(
             conn,
             officer_id=who.officer_id,
-            action="track.read",
+            action=action,
             subject_id=subject_id,
             purpose=purpose,
             request_id=request.get(REQUEST_ID),
             detail={"from": iso(start), "to": iso(end), "fixes": len(rows)},
         )
+    return subject_id, start, end, rows
+
+
+@routes.get("/api/v1/subjects/{id}/track")
+async def track(request: web.Request) -> web.Response:
+    """GeoJSON FeatureCollection of the subject's accepted fixes (WGS-84, time-ordered)."""
+    subject_id, start, end, rows = await _read_track(request, "track.read")
     features: list[dict[str, Any]] = [
         {
             "type": "Feature",
@@ -92,6 +102,32 @@ async def track(request: web.Request) -> web.Response:
                 "truncated": len(rows) >= MAX_TRACK_FIXES,
             },
         }
+    )
+
+
+@routes.get("/api/v1/subjects/{id}/track.csv")
+async def export_track(request: web.Request) -> web.Response:
+    """The same fixes as a CSV download (an export: audited as ``track.export``)."""
+    subject_id, start, end, rows = await _read_track(request, "track.export")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["ts_utc", "lon_wgs84", "lat_wgs84", "accuracy_m", "device_id", "flags"])
+    for r in rows:
+        writer.writerow(
+            [
+                iso(r["ts"]),
+                f"{r['lon_e7'] / 1e7:.7f}",
+                f"{r['lat_e7'] / 1e7:.7f}",
+                r["accuracy_m"],
+                r["device_id"],
+                "|".join(FixFlag.names(r["flags"])),
+            ]
+        )
+    filename = f"subject-{subject_id}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
