@@ -850,42 +850,56 @@ async def run_phones(
     return stats
 
 
+def _alert_line(alert: Mapping[str, Any], change: str, names: Mapping[int, str]) -> str:
+    who = names.get(alert["subject_id"], f"subject {alert['subject_id']}")
+    ended = f" ended {alert['ended_at']}" if alert["ended_at"] else ""
+    return (
+        f"[alert {change}] #{alert['id']} {alert['type']} {who} "
+        f"started {alert['started_at']}{ended} ({alert['status']})"
+    )
+
+
 async def follow_alerts(
-    api: DemoApi, login: DemoLogin, names: Mapping[int, str], out: TextIO
+    api: DemoApi,
+    login: DemoLogin,
+    names: Mapping[int, str],
+    out: TextIO,
+    *,
+    interval_s: float = 3.0,
 ) -> None:
-    """Print each alert change of the live feed (SSE) as it happens, until cancelled;
-    reconnects with ``Last-Event-ID`` (and a fresh token) when the stream drops."""
-    last_id: str | None = None
-    # The stream idles between events (keep-alives every 15 s): no total time limit.
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+    """Print alerts as they open, end, or are acknowledged or resolved, until cancelled.
+
+    Polls ``GET /api/v1/alerts`` every ``interval_s`` seconds rather than holding the SSE
+    feed open, so stopping the demo never waits on a long-lived request.
+    """
+    seen: dict[int, tuple[str, str | None]] = {}
+    token: str | None = None
     while True:
         try:
-            token = await api.login(login.username, login.password)
-            headers = {"Authorization": f"Bearer {token}"}
-            if last_id is not None:
-                headers["Last-Event-ID"] = last_id
-            async with api.session.get(
-                api.base_url + "/api/v1/alerts/stream", headers=headers, timeout=timeout
-            ) as resp:
-                event = ""
-                async for raw in resp.content:
-                    line = raw.decode().rstrip("\n")
-                    if line.startswith("id: "):
-                        last_id = line[4:]
-                    elif line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        alert = json.loads(line[6:])
-                        who = names.get(alert["subject_id"], f"subject {alert['subject_id']}")
-                        print(
-                            f"[alert {event}] #{alert['id']} {alert['type']} {who} "
-                            f"started {alert['started_at']} status {alert['status']}",
-                            file=out,
-                            flush=True,
-                        )
-        except (aiohttp.ClientError, TimeoutError, DemoError, ValueError):
-            pass
-        await asyncio.sleep(2.0)
+            if token is None:
+                token = await api.login(login.username, login.password)
+            status, answer = await api.call(
+                "GET", "/api/v1/alerts?limit=5000", token=token, ok=(200, 401)
+            )
+            if status == 401:
+                token = None  # expired: log in again next round
+            else:
+                for alert in sorted(answer["alerts"], key=lambda a: a["id"]):
+                    now = (alert["status"], alert["ended_at"])
+                    before = seen.get(alert["id"])
+                    if before == now:
+                        continue
+                    if before is None:
+                        change = "ended" if alert["ended_at"] else alert["status"]
+                    elif before[1] is None and now[1] is not None:
+                        change = "ended"
+                    else:
+                        change = alert["status"]
+                    seen[alert["id"]] = now
+                    print(_alert_line(alert, change, names), file=out, flush=True)
+        except (aiohttp.ClientError, TimeoutError, DemoError):
+            token = None
+        await asyncio.sleep(interval_s)
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -969,7 +983,11 @@ async def _serve(settings: Settings, phones: bool, stop: asyncio.Event) -> int:
     from correction_monitor.web.app import init_app
 
     assert settings.database_url
-    runner = web.AppRunner(init_app(settings), access_log=None, handle_signals=False)
+    # Open live feeds (SSE) only notice a closed server at their next keep-alive: give
+    # requests in flight a moment, then cancel the rest instead of waiting 60 s.
+    runner = web.AppRunner(
+        init_app(settings), access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)

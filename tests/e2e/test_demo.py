@@ -140,8 +140,9 @@ async def test_simulated_phones_are_accepted_and_misbehave_as_told(
     h = bearer(world.admin_token)
     names = {s.subject_id: s.plan.name for s in world.subjects}
     feed = io.StringIO()
-    follower = asyncio.create_task(demo.follow_alerts(api, demo.LOGINS[0], names, feed))
-    await asyncio.sleep(0.5)  # let the feed connect before anything happens
+    follower = asyncio.create_task(
+        demo.follow_alerts(api, demo.LOGINS[0], names, feed, interval_s=0.1)
+    )
 
     # 26 ticks of 15 s = 6.5 simulated minutes, ending well before the server's now.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
@@ -201,6 +202,7 @@ async def test_simulated_phones_are_accepted_and_misbehave_as_told(
                 break
             await asyncio.sleep(0.1)
         printed = feed.getvalue()
+        assert "[alert open] #" in printed
         assert "left_activity_area 张某" in printed
         assert "entered_exclusion_zone 王某" in printed
     finally:
