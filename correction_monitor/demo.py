@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -70,7 +71,10 @@ __all__ = [
     "PhonePlan",
     "PhoneStats",
     "SeededSubject",
+    "boundary_radii_m",
     "county_boundary",
+    "fixes_for_tick",
+    "follow_alerts",
     "offset_m",
     "run_demo",
     "run_phones",
@@ -694,8 +698,12 @@ async def seed(
         database_url, [name for pair in _STATION_STAFF.values() for name in pair]
     )
     assert len(staff) == 2 * len(_STATION_STAFF), "the station staff were created above"
-    _, listed = await api.call("GET", "/api/v1/subjects?limit=1000", token=admin)
-    subject_ids = {(s["name"], s["org_unit"]): s["id"] for s in listed["subjects"]}
+    subject_ids: dict[tuple[str, str], int] = {}
+    for offset in itertools.count(0, 1000):
+        _, page = await api.call("GET", f"/api/v1/subjects?limit=1000&offset={offset}", token=admin)
+        subject_ids.update({(s["name"], s["org_unit"]): s["id"] for s in page["subjects"]})
+        if len(page["subjects"]) < 1000:
+            break
     devices_path = data_dir / DEVICES_FILE
     known = _read_devices(devices_path)
     seeded = []
