@@ -47,6 +47,10 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+# Live feeds (SSE) never finish on their own; on shutdown they get this long, then are cut.
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
 def _serve_worker(settings_json: str, sock: socket.socket | None) -> None:
     from aiohttp import web
 
@@ -56,10 +60,17 @@ def _serve_worker(settings_json: str, sock: socket.socket | None) -> None:
     configure_logging(settings.log_format, settings.log_level)
     app = init_app(settings)
     if sock is not None:
-        web.run_app(app, sock=sock, print=None, handle_signals=True)
+        web.run_app(
+            app, sock=sock, print=None, handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
     else:
         web.run_app(
-            app, host=settings.http_host, port=settings.http_port, print=None, handle_signals=True
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            print=None,
+            handle_signals=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
 
 

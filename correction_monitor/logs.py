@@ -19,6 +19,8 @@ def configure_logging(log_format: LogFormat, level: str = "INFO") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper(), force=True)
     # aiohttp logs every request at INFO; our metrics middleware already counts them.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # apscheduler logs every job run at INFO (every few seconds); keep its warnings only.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -178,7 +178,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if idle >= KEEPALIVE_S:
                 await response.write(b": keepalive\n\n")
                 idle = 0.0
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
+        # The client went away; cancellation (server shutdown) propagates through finally.
         pass
     finally:
         listener.cancel()
