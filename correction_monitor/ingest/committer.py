@@ -163,7 +163,9 @@ class GroupCommitter:
         """Queue a prepared batch and wait until it is committed (or raise ``Overloaded``)."""
         if len(batch) == 0:
             return IngestResult(0, 0)
-        if self._queued_fixes + len(batch) > self.queue_limit:
+        # An empty queue admits any batch, even one larger than the limit: refusing it would
+        # have the phone retry, as Retry-After invites, a request that can never get in.
+        if self._queued_fixes and self._queued_fixes + len(batch) > self.queue_limit:
             INGEST_OVERLOAD.inc()
             raise Overloaded()
         lane = device.subject_id % len(self._queues)

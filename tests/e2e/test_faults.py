@@ -377,3 +377,16 @@ async def test_full_commit_queue_answers_503_and_stores_nothing_of_refused_batch
         assert set(counts.values()) == {(len(fixes), len(fixes))}
         assert committer.queued_fixes == 0
         print(f"\nbackpressure: {len(refused)} of {len(plan)} batches refused, peak queue {peak}")
+
+
+async def test_a_batch_larger_than_the_queue_limit_is_admitted_when_the_queue_is_empty(
+    client: TestClient[Any, Any], officers: Officers, settings: Settings
+) -> None:
+    # Answering 503 to a request that no amount of waiting can admit would make a phone
+    # retry it forever.
+    world = await make_world(client, officers)
+    fixes = track(recent(minutes=300), [IN] * 60, step_s=STEP_S)
+    async with app_client(settings, ingest_queue_limit=50) as http:
+        status, _, body = await send_batch(http, world, fixes)
+    assert status == 200, body
+    assert body["accepted"] == 60
