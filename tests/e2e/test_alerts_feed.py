@@ -276,3 +276,27 @@ async def test_a_closed_stream_lets_go_of_its_resources(
             break
         await asyncio.sleep(0.05)
     assert await subscribers() == baseline, "the stream outlived its client"
+
+
+async def test_streams_closed_at_once_all_let_go(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    """A console that gives up right after connecting (a page reload, a flaky network) must
+    not leave its stream behind, however early in its start-up the stream is cut off."""
+    hot = client.app[HOT_STATE]
+    channel = hot.key(FEED_CHANNEL)
+
+    async def subscribers() -> int:
+        counts = await hot.client.pubsub_numsub(channel)
+        return int(counts[0][1])
+
+    baseline = await subscribers()
+    for _ in range(40):
+        resp = await client.get(STREAM, headers=bearer(county.admin_token))
+        assert resp.status == 200
+        resp.close()
+    for _ in range(60):
+        if await subscribers() == baseline:
+            break
+        await asyncio.sleep(0.05)
+    assert await subscribers() == baseline, "streams outlived their clients"

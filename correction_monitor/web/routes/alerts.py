@@ -182,10 +182,24 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # The client went away; cancellation (server shutdown) propagates through finally.
         pass
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-            await listener
+        await _stop(listener)
     return response
+
+
+async def _stop(listener: asyncio.Task[None]) -> None:
+    """Cancel the Redis listener and wait until it has really finished.
+
+    redis-py can swallow a cancellation that lands while it is connecting or subscribing
+    (redis/redis-py#2028); the listener then carries on into ``listen()`` and awaiting it
+    would never return, leaving the stream and a Redis connection behind. So cancel again
+    until it is done.
+    """
+    while not listener.done():
+        listener.cancel()
+        await asyncio.wait({listener}, timeout=0.5)
+    if not listener.cancelled():
+        with contextlib.suppress(RedisError, OSError):
+            listener.result()
 
 
 async def _listen(request: web.Request, wakeup: asyncio.Event) -> None:
