@@ -120,11 +120,13 @@ async def test_stream_refuses_bad_last_event_id_and_anonymous_callers(
 ) -> None:
     resp = await client.get(STREAM)
     assert resp.status == 401
-    resp = await client.get(
-        STREAM, headers=bearer(county.admin_token) | {"Last-Event-ID": "yesterday"}
-    )
-    assert resp.status == 400
-    assert (await resp.json())["error"]["code"] == "invalid_request"
+    # Event ids are positive 64-bit integers; anything else is refused before streaming.
+    for last in ("yesterday", "-1", str(2**63), "99999999999999999999"):
+        resp = await client.get(
+            STREAM, headers=bearer(county.admin_token) | {"Last-Event-ID": last}
+        )
+        assert resp.status == 400, last
+        assert (await resp.json())["error"]["code"] == "invalid_request"
 
 
 async def _two_alerts(
@@ -216,9 +218,21 @@ async def test_list_filters_acknowledge_and_resolve(
 
 async def test_list_rejects_unknown_filters(client: TestClient[Any, Any], county: County) -> None:
     h = bearer(county.admin_token)
-    for params in ({"type": "speeding"}, {"status": "closed"}, {"subject_id": "abc"}):
+    for params in (
+        {"type": "speeding"},
+        {"status": "closed"},
+        {"subject_id": "abc"},
+        {"limit": "-1"},
+        {"limit": "0"},
+    ):
         resp = await client.get("/api/v1/alerts", params=params, headers=h)
         assert resp.status == 400, params
+        assert (await resp.json())["error"]["code"] == "invalid_request"
+    # No subject has such an id: nothing to list (and no database error either).
+    for subject_id in ("99999999999", "-5"):
+        resp = await client.get("/api/v1/alerts", params={"subject_id": subject_id}, headers=h)
+        assert resp.status == 200, subject_id
+        assert (await resp.json())["alerts"] == []
     resp = await client.get("/api/v1/alerts/2147480000", headers=h)
     assert resp.status == 404
 

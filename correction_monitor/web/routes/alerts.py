@@ -24,7 +24,7 @@ from correction_monitor.web.auth import officer
 from correction_monitor.web.errors import bad_request, conflict, not_found
 from correction_monitor.web.jsonio import json_response, parse_model, read_json
 from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
-from correction_monitor.web.routes.admin import int_param
+from correction_monitor.web.routes.admin import PG_INT_MAX, int_param
 
 routes = web.RouteTableDef()
 
@@ -40,6 +40,7 @@ ALERT_TYPES = frozenset(
     }
 )
 STATUSES = frozenset({"open", "acknowledged", "resolved"})
+PG_BIGINT_MAX = 2**63 - 1
 POLL_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0
 
@@ -53,6 +54,11 @@ async def list_alerts(request: web.Request) -> web.Response:
         limit = min(int(q.get("limit", "500")), 5000)
     except ValueError as exc:
         raise bad_request("invalid_request", "subject_id and limit must be integers") from exc
+    if limit < 1:
+        raise bad_request("invalid_request", "limit must be at least 1")
+    if subject_id is not None and not 0 < subject_id <= PG_INT_MAX:
+        # No subject has such an id (and asyncpg would refuse to send it).
+        return json_response({"alerts": []})
     type_ = q.get("type") or None
     if type_ is not None and type_ not in ALERT_TYPES:
         raise bad_request("invalid_request", f"unknown alert type {type_!r}")
@@ -147,6 +153,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 last_id = int(raw_last)
             except ValueError as exc:
                 raise bad_request("invalid_request", "Last-Event-ID must be an integer") from exc
+            # Checked before the stream starts: a bigint overflow later could only cut it.
+            if not 0 <= last_id <= PG_BIGINT_MAX:
+                raise bad_request("invalid_request", "Last-Event-ID is not an event id")
         else:
             last_id = await alerts.last_event_id(conn)
     response = web.StreamResponse(
