@@ -81,6 +81,28 @@ class HotState:
             return False
         return True
 
+    async def publish_commit(
+        self, positions: Mapping[int, dict[str, Any]], events: list[dict[str, Any]]
+    ) -> bool:
+        """Latest positions and feed events of one or more commits, in one round trip."""
+        if not positions and not events:
+            return True
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if positions:
+                pipe.hset(
+                    self.key("latest"),
+                    mapping={str(k): orjson.dumps(v) for k, v in positions.items()},
+                )
+            for event in events:
+                pipe.publish(self.key(FEED_CHANNEL), orjson.dumps(event))
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("publish_commit", exc)
+            return False
+        self.healthy = True
+        return True
+
     async def close(self) -> None:
         await self.client.aclose()
 

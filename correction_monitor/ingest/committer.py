@@ -28,7 +28,7 @@ import numpy.typing as npt
 import structlog
 
 from correction_monitor.adapters import alerts
-from correction_monitor.adapters.hot_state import FEED_CHANNEL, HotState
+from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.batch import FixBatch
@@ -79,6 +79,8 @@ FROM unnest($1::int[], $2::jsonb[], $3::timestamptz[], $4::timestamptz[], $5::fl
 WHERE s.subject_id = u.subject_id
 """
 DEVICE_SEEN_EVERY_S = 60.0
+MAX_PENDING_POSITIONS = 200_000
+MAX_PENDING_EVENTS = 10_000
 DEVICE_SEEN = "UPDATE devices SET last_seen_at = $2 WHERE id = ANY($1::int[])"
 ENSURE_PARTITION = "SELECT cm_ensure_fix_partition($1::date)"
 FIX_COLUMNS = (
@@ -153,6 +155,9 @@ class GroupCommitter:
         self._queued_fixes = 0
         self._known_days: set[date] = set()
         self._device_seen: dict[int, datetime] = {}
+        self._pending_positions: dict[int, dict[str, Any]] = {}
+        self._pending_events: list[dict[str, Any]] = []
+        self._publish_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -182,6 +187,7 @@ class GroupCommitter:
             asyncio.create_task(self._loop(lane), name=f"group-commit-{lane}")
             for lane in range(len(self._queues))
         ]
+        self._tasks.append(asyncio.create_task(self._publisher(), name="hot-state-publisher"))
         try:
             yield
         finally:
@@ -252,16 +258,30 @@ class GroupCommitter:
             FIXES_DUPLICATE.inc(job.duplicates)
             if not job.future.done():
                 job.future.set_result(IngestResult(job.accepted, job.duplicates))
-        await self._publish(events, positions)
+        self._publish(events, positions)
 
-    async def _publish(
-        self, events: list[dict[str, Any]], positions: dict[int, dict[str, Any]]
-    ) -> None:
-        # Redis holds copies only: a failure here is logged and counted, never fatal.
-        if positions:
-            await self.hot_state.set_latest_positions(positions)
-        for event in events:
-            await self.hot_state.publish(FEED_CHANNEL, event)
+    def _publish(self, events: list[dict[str, Any]], positions: dict[int, dict[str, Any]]) -> None:
+        """Hand a commit's copies for Redis to the publisher task, off the commit path.
+
+        Redis holds copies only: the feed replays events from PostgreSQL and the hot state
+        is rebuilt from it, so when Redis lags or is down the backlog is bounded by dropping
+        position updates (a newer one always follows) and never blocks a commit.
+        """
+        self._pending_positions.update(positions)
+        self._pending_events.extend(events)
+        if len(self._pending_positions) > MAX_PENDING_POSITIONS:
+            self._pending_positions.clear()
+        if len(self._pending_events) > MAX_PENDING_EVENTS:
+            del self._pending_events[: len(self._pending_events) - MAX_PENDING_EVENTS]
+        self._publish_wakeup.set()
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._publish_wakeup.wait()
+            self._publish_wakeup.clear()
+            positions, self._pending_positions = self._pending_positions, {}
+            events, self._pending_events = self._pending_events, []
+            await self.hot_state.publish_commit(positions, events)
 
     def _devices_to_touch(self, group: list[_Job], now: datetime) -> list[int]:
         """Devices whose ``last_seen_at`` is over a minute old (a console field; updating it
