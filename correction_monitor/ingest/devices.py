@@ -46,6 +46,9 @@ class DeviceDirectory:
 
     async def by_osmand_id(self, osmand_id: str, token: str | None = None) -> DeviceIdentity | None:
         """The device with this OsmAnd identifier; with ``token``, only if it matches too."""
+        if "\x00" in osmand_id:
+            # A URL or a Basic header can carry a NUL, PostgreSQL text cannot: no such device.
+            return None
         now = time.monotonic()
         hit = self._by_osmand.get(osmand_id)
         if hit is not None and now - hit[0] < self.ttl_s:

@@ -373,3 +373,17 @@ async def test_native_rejections_carry_index_and_reason(
     }
     stored = await track_of(client, world)
     assert [f["properties"]["ts"] for f in stored] == [f["ts"].replace("+00:00", "Z") for f in good]
+
+
+async def test_device_ids_with_nul_are_unknown_not_errors(
+    client: TestClient[Any, Any], phone: World
+) -> None:
+    """A NUL can be written in a URL or a Basic header but never in a stored id."""
+    resp = await client.get(f"/osmand/?id={phone.osmand_id}%00&lat=39.9&lon=116.3")
+    assert resp.status == 401
+    resp = await client.post(
+        "/owntracks",
+        json=_owntracks_payload("lwt.json"),
+        headers=_basic(f"{phone.osmand_id}\x00", phone.device_token),
+    )
+    assert resp.status == 401
