@@ -387,3 +387,13 @@ async def test_device_ids_with_nul_are_unknown_not_errors(
         headers=_basic(f"{phone.osmand_id}\x00", phone.device_token),
     )
     assert resp.status == 401
+
+
+async def test_osmand_unreadable_form_is_bad_request(client: TestClient[Any, Any]) -> None:
+    resp = await client.post(
+        "/osmand/",
+        data=b"--x\r\nContent-Disposition: form-data\r\n\r\n1\r\n--x--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "invalid_body"

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import asyncpg
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import Rejection
@@ -88,6 +90,14 @@ async def post_fixes(request: web.Request) -> web.Response:
     return json_response(_summary(*await _ingest(request, device, decoded, "native")))
 
 
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    try:
+        return await request.post()
+    except ValueError as exc:
+        # aiohttp's form parser refuses a malformed body (a multipart part without a name).
+        raise bad_request("invalid_body", f"the form cannot be read: {exc}") from exc
+
+
 @routes.route("*", "/osmand/")
 @routes.route("*", "/osmand")
 async def osmand(request: web.Request) -> web.Response:
@@ -100,7 +110,7 @@ async def osmand(request: web.Request) -> web.Response:
         else:
             params = dict(request.query)
             if request.method == "POST":
-                params.update({k: str(v) for k, v in (await request.post()).items()})
+                params.update({k: str(v) for k, v in (await _form(request)).items()})
             decoded = decode_osmand_query(params)
     except DecodeError as exc:
         raise _decode_error(exc) from exc
