@@ -58,6 +58,7 @@ async def make_world(
     home: dict[str, Any] | None = None,
     curfew: dict[str, str] | None = None,
     in_county: County | None = None,
+    station_timezone: str = "Asia/Shanghai",
 ) -> World:
     """A station with one subject and an enrolled phone, in a new county (or ``in_county``)."""
     if in_county is None:
@@ -67,7 +68,12 @@ async def make_world(
     h = bearer(admin)
     resp = await client.post(
         "/api/v1/org-units",
-        json={"code": station, "name": "城关司法所", "parent_code": county},
+        json={
+            "code": station,
+            "name": "城关司法所",
+            "parent_code": county,
+            "timezone": station_timezone,
+        },
         headers=h,
     )
     assert resp.status == 201, await resp.text()

@@ -70,9 +70,9 @@ def z(fixes: list[dict[str, Any]], i: int) -> str:
     return iso_z(datetime.fromisoformat(fixes[i]["ts"]))
 
 
-def local(day: date, hh: int, mm: int) -> datetime:
-    """Wall-clock time in Asia/Shanghai (the stations' zone) as an aware UTC datetime."""
-    return datetime.combine(day, time(hh, mm), SHANGHAI).astimezone(UTC)
+def local(day: date, hh: int, mm: int, zone: ZoneInfo = SHANGHAI) -> datetime:
+    """Wall-clock time in ``zone`` (by default the stations' Asia/Shanghai) as aware UTC."""
+    return datetime.combine(day, time(hh, mm), zone).astimezone(UTC)
 
 
 def days_ago_in_shanghai(days: int) -> date:
@@ -464,3 +464,31 @@ async def test_curfew_away_at_night_alerts_and_daytime_does_not(
     ]
     assert alerts[0]["evidence"]["home_radius_m"] == 150
     assert alerts[0]["evidence"]["distance_outside_m"] > 1000
+
+
+async def test_curfew_follows_the_station_time_zone(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    """A Xinjiang station keeps Asia/Urumqi time (UTC+6): 22:00 there is midnight in Beijing."""
+    urumqi = ZoneInfo("Asia/Urumqi")
+    day = days_ago_in_shanghai(3)
+    home = (116.28, 39.88)
+    away = (116.30, 39.88)
+    world = await make_world(
+        client,
+        officers,
+        in_county=county,
+        home={"lat": home[1], "lon": home[0]},
+        curfew={"start": "22:00", "end": "06:00"},
+        station_timezone="Asia/Urumqi",
+    )
+    # Out from 22:00 to 22:10 Beijing time: only 20:00 in Urumqi, no curfew yet.
+    beijing_evening = [fix(local(day, 22, m), away) for m in range(11)]
+    back = [fix(local(day, 22, 20 + m), home) for m in range(3)]
+    # Out from 22:00 Urumqi time.
+    urumqi_night = [fix(local(day, 22, m, urumqi), away) for m in range(11)]
+    await send(client, world, beijing_evening + back + urumqi_night)
+    alerts = await alerts_of(client, world)
+    assert [(a["type"], a["started_at"]) for a in alerts] == [
+        ("curfew_violation", iso_z(local(day, 22, 0, urumqi)))
+    ]

@@ -397,3 +397,52 @@ async def test_osmand_unreadable_form_is_bad_request(client: TestClient[Any, Any
     )
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "invalid_body"
+
+
+async def test_osmand_json_batch_reports_each_location_by_index(
+    client: TestClient[Any, Any], phone: World
+) -> None:
+    """Background-geolocation batch sync: a list of locations in one JSON POST."""
+    template = TRACCAR[3].body
+    assert template is not None
+    start = recent(minutes=90)
+    locations = []
+    for i in range(4):
+        location = dict(template["location"])
+        location["timestamp"] = (start + timedelta(seconds=60 * i)).isoformat()
+        location["uuid"] = f"batch-{start.timestamp():.0f}-{i}"
+        locations.append(location)
+    locations[2] = {"timestamp": locations[2]["timestamp"], "coords": {"latitude": 95.0}}
+    body = {"device_id": phone.osmand_id, "location": locations}
+    resp = await client.post("/osmand/", json=body)
+    assert resp.status == 200
+    assert await resp.json() == {
+        "accepted": 3,
+        "duplicates": 0,
+        "rejected": [{"index": 2, "reason": "missing_field"}],
+    }
+    resp = await client.post("/osmand/", json=body)
+    assert (await resp.json())["duplicates"] == 3
+    stored = await track_of(client, phone, start, start + timedelta(minutes=4))
+    assert len(stored) == 3
+
+
+async def test_owntracks_array_stores_its_locations(
+    client: TestClient[Any, Any], phone: World
+) -> None:
+    """Recorder-style arrays mix message types; every location in them is stored."""
+    start = recent(minutes=100)
+    location = _owntracks_payload("location-5s.json")
+    messages = [
+        location | {"tst": int(start.timestamp())},
+        _owntracks_payload("lwt.json"),
+        _owntracks_payload("transition.json"),
+        location | {"tst": int(start.timestamp()) + 60},
+    ]
+    resp = await client.post(
+        "/owntracks", json=messages, headers=_basic(phone.osmand_id, phone.device_token)
+    )
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == []
+    stored = await track_of(client, phone, start, start + timedelta(minutes=2))
+    assert len(stored) == 2
