@@ -163,7 +163,9 @@ async def test_simulated_phones_are_accepted_and_misbehave_as_told(
         params = {"subject_id": str(by_key[key].subject_id)}
         resp = await client.get("/api/v1/alerts", params=params, headers=h)
         assert resp.status == 200
-        found: list[Any] = (await resp.json())["alerts"]
+        # Lost-contact alerts depend on the server clock (and other tests sweep with a clock
+        # set far ahead); this test is about what the phones' positions cause.
+        found: list[Any] = [a for a in (await resp.json())["alerts"] if a["type"] != "lost_contact"]
         return found
 
     left = await alerts_of("wanderer")
