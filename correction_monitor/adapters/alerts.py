@@ -15,7 +15,7 @@ from correction_monitor.domain.timeutil import iso
 _COLUMNS = (
     "a.id, a.subject_id, a.org_unit_id, a.type, a.severity, a.status, a.fence_id, "
     "a.episode_key, a.started_at, a.detected_at, a.ended_at, a.evidence, a.acknowledged_at, "
-    "a.acknowledged_by, a.resolved_at, a.resolved_by, a.disposition, a.note"
+    "a.acknowledged_by, a.resolved_at, a.resolved_by, a.disposition, a.note, a.retracted_at"
 )
 OPEN = """
 INSERT INTO alerts (subject_id, org_unit_id, type, severity, fence_id, episode_key, started_at,
@@ -37,6 +37,7 @@ WHERE ($1::int[] IS NULL OR a.org_unit_id = ANY($1::int[]))
   AND ($2::int IS NULL OR a.subject_id = $2)
   AND ($3::text IS NULL OR a.type = $3)
   AND ($4::text IS NULL OR a.status = $4)
+  AND ($6 OR a.retracted_at IS NULL)
 ORDER BY a.id DESC
 LIMIT $5
 """
@@ -59,6 +60,16 @@ FROM alert_events e JOIN alerts a ON a.id = e.alert_id
 WHERE e.id > $1 AND ($2::int[] IS NULL OR e.org_unit_id = ANY($2::int[]))
 ORDER BY e.id
 LIMIT $3
+"""
+EPISODE_ALERTS_SINCE = """
+SELECT id, type, episode_key, ended_at, org_unit_id FROM alerts
+WHERE subject_id = $1 AND type = ANY($2::text[]) AND started_at > $3 AND retracted_at IS NULL
+"""
+SET_ENDED = "UPDATE alerts SET ended_at = $2, evidence = evidence || $3::jsonb WHERE id = $1"
+RETRACT = """
+UPDATE alerts SET retracted_at = now(),
+    evidence = evidence || '{"retracted": "late fixes showed the episode did not happen"}'::jsonb
+WHERE id = $1 AND retracted_at IS NULL
 """
 LAST_EVENT_ID = "SELECT COALESCE(max(id), 0) FROM alert_events"
 
@@ -121,6 +132,46 @@ async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[tuple[
     return events
 
 
+async def reconcile_episodes(
+    conn: asyncpg.Connection,
+    subject_id: int,
+    types: list[str],
+    since: datetime,
+    replayed: list[AlertOp],
+) -> list[tuple[int, str, AlertOp]]:
+    """Make a subject's episode alerts started after ``since`` match a replay's.
+
+    A replayed episode already raised keeps its alert (its end is corrected if it moved); a
+    new one is raised; a raised one the replay does not confirm is *retracted* (kept, marked,
+    and hidden from the default lists), never deleted. Returns the change events written.
+    """
+    existing = {
+        (r["type"], r["episode_key"]): r
+        for r in await conn.fetch(EPISODE_ALERTS_SINCE, subject_id, types, since)
+    }
+    opens = [op for op in replayed if isinstance(op, AlertOpen)]
+    ends = {(op.type, op.episode_key): op for op in replayed if isinstance(op, AlertEnd)}
+    events: list[tuple[int, str, AlertOp]] = []
+    for op in opens:
+        key = (op.type, op.episode_key)
+        end = ends.get(key)
+        row = existing.pop(key, None)
+        if row is None:
+            events.extend(await apply(conn, [op] + ([end] if end else [])))
+            continue
+        wanted = end.ended_at if end else None
+        if row["ended_at"] != wanted:
+            await conn.execute(SET_ENDED, row["id"], wanted, end.evidence if end else {})
+            kind = "ended" if wanted else "reopened"
+            events.append((await record_event(conn, row["id"], op.org_unit_id, kind), kind, op))
+    for row in existing.values():
+        await conn.execute(RETRACT, row["id"])
+        event_id = await record_event(conn, row["id"], row["org_unit_id"], "retracted")
+        gone = AlertEnd(subject_id, row["org_unit_id"], row["type"], row["episode_key"], since, {})
+        events.append((event_id, "retracted", gone))
+    return events
+
+
 def to_json(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -139,6 +190,7 @@ def to_json(row: asyncpg.Record) -> dict[str, Any]:
         "resolved_by": row["resolved_by"],
         "disposition": row["disposition"],
         "note": row["note"],
+        "retracted_at": iso(row["retracted_at"]),
     }
 
 
@@ -157,9 +209,10 @@ async def list_alerts(
     type_: str | None,
     status: str | None,
     limit: int,
+    include_retracted: bool = False,
 ) -> list[asyncpg.Record]:
     ids = list(scope) if scope is not None else None
-    return list(await conn.fetch(LIST, ids, subject_id, type_, status, limit))
+    return list(await conn.fetch(LIST, ids, subject_id, type_, status, limit, include_retracted))
 
 
 async def acknowledge(conn: asyncpg.Connection, alert_id: int, officer_id: int) -> bool:

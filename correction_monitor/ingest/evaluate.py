@@ -14,10 +14,14 @@ Rules this module adds on top of the kernel:
   suspect, the suspect was a spike (flagged in storage, never evaluated); otherwise the suspect
   is evaluated before the next fix. Only suspects wait; ordinary fixes are evaluated at once.
 * **Quality**: mock-location and coarse fixes are stored as evidence but say ``UNKNOWN``.
-* **Late fixes**: a fix older than the subject's newest evaluated fix is stored, flagged
-  ``late``, and not evaluated (episodes run forward in event time only). Fixes that arrive
-  late *together* — an offline buffer uploaded hours later — are in order among themselves
-  and newer than what was evaluated, so they give exactly the alerts live streaming gives.
+* **Late fixes**: a fix older than the subject's newest evaluated fix does not fit the
+  forward-running episode machines. The state keeps *checkpoints*: moments when nothing was
+  pending (no breach open or being confirmed, no suspect held), at most one per
+  ``CHECKPOINT_EVERY_S``, for ``REPLAY_WINDOW_S``. The committer replays the subject from the
+  newest checkpoint before the late fix over the stored and new fixes in time order, and
+  reconciles its alerts with the replay's (``replay_state``): the outcome is what the fixes
+  would have given had they arrived in order. A fix older than every checkpoint is stored
+  flagged ``late`` and kept as evidence, but not evaluated.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ from geofences.episodes import (
     advance,
 )
 from geofences.model import Membership
+
+CHECKPOINT_EVERY_S = 1800.0
+REPLAY_WINDOW_S = 86_400.0
 
 AREA = "area"
 CURFEW = "curfew"
@@ -181,6 +188,7 @@ class _Evaluator:
         self.ref = _Fix.from_json(ref) if ref else None
         suspect = state.get("suspect")
         self.suspect = _Fix.from_json(suspect) if suspect else None
+        self.checkpoints: list[list[Any]] = [list(c) for c in state.get("checkpoints", [])]
         self.ops: list[AlertOp] = []
         self.spikes: list[tuple[int, int, int]] = []
 
@@ -189,12 +197,26 @@ class _Evaluator:
         for key, ep in self.episodes.items():
             if ep.in_breach or ep.count:
                 episodes[key] = ep.to_dict()
+        ref = self.ref.to_json() if self.ref else None
+        quiet = not episodes and not self.open and self.suspect is None
+        if (
+            quiet  # nothing pending: a point the subject can be replayed from
+            and self.last_ts is not None
+            and (
+                not self.checkpoints or self.checkpoints[-1][0] <= self.last_ts - CHECKPOINT_EVERY_S
+            )
+        ):
+            self.checkpoints.append([self.last_ts, ref])
+        if self.last_ts is not None:
+            horizon = self.last_ts - REPLAY_WINDOW_S
+            self.checkpoints = [c for c in self.checkpoints if c[0] >= horizon]
         return {
             "episodes": episodes,
             "open": self.open,
             "last_ts": self.last_ts,
-            "ref": self.ref.to_json() if self.ref else None,
+            "ref": ref,
             "suspect": self.suspect.to_json() if self.suspect else None,
+            "checkpoints": self.checkpoints,
         }
 
     # -- conditions ------------------------------------------------------------------------
@@ -439,6 +461,9 @@ def evaluate_subject(
     caller for many subjects sharing one area in a single vectorised call."""
     ev = _Evaluator(profile, state or {}, max_speed_mps)
     ts_s = fixes.ts_us / 1e6
+    if ev.last_ts is None and ev.suspect is None and not ev.checkpoints and len(fixes):
+        # A subject's first fixes: the empty state before them is the first checkpoint.
+        ev.checkpoints.append([float(ts_s.min()) - 1.0, None])
     newest = ev.suspect.ts if ev.suspect is not None else ev.last_ts
     late_mask = ts_s < newest if newest is not None else np.zeros(len(fixes), dtype=np.bool_)
     late = int(late_mask.sum())
@@ -488,6 +513,36 @@ def evaluate_subject(
         if deciding:
             ev.ref = fix
     return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
+
+
+def newest_evaluated(state: dict[str, Any] | None) -> float | None:
+    """Time of the newest fix the state has seen (evaluated or held as a suspect)."""
+    if not state:
+        return None
+    suspect = state.get("suspect")
+    if suspect:
+        return float(suspect[0])
+    last = state.get("last_ts")
+    return None if last is None else float(last)
+
+
+def replay_state(state: dict[str, Any] | None, before_ts: float) -> dict[str, Any] | None:
+    """The state to replay from for fixes from ``before_ts`` on: the newest checkpoint strictly
+    before it, or None when the late fix is older than every checkpoint kept."""
+    if not state:
+        return None
+    usable = [c for c in state.get("checkpoints", []) if c[0] < before_ts]
+    if not usable:
+        return None
+    ts, ref = usable[-1]
+    return {
+        "episodes": {},
+        "open": {},
+        "last_ts": ts,
+        "ref": ref,
+        "suspect": None,
+        "checkpoints": usable,
+    }
 
 
 def _mark_spike(ev: _Evaluator, fixes: SubjectFixes, suspect: _Fix) -> None:

@@ -67,7 +67,13 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise bad_request("invalid_request", f"status must be one of {sorted(STATUSES)}")
     async with request.app[POOL].acquire() as conn:
         rows = await alerts.list_alerts(
-            conn, who.scope, subject_id=subject_id, type_=type_, status=status, limit=limit
+            conn,
+            who.scope,
+            subject_id=subject_id,
+            type_=type_,
+            status=status,
+            limit=limit,
+            include_retracted=q.get("include_retracted", "").lower() in ("1", "true", "yes"),
         )
     return json_response({"alerts": [alerts.to_json(r) for r in rows]})
 
