@@ -209,7 +209,9 @@ class _Evaluator:
             self.checkpoints.append([self.last_ts, ref])
         if self.last_ts is not None:
             horizon = self.last_ts - REPLAY_WINDOW_S
-            self.checkpoints = [c for c in self.checkpoints if c[0] >= horizon]
+            # The genesis checkpoint (the empty state before the subject's first fix) is
+            # dated by that first fix (its third element) for pruning.
+            self.checkpoints = [c for c in self.checkpoints if c[2 if len(c) > 2 else 0] >= horizon]
         return {
             "episodes": episodes,
             "open": self.open,
@@ -462,8 +464,9 @@ def evaluate_subject(
     ev = _Evaluator(profile, state or {}, max_speed_mps)
     ts_s = fixes.ts_us / 1e6
     if ev.last_ts is None and ev.suspect is None and not ev.checkpoints and len(fixes):
-        # A subject's first fixes: the empty state before them is the first checkpoint.
-        ev.checkpoints.append([float(ts_s.min()) - 1.0, None])
+        # A subject's first fixes: the empty state before anything is the first checkpoint
+        # (time 0 = before every fix; the first fix's time dates it for pruning).
+        ev.checkpoints.append([0.0, None, float(ts_s.min())])
     newest = ev.suspect.ts if ev.suspect is not None else ev.last_ts
     late_mask = ts_s < newest if newest is not None else np.zeros(len(fixes), dtype=np.bool_)
     late = int(late_mask.sum())
@@ -534,7 +537,7 @@ def replay_state(state: dict[str, Any] | None, before_ts: float) -> dict[str, An
     usable = [c for c in state.get("checkpoints", []) if c[0] < before_ts]
     if not usable:
         return None
-    ts, ref = usable[-1]
+    ts, ref = usable[-1][:2]
     return {
         "episodes": {},
         "open": {},

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from correction_monitor.adapters.alerts import AlertEnd, AlertOpen
 from correction_monitor.domain.fixes import FixFlag
-from correction_monitor.ingest.evaluate import SubjectFixes, evaluate_subject
+from correction_monitor.ingest.evaluate import (
+    SubjectFixes,
+    evaluate_subject,
+    newest_evaluated,
+    replay_state,
+)
 from correction_monitor.ingest.profiles import SubjectProfile
 from correction_monitor.policy import load_policy
 from geofences.classify import PreparedArea
@@ -140,3 +145,58 @@ def test_batches_and_single_fixes_give_identical_alerts(
     whole = in_chunks(fixes, [])
     assert in_chunks(fixes, cuts) == whole
     assert in_chunks(fixes, list(range(1, len(fixes)))) == whole
+
+
+def _apply(alerts: dict[str, str | None], ops: list[Any]) -> None:
+    for op in ops:
+        if isinstance(op, AlertOpen):
+            alerts.setdefault(op.episode_key, None)
+        elif isinstance(op, AlertEnd):
+            alerts[op.episode_key] = op.ended_at.isoformat()
+
+
+def _arrive(all_fixes: SubjectFixes, order: list[list[int]]) -> dict[str, str | None]:
+    """Deliver the fixes in the given groups (any order), replaying from checkpoints for late
+    ones as the committer does; returns episode key -> end of the surviving alerts."""
+    state: dict[str, Any] = {}
+    alerts: dict[str, str | None] = {}
+    stored: list[int] = []
+    for part in order:
+        newest = newest_evaluated(state)
+        idx = np.array(sorted(part, key=lambda i: all_fixes.ts_us[i]), dtype=np.intp)
+        part_ts = all_fixes.ts_us[idx] / 1e6
+        start = replay_state(state, float(part_ts.min())) if newest is not None else None
+        if newest is not None and part_ts.min() < newest and start is not None:
+            since = start["last_ts"]
+            rows = sorted(
+                [i for i in stored if all_fixes.ts_us[i] / 1e6 > since] + list(idx),
+                key=lambda i: all_fixes.ts_us[i],
+            )
+            out = evaluate_subject(PROFILE, start, all_fixes.select(np.array(rows)), NOW)
+            kept = {k: v for k, v in alerts.items() if int(k.rsplit(":", 1)[1]) <= since * 1000}
+            _apply(kept, out.alert_ops)
+            alerts = kept
+        else:
+            out = evaluate_subject(PROFILE, state, all_fixes.select(idx), NOW)
+            _apply(alerts, out.alert_ops)
+        state = out.state
+        stored.extend(int(i) for i in idx)
+    return alerts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pattern=st.lists(st.sampled_from(["in", "out", "edge"]), min_size=2, max_size=30),
+    seed=st.integers(min_value=0, max_value=10_000),
+    parts=st.integers(min_value=1, max_value=6),
+)
+def test_late_fixes_are_replayed_to_the_in_order_outcome(
+    pattern: list[str], seed: int, parts: int
+) -> None:
+    where = {"in": IN, "out": OUT, "edge": (116.4, 39.9)}
+    fixes = fixes_of([where[p] for p in pattern], step=45.0)
+    in_order = _arrive(fixes, [list(range(len(fixes)))])
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(fixes)).tolist()
+    groups = [g.tolist() for g in np.array_split(np.array(shuffled), parts) if len(g)]
+    assert _arrive(fixes, groups) == in_order
