@@ -32,7 +32,13 @@ from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.batch import FixBatch
-from correction_monitor.ingest.evaluate import SubjectFixes, evaluate_subject
+from correction_monitor.ingest.evaluate import (
+    EvalOutcome,
+    SubjectFixes,
+    evaluate_subject,
+    newest_evaluated,
+    replay_state,
+)
 from correction_monitor.ingest.profiles import ProfileCache, SubjectProfile
 from correction_monitor.metrics import (
     ALERTS_RAISED,
@@ -191,8 +197,15 @@ class GroupCommitter:
         try:
             yield
         finally:
-            for task in self._tasks:
-                task.cancel()
+            # redis-py and asyncpg wait with Python 3.11's asyncio.wait_for, which swallows a
+            # cancellation landing just as the awaited operation completes; the task then
+            # carries on and awaiting it once would never return (a stop that hangs). So
+            # cancel again until every task has finished.
+            pending = set(self._tasks)
+            while pending:
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -326,6 +339,7 @@ class GroupCommitter:
         spikes: list[tuple[int, int, datetime, int]] = []
         saved: tuple[list[Any], ...] = ([], [], [], [], [])
         positions: dict[int, dict[str, Any]] = {}
+        reconciled: list[tuple[int, str, alerts.AlertOp]] = []
         async with conn.transaction():
             rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             if len(rows) < len(subject_ids):  # subjects created before their state row
@@ -341,10 +355,23 @@ class GroupCommitter:
                     group[int(owner)].accepted += 1
                 row = rows[sid]
                 profile = profiles[sid]
-                outcome = evaluate_subject(
-                    profile, row["state"], fixes, now, activity=activity.get(sid)
-                )
-                alert_ops.extend(outcome.alert_ops)
+                start = _replay_start(row["state"], fixes)
+                if start is None:
+                    outcome = evaluate_subject(
+                        profile, row["state"], fixes, now, activity=activity.get(sid)
+                    )
+                    alert_ops.extend(outcome.alert_ops)
+                else:
+                    outcome, fixes = await _replay(conn, sid, profile, start, fixes, now)
+                    reconciled.extend(
+                        await alerts.reconcile_episodes(
+                            conn,
+                            sid,
+                            list(EPISODE_ALERT_TYPES),
+                            to_datetime(round(start["last_ts"] * 1e6)),
+                            outcome.alert_ops,
+                        )
+                    )
                 spikes.extend(
                     (sid, device, to_datetime(ts_us), key) for device, ts_us, key in outcome.spikes
                 )
@@ -387,7 +414,7 @@ class GroupCommitter:
                 )
             for spike in spikes:
                 await conn.execute(MARK_SPIKE, *spike, FixFlag.SPIKE)
-            changes = await alerts.apply(conn, alert_ops)
+            changes = reconciled + await alerts.apply(conn, alert_ops)
             await conn.execute(SAVE_STATES, *saved)
             devices = self._devices_to_touch(group, now)
             if devices:
@@ -406,6 +433,76 @@ class GroupCommitter:
                 }
             )
         return events, positions
+
+
+EPISODE_ALERT_TYPES = ("left_activity_area", "entered_exclusion_zone", "curfew_violation")
+STORED_SINCE = """
+SELECT ts, device_id, lon_e7, lat_e7, client_key, accuracy_m, flags FROM fixes
+WHERE subject_id = $1 AND ts > $2 ORDER BY ts
+"""
+SET_FLAGS = """
+UPDATE fixes SET flags = $5 WHERE subject_id = $1 AND device_id = $2 AND ts = $3
+    AND client_key = $4
+"""
+_DERIVED_FLAGS = FixFlag.SPIKE | FixFlag.LATE
+
+
+def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str, Any] | None:
+    """The checkpoint to replay from when some of ``fixes`` are older than what the subject's
+    state has seen; None when they all follow on (or are too old to replay)."""
+    newest = newest_evaluated(state)
+    if newest is None or len(fixes) == 0:
+        return None
+    oldest = int(fixes.ts_us.min()) / 1e6
+    return replay_state(state, oldest) if oldest < newest else None
+
+
+async def _replay(
+    conn: asyncpg.Connection,
+    sid: int,
+    profile: SubjectProfile,
+    start: dict[str, Any],
+    fixes: SubjectFixes,
+    now: datetime,
+) -> tuple[EvalOutcome, SubjectFixes]:
+    """Re-evaluate a subject from a checkpoint over its stored fixes since then and the new
+    ones, in time order (fixes arrived late). Stored fixes whose spike/late flags change are
+    updated; returns the outcome and the new fixes with their flags."""
+    since_us = round(start["last_ts"] * 1e6)
+    rows = await conn.fetch(STORED_SINCE, sid, to_datetime(since_us))
+    n = len(rows)
+    stored_flags = np.fromiter((r["flags"] for r in rows), np.int16, n)
+    old = SubjectFixes(
+        ts_us=np.fromiter((to_us(r["ts"]) for r in rows), np.int64, n),
+        lon=np.fromiter((r["lon_e7"] for r in rows), np.float64, n) / 1e7,
+        lat=np.fromiter((r["lat_e7"] for r in rows), np.float64, n) / 1e7,
+        accuracy_m=np.fromiter((r["accuracy_m"] for r in rows), np.float64, n),
+        flags=stored_flags & np.int16(~_DERIVED_FLAGS),
+        key=np.fromiter((r["client_key"] for r in rows), np.int32, n),
+        device=np.fromiter((r["device_id"] for r in rows), np.int32, n),
+        owner=np.full(n, -1, dtype=np.int32),
+    )
+    fresh = fixes.select(np.arange(len(fixes)))
+    fresh.flags &= np.int16(~_DERIVED_FLAGS)
+    merged = SubjectFixes.concat([old, fresh])
+    order = np.lexsort((merged.key, merged.device, merged.ts_us))
+    merged = merged.select(order)
+    outcome = evaluate_subject(profile, start, merged, now)
+    was_stored = merged.owner < 0
+    stored_now = merged.select(np.nonzero(was_stored)[0])
+    changed = []
+    old_by_key = {
+        (int(d), int(t), int(k)): int(f)
+        for d, t, k, f in zip(old.device, old.ts_us, old.key, stored_flags, strict=True)
+    }
+    for d, t, k, f in zip(
+        stored_now.device, stored_now.ts_us, stored_now.key, stored_now.flags, strict=True
+    ):
+        if old_by_key[(int(d), int(t), int(k))] != int(f):
+            changed.append((sid, int(d), to_datetime(int(t)), int(k), int(f)))
+    if changed:
+        await conn.executemany(SET_FLAGS, changed)
+    return outcome, merged.select(np.nonzero(~was_stored)[0])
 
 
 def _classify_shared_areas(

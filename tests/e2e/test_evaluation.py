@@ -190,20 +190,35 @@ async def test_live_batched_and_reordered_delivery_give_the_same_alerts(
         assert flags == [["spike"] if i == 3 else [] for i in range(len(fixes))], world
 
 
-async def test_fixes_older_than_evaluated_ones_are_stored_as_late(
+async def test_a_gap_filled_in_afterwards_is_evaluated_in_time_order(
     client: TestClient[Any, Any], officers: Officers, county: County
 ) -> None:
     world = await make_world(client, officers, in_county=county)
     start = recent()
     fixes = track(start, [NEAR_INSIDE] * 6)
     await send(client, world, fixes)
-    # A gap filled in afterwards, all outside: kept as evidence, never rewrites history.
+    # Outside fixes between the inside ones, sent afterwards: replayed in time order, each
+    # stands alone between inside fixes, so no breach; none is left unevaluated ("late").
     gap = [fix(start + timedelta(seconds=30 + 60 * i), NEAR_OUTSIDE) for i in range(4)]
     assert await send(client, world, gap) == {"accepted": 4, "duplicates": 0, "rejected": []}
     stored = await track_of(client, world)
     assert len(stored) == 10
-    late = [f["properties"]["ts"] for f in stored if "late" in f["properties"]["flags"]]
-    assert late == [z(gap, i) for i in range(4)]
+    assert all("late" not in f["properties"]["flags"] for f in stored)
+    assert await alerts_of(client, world) == []
+
+
+async def test_fixes_older_than_every_checkpoint_are_stored_as_late(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    world = await make_world(client, officers, in_county=county)
+    now = recent(5)
+    first = track(now - timedelta(hours=30), [NEAR_INSIDE])
+    await send(client, world, first + track(now, [NEAR_INSIDE] * 3))
+    # Replay reaches back one day; a fix older than that is kept as evidence only.
+    old = [fix(now - timedelta(hours=28), NEAR_OUTSIDE)]
+    assert await send(client, world, old) == {"accepted": 1, "duplicates": 0, "rejected": []}
+    flags = {f["properties"]["ts"]: f["properties"]["flags"] for f in await track_of(client, world)}
+    assert flags[z(old, 0)] == ["late"]
     assert await alerts_of(client, world) == []
 
 
