@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.policy import load_policy
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
@@ -390,3 +391,50 @@ async def test_a_batch_larger_than_the_queue_limit_is_admitted_when_the_queue_is
         status, _, body = await send_batch(http, world, fixes)
     assert status == 200, body
     assert body["accepted"] == 60
+
+
+class CancellationSwallowingHotState(HotState):
+    """Publishes like ``HotState``, then lingers until cancelled and returns normally.
+
+    That is what Python 3.11's ``asyncio.wait_for`` (used inside redis-py and asyncpg) does
+    when a cancellation lands just as the awaited operation completes: the task carries on
+    as if nothing happened. Here the window is widened from microseconds to the whole wait.
+    """
+
+    async def publish_commit(
+        self, positions: Mapping[int, dict[str, Any]], events: list[dict[str, Any]]
+    ) -> bool:
+        published = await super().publish_commit(positions, events)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60.0)
+        return published
+
+
+async def test_shutdown_stops_the_commit_loops_even_when_a_cancellation_is_swallowed(
+    client: TestClient[Any, Any], officers: Officers, settings: Settings
+) -> None:
+    world = await make_world(client, officers)
+    fixes = track(recent(minutes=300), [IN] * 5, step_s=STEP_S)
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(app_client(settings))
+        committer = http.app[COMMITTER]
+        real = committer.hot_state
+        committer.hot_state = CancellationSwallowingHotState(real.client, real.prefix)
+        status, _, body = await send_batch(http, world, fixes)
+        assert status == 200, body
+        # The answer leaves before the positions are published: the app now stops while
+        # a commit loop is inside the publish.
+        stopping = asyncio.create_task(stack.aclose())
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+        for _ in range(20):
+            if stopping.done():
+                break
+            # Unstick this app's commit tasks (the only ones being cancelled), so that a
+            # failure is reported rather than the whole run hanging.
+            for task in asyncio.all_tasks():
+                name = getattr(task.get_coro(), "__qualname__", "")
+                if name.startswith("GroupCommitter.") and task.cancelling():
+                    task.cancel()
+            await asyncio.wait({stopping}, timeout=0.5)
+        assert done, "the app did not stop: a commit task outlived its cancellation"
+        await stopping
