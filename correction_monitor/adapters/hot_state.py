@@ -7,12 +7,14 @@ degrades to a no-op (counted in ``cm_redis_errors_total``) when Redis is unreach
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from correction_monitor.metrics import REDIS_ERRORS
@@ -29,23 +31,74 @@ class HotState:
         self.client = client
         self.prefix = prefix
         self.healthy = True
+        # Operations failed since start. The rebuild watch compares it between ticks: any
+        # caller (a readiness probe's PING too) may be first to find Redis back and reset
+        # ``healthy``, so a flag alone can hide an outage from the watch.
+        self.failures = 0
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
 
     def _failed(self, op: str, exc: Exception) -> None:
         REDIS_ERRORS.inc()
+        self.failures += 1
         if self.healthy:
             log.warning("redis unavailable; continuing from PostgreSQL", op=op, error=str(exc))
         self.healthy = False
 
     async def ping(self) -> bool:
-        try:
-            await self.client.ping()
-        except (RedisError, OSError) as exc:
-            self._failed("ping", exc)
-            return False
+        """Tell whether Redis answers PING.
+
+        Returns
+        -------
+        bool
+            False when it does not, after one retry on a connection error: a pooled
+            connection the server closed (it restarted) fails one command before the pool
+            reconnects, and should not make a readiness probe or the rebuild watch wait.
+        """
+        for attempt in (1, 2):
+            try:
+                await self.client.ping()
+            except RedisConnectionError as exc:
+                self._failed("ping", exc)
+                if attempt == 2:
+                    return False
+            except (RedisError, OSError) as exc:
+                self._failed("ping", exc)
+                return False
+            else:
+                break
         self.healthy = True
+        return True
+
+    async def copies_present(self) -> bool:
+        """Tell whether the marker left by the last rebuild is still in Redis.
+
+        Returns
+        -------
+        bool
+            False when it is gone (Redis restarted without persistence, or was flushed,
+            losing every copy with it) or Redis does not answer.
+        """
+        try:
+            return bool(await self.client.exists(self.key("rebuilt")))
+        except (RedisError, OSError) as exc:
+            self._failed("copies_present", exc)
+            return False
+
+    async def mark_rebuilt(self) -> bool:
+        """Leave the marker that :meth:`copies_present` looks for; call after a rebuild.
+
+        Returns
+        -------
+        bool
+            True when Redis stored it.
+        """
+        try:
+            await self.client.set(self.key("rebuilt"), int(time.time()))
+        except (RedisError, OSError) as exc:
+            self._failed("mark_rebuilt", exc)
+            return False
         return True
 
     async def set_latest_positions(self, positions: Mapping[int, dict[str, Any]]) -> bool:

@@ -57,22 +57,31 @@ async def rebuild_hot_state(pool: asyncpg.Pool, hot: HotState) -> int:
 
 
 class HotStateWatch:
-    """Rebuilds Redis copies once Redis answers again after an outage."""
+    """Rebuilds the Redis copies from PostgreSQL whenever they may have been lost.
+
+    Two signs are watched: a Redis operation failed since the last rebuild (copies written
+    during an outage were dropped), or the marker the last rebuild left is gone (Redis
+    restarted without persistence or was flushed, perhaps between two ticks and with no
+    operation failing at all).
+    """
 
     def __init__(self, pool: asyncpg.Pool, hot: HotState) -> None:
         self.pool = pool
         self.hot = hot
-        self.needs_rebuild = True
+        # ``hot.failures`` when the last complete rebuild began; None before the first.
+        self._failures_at_rebuild: int | None = None
 
     async def tick(self) -> None:
-        if not self.hot.healthy:
-            self.needs_rebuild = True
+        """Rebuild when Redis answers and its copies may be stale or gone."""
+        failures = self.hot.failures
         if not await self.hot.ping():
-            self.needs_rebuild = True
             return
-        if self.needs_rebuild:
-            count = await rebuild_hot_state(self.pool, self.hot)
-            self.needs_rebuild = False
+        if failures == self._failures_at_rebuild and await self.hot.copies_present():
+            return
+        count = await rebuild_hot_state(self.pool, self.hot)
+        # A failure during the rebuild moves the counter, so the next tick tries again.
+        if await self.hot.mark_rebuilt() and self.hot.failures == failures:
+            self._failures_at_rebuild = failures
             log.info("hot state rebuilt from PostgreSQL", subjects=count)
 
 

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.policy import load_policy
+from correction_monitor.service.jobs import HotStateWatch
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
-from correction_monitor.web.keys import COMMITTER
+from correction_monitor.web.keys import COMMITTER, HOT_STATE, POOL
 from tests.conftest import Officers, bearer
 from tests.e2e.helpers import World, make_world, recent, track
-from tests.e2e.procs import ServiceProcess, free_port
+from tests.e2e.procs import RedisProcess, ServiceProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -311,6 +313,109 @@ async def send_batch(
         "/api/v1/fixes", json={"fixes": batch}, headers=bearer(world.device_token)
     )
     return resp.status, dict(resp.headers), await resp.json()
+
+
+# -------------------------------------------------------------------- 2. Redis stopped mid-run
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    with RedisProcess(tmp_path / "redis", free_port()) as server:
+        server.start()
+        yield server
+
+
+def latest_positions(redis_server: RedisProcess, prefix: str) -> dict[int, dict[str, Any]]:
+    with redis_server.client() as r:
+        raw = r.hgetall(prefix + "latest")
+    return {int(k): orjson.loads(v) for k, v in raw.items()}
+
+
+async def test_redis_outage_keeps_ingest_and_alerts_and_rebuilds_hot_state(
+    client: TestClient[Any, Any],
+    officers: Officers,
+    settings: Settings,
+    database_url: str,
+    private_redis: RedisProcess,
+) -> None:
+    worlds = [await make_world(client, officers) for _ in range(3)]
+    prefix = "cm:"
+    fixes = track(recent(minutes=240), pattern_points(), step_s=STEP_S)
+    batches = batches_of(fixes)
+    expected = expected_episodes(fixes)
+
+    async def shows_newest(fix: dict[str, Any]) -> None:
+        """Wait (5 s at most) until Redis holds ``fix`` as every subject's newest position;
+        positions are published after the answer, off the commit path."""
+        when = datetime.fromisoformat(fix["ts"]).timestamp()
+        wanted = {w.subject_id: (when, fix["lon"], fix["lat"]) for w in worlds}
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while True:
+            # A rebuild copies every subject of the database, other tests' ones included.
+            positions = latest_positions(private_redis, prefix)
+            found = {
+                sid: (p["ts"], p["lon"], p["lat"]) for sid, p in positions.items() if sid in wanted
+            }
+            if found == wanted or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert found == wanted
+
+    async with app_client(
+        settings, redis_url=private_redis.url, redis_prefix=prefix, run_scheduler=False
+    ) as http:
+        # The scheduler is off so that the watch ticks exactly when the test says.
+        watch = HotStateWatch(http.app[POOL], http.app[HOT_STATE])
+        await watch.tick()
+        for batch in batches[:2]:
+            for world in worlds:
+                status, _, body = await send_batch(http, world, batch)
+                assert status == 200, body
+        await shows_newest(batches[1][-1])
+
+        private_redis.stop()
+        # The first excursion happens while Redis is down: fixes stored, alert raised.
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for batch in batches[2:6]:
+            for world in worlds:
+                status, _, body = await send_batch(http, world, batch)
+                assert status == 200, body
+                assert body["accepted"] == BATCH
+        assert loop.time() - began < 10.0, "ingest stalled while Redis was down"
+        for world in worlds:
+            assert await alert_summary(http, world) == expected[:1]
+        counts = await stored_fixes(database_url, [w.subject_id for w in worlds])
+        assert set(counts.values()) == {(6 * BATCH, 6 * BATCH)}
+
+        resp = await http.get("/readyz")
+        assert resp.status == 503
+        assert (await resp.json())["checks"] == {"database": "ok", "redis": "down"}
+        resp = await http.get("/healthz")
+        assert resp.status == 200
+
+        # Redis comes back empty on the same port. A readiness probe reaches it before the
+        # watch does; the watch must still see that the copies were lost.
+        private_redis.start()
+        resp = await http.get("/readyz")
+        assert resp.status == 200, await resp.text()
+        assert latest_positions(private_redis, prefix) == {}
+        await watch.tick()
+        await shows_newest(batches[5][-1])
+
+        # A restart between two ticks, with no traffic to notice it, is caught as well.
+        private_redis.stop()
+        private_redis.start()
+        await watch.tick()
+        await shows_newest(batches[5][-1])
+
+        for batch in batches[6:]:
+            for world in worlds:
+                status, _, body = await send_batch(http, world, batch)
+                assert status == 200, body
+        await shows_newest(batches[-1][-1])
+        for world in worlds:
+            assert await alert_summary(http, world) == expected
 
 
 # ------------------------------------------------------------------------- 3. backpressure
