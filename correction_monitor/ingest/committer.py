@@ -101,6 +101,10 @@ FIX_COLUMNS = (
 )
 
 
+class CommitFailed(Exception):
+    """The group holding this request could not be committed; nothing of it was stored."""
+
+
 class Overloaded(Exception):
     """The commit queue is full; the client should retry after ``retry_after_s``."""
 
@@ -227,7 +231,7 @@ class GroupCommitter:
                     # Each lane keeps one connection: no pool round trip per commit.
                     if conn is None or conn.is_closed():
                         if conn is not None:
-                            await self.pool.release(conn)
+                            await self._release(conn)
                         conn = await self._connect(group, size)
                         if conn is None:
                             continue
@@ -237,19 +241,27 @@ class GroupCommitter:
                 await self.pool.release(conn)
 
     async def _connect(self, group: list[_Job], size: int) -> asyncpg.Connection | None:
+        """A connection for the lane, or None after failing the group's requests (503):
+        whatever PostgreSQL or the network does, the lane itself must live on."""
         try:
-            conn: asyncpg.Connection = await self.pool.acquire()
-        except (asyncpg.PostgresError, OSError) as exc:
+            conn: asyncpg.Connection = await self.pool.acquire(timeout=10.0)
+        except Exception as exc:  # any failure is answered (503); the lane survives
+            log.warning("no database connection for a commit", error=repr(exc))
             self._fail(group, size, exc)
+            await asyncio.sleep(0.5)  # do not spin while the database is away
             return None
         return conn
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     def _fail(self, group: list[_Job], size: int, exc: BaseException) -> None:
         self._queued_fixes -= size
         INGEST_QUEUE.dec(size)
         for job in group:
             if not job.future.done():
-                job.future.set_exception(exc)
+                job.future.set_exception(CommitFailed(repr(exc)))
 
     async def _commit_group(self, conn: asyncpg.Connection, group: list[_Job], size: int) -> None:
         started = time.perf_counter()
@@ -259,7 +271,7 @@ class GroupCommitter:
             log.exception("group commit failed; requests answered with an error", fixes=size)
             for job in group:
                 if not job.future.done():
-                    job.future.set_exception(exc)
+                    job.future.set_exception(CommitFailed(repr(exc)))
             return
         finally:
             self._queued_fixes -= size

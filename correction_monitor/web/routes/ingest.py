@@ -11,7 +11,6 @@ import binascii
 import time
 from collections.abc import Sequence
 
-import asyncpg
 from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
@@ -19,7 +18,7 @@ from multidict import MultiDictProxy
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import Rejection
 from correction_monitor.ingest.batch import prepare
-from correction_monitor.ingest.committer import Overloaded
+from correction_monitor.ingest.committer import CommitFailed, Overloaded
 from correction_monitor.ingest.protocols.decoded import Decoded
 from correction_monitor.ingest.protocols.errors import TOO_MANY_FIXES, DecodeError
 from correction_monitor.ingest.protocols.native import decode_native
@@ -58,7 +57,7 @@ async def _ingest(
         err = ApiError(503, "overloaded", "the service is busy; retry shortly")
         err.headers["Retry-After"] = str(exc.retry_after_s)
         raise err from exc
-    except (asyncpg.PostgresError, OSError) as exc:
+    except CommitFailed as exc:
         err = ApiError(503, "storage_unavailable", "fixes could not be stored; retry shortly")
         err.headers["Retry-After"] = "5"
         raise err from exc
