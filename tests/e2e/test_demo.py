@@ -200,13 +200,15 @@ async def test_simulated_phones_are_accepted_and_misbehave_as_told(
 
     try:
         for _ in range(50):
-            if "entered_exclusion_zone" in feed.getvalue():
+            # Other tests' alerts share the database: wait for this test's own subjects.
+            printed = feed.getvalue()
+            if "entered_exclusion_zone 王某" in printed and "left_activity_area 张某" in printed:
                 break
             await asyncio.sleep(0.1)
         printed = feed.getvalue()
         assert "[alert open] #" in printed
         assert "left_activity_area 张某" in printed
-        assert "entered_exclusion_zone 王某" in printed
+        assert "entered_exclusion_zone 王某" in printed, printed
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
