@@ -25,6 +25,26 @@ def run(database_url: str, redis_url: str, *args: str) -> subprocess.CompletedPr
     )
 
 
+def create_officer(
+    database_url: str, redis_url: str, username: str, org: str, *extra: str, role: str = "admin"
+) -> subprocess.CompletedProcess[str]:
+    return run(
+        database_url,
+        redis_url,
+        "admin",
+        "create-officer",
+        "--username",
+        username,
+        "--password",
+        "s3cret-pass",
+        "--role",
+        role,
+        "--org-unit",
+        org,
+        *extra,
+    )
+
+
 def test_migrate_is_idempotent(database_url: str, redis_url: str) -> None:
     for _ in range(2):
         done = run(database_url, redis_url, "migrate")
