@@ -51,6 +51,18 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
+def use_event_loop(name: str) -> str:
+    """Install the requested event loop implementation; returns the one in use."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return "asyncio"
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    return "asyncio"
+
+
 def _serve_worker(settings_json: str, sock: socket.socket | None) -> None:
     from aiohttp import web
 
@@ -58,6 +70,7 @@ def _serve_worker(settings_json: str, sock: socket.socket | None) -> None:
 
     settings = Settings.model_validate_json(settings_json)
     configure_logging(settings.log_format, settings.log_level)
+    use_event_loop(settings.event_loop)
     app = init_app(settings)
     if sock is not None:
         web.run_app(

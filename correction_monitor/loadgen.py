@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 import psutil
 
+from correction_monitor.cli import use_event_loop
 from correction_monitor.ingest.committer import FIX_COLUMNS
 from correction_monitor.migrations import migrate
 from correction_monitor.service.bootstrap import create_officer
@@ -265,6 +266,7 @@ async def drive(
 def client_main(args: tuple[Any, ...], out: Any) -> None:
     base, phones, mode, batch, duration, concurrency, rate = args
     random.seed(os.getpid())
+    use_event_loop("uvloop")
     out.put(asyncio.run(drive(base, phones, mode, batch, duration, concurrency, rate)))
 
 

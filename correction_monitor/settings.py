@@ -40,5 +40,7 @@ class Settings(BaseSettings):
     # Keys in Redis start with this, so several deployments (or test runs) can share one server.
     redis_prefix: str = "cm:"
     db_pool_size: int = Field(default=10, ge=2)
+    # The event loop of `serve`: uvloop (libuv) where installed, else asyncio's own.
+    event_loop: str = Field(default="uvloop", pattern="^(uvloop|asyncio)$")
     # Background jobs (lost-contact sweep, partition upkeep). Tests switch them off.
     run_scheduler: bool = True
