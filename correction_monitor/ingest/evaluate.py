@@ -51,7 +51,8 @@ from geofences.episodes import (
 )
 from geofences.model import Membership
 
-CHECKPOINT_EVERY_S = 1800.0
+# Checkpoints are rewritten with the state on every commit: few, and compact.
+CHECKPOINT_EVERY_S = 7200.0
 REPLAY_WINDOW_S = 86_400.0
 
 AREA = "area"
@@ -206,7 +207,8 @@ class _Evaluator:
                 not self.checkpoints or self.checkpoints[-1][0] <= self.last_ts - CHECKPOINT_EVERY_S
             )
         ):
-            self.checkpoints.append([self.last_ts, ref])
+            # Replay needs only where the last plausible fix was (ts, lon, lat, accuracy).
+            self.checkpoints.append([self.last_ts, ref[:4] if ref else None])
         if self.last_ts is not None:
             horizon = self.last_ts - REPLAY_WINDOW_S
             # The genesis checkpoint (the empty state before the subject's first fix) is
@@ -537,7 +539,9 @@ def replay_state(state: dict[str, Any] | None, before_ts: float) -> dict[str, An
     usable = [c for c in state.get("checkpoints", []) if c[0] < before_ts]
     if not usable:
         return None
-    ts, ref = usable[-1][:2]
+    ts, where = usable[-1][:2]
+    # A full reference fix; device, flags and client key play no part in speed checks.
+    ref = [*where, 0, 0, round(where[0] * 1e6), 0] if where else None
     return {
         "episodes": {},
         "open": {},
