@@ -21,6 +21,8 @@ def configure_logging(log_format: LogFormat, level: str = "INFO") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # apscheduler logs every job run at INFO (every few seconds); keep its warnings only.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # alembic announces each of its plugins at INFO; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
