@@ -20,9 +20,11 @@ MAX_RADIUS_M = 200_000.0
 class FenceInputError(ValueError):
     """The fence request is unusable; ``code`` is the API error slug."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, problem: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        # The kernel's slug for geometry problems ("self_intersection", ...), when known.
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ async def build_shape(
     try:
         parsed = parse_geometry(geometry, crs=crs, repair=repair)
     except GeometryError as exc:
-        raise FenceInputError("invalid_geometry", str(exc)) from exc
+        raise FenceInputError("invalid_geometry", str(exc), exc.problem) from exc
     return FenceShape(await geo.store_geometry(conn, parsed.geometry), None, parsed.repairs)
 
 

@@ -67,3 +67,26 @@ async def test_station_officer_uses_the_county_activity_area(
     )
     assert resp.status == 400
     assert (await resp.json())["error"]["code"] == "unknown_geofence"
+
+
+async def test_invalid_geometry_names_problem_and_offers_the_repair(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    county = unique("c")
+    _, admin = await officers.create("admin", county)
+    bow_tie = {
+        "type": "Polygon",
+        "coordinates": [
+            [[116.2, 39.8], [116.4, 40.0], [116.4, 39.8], [116.2, 40.0], [116.2, 39.8]]
+        ],
+    }
+    body = {"name": "bad", "kind": "exclusion", "org_unit": county, "geometry": bow_tie}
+    resp = await client.post("/api/v1/geofences", json=body, headers=bearer(admin))
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["code"] == "invalid_geometry"
+    assert error["problem"] == "self_intersection"
+    assert "?repair=true" in error["message"]
+    resp = await client.post("/api/v1/geofences?repair=true", json=body, headers=bearer(admin))
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["repairs"]

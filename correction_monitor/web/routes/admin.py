@@ -175,6 +175,26 @@ async def list_org_units(request: web.Request) -> web.Response:
 # --- administrative boundaries ---------------------------------------------------------------
 
 
+# Problems make_valid can repair (structure, ranges and closure are never guessed at).
+REPAIRABLE = frozenset(
+    {
+        "self_intersection",
+        "hole_outside_shell",
+        "nested_holes",
+        "nested_shells",
+        "disconnected_interior",
+        "duplicate_rings",
+        "invalid_geometry",
+    }
+)
+
+
+def _repair_hint(exc: GeometryError, repair: bool) -> str:
+    if repair or exc.problem not in REPAIRABLE:
+        return ""
+    return " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
+
+
 @routes.post("/api/v1/boundaries/import")
 async def import_boundaries(request: web.Request) -> web.Response:
     """Import a DataV FeatureCollection (GCJ-02 unless ``?crs=`` says otherwise)."""
@@ -188,7 +208,11 @@ async def import_boundaries(request: web.Request) -> web.Response:
         areas = parse_datav(data, crs=crs, repair=repair)
     except GeometryError as exc:
         raise ApiError(
-            400, "invalid_geometry", str(exc), problem=exc.problem, feature=exc.feature
+            400,
+            "invalid_geometry",
+            f"{exc}{_repair_hint(exc, repair)}",
+            problem=exc.problem,
+            feature=exc.feature,
         ) from exc
     if not areas:
         raise bad_request("invalid_geojson", "the FeatureCollection has no features")
@@ -319,7 +343,11 @@ async def create_geofence(request: web.Request) -> web.Response:
                 repair=repair,
             )
         except FenceInputError as exc:
-            raise bad_request(exc.code, str(exc)) from exc
+            hint = ""
+            if exc.problem in REPAIRABLE and not repair:
+                hint = " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
+            extra = {"problem": exc.problem} if exc.problem else {}
+            raise bad_request(exc.code, f"{exc}{hint}", **extra) from exc
         fence = await geo.create_fence(
             conn,
             name=body.name,
