@@ -62,10 +62,15 @@ ORDER BY e.id
 LIMIT $3
 """
 EPISODE_ALERTS_SINCE = """
-SELECT id, type, episode_key, ended_at, org_unit_id FROM alerts
-WHERE subject_id = $1 AND type = ANY($2::text[]) AND started_at > $3 AND retracted_at IS NULL
+SELECT id, type, episode_key, ended_at, org_unit_id, retracted_at FROM alerts
+WHERE subject_id = $1 AND type = ANY($2::text[]) AND started_at > $3
 """
 SET_ENDED = "UPDATE alerts SET ended_at = $2, evidence = evidence || $3::jsonb WHERE id = $1"
+RESTORE = """
+UPDATE alerts SET retracted_at = NULL, ended_at = $2,
+    evidence = (evidence - 'retracted') || $3::jsonb
+WHERE id = $1
+"""
 RETRACT = """
 UPDATE alerts SET retracted_at = now(),
     evidence = evidence || '{"retracted": "late fixes showed the episode did not happen"}'::jsonb
@@ -143,7 +148,10 @@ async def reconcile_episodes(
 
     A replayed episode already raised keeps its alert (its end is corrected if it moved); a
     new one is raised; a raised one the replay does not confirm is *retracted* (kept, marked,
-    and hidden from the default lists), never deleted. Returns the change events written.
+    and hidden from the default lists), never deleted. A retracted one that a later replay
+    confirms again is restored (event ``reopened``): its episode key is taken, so raising it
+    anew would change nothing and the episode would stay hidden. Returns the change events
+    written.
     """
     existing = {
         (r["type"], r["episode_key"]): r
@@ -160,11 +168,18 @@ async def reconcile_episodes(
             events.extend(await apply(conn, [op] + ([end] if end else [])))
             continue
         wanted = end.ended_at if end else None
-        if row["ended_at"] != wanted:
+        if row["retracted_at"] is not None:
+            await conn.execute(RESTORE, row["id"], wanted, end.evidence if end else {})
+            events.append(
+                (await record_event(conn, row["id"], op.org_unit_id, "reopened"), "reopened", op)
+            )
+        elif row["ended_at"] != wanted:
             await conn.execute(SET_ENDED, row["id"], wanted, end.evidence if end else {})
             kind = "ended" if wanted else "reopened"
             events.append((await record_event(conn, row["id"], op.org_unit_id, kind), kind, op))
     for row in existing.values():
+        if row["retracted_at"] is not None:
+            continue  # retracted by an earlier replay
         await conn.execute(RETRACT, row["id"])
         event_id = await record_event(conn, row["id"], row["org_unit_id"], "retracted")
         gone = AlertEnd(subject_id, row["org_unit_id"], row["type"], row["episode_key"], since, {})
