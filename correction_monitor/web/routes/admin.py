@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 import zoneinfo
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
 from correction_monitor.adapters import geo, officers, org_units, subjects
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
@@ -22,7 +22,7 @@ from correction_monitor.domain.models import (
     SubjectCategory,
     SupervisionLevel,
 )
-from correction_monitor.domain.timeutil import BadInstant, parse_clock
+from correction_monitor.domain.timeutil import BadInstant, parse_clock, parse_instant
 from correction_monitor.service.auth import new_token, token_hash
 from correction_monitor.service.fences import (
     FenceInputError,
@@ -410,13 +410,54 @@ class CurfewIn(BaseModel):
     end: ClockTime
 
 
+def _term_day(value: Any) -> date | datetime:
+    """A term day as sent: ``YYYY-MM-DD`` is that date; an instant (epoch milliseconds, or
+    ISO-8601 with an offset) becomes an aware UTC datetime, read as a calendar day in the
+    station's time zone once that is known (:func:`local_day`).
+
+    Midnight in Beijing is 16:00 UTC the day before, so a day sent as the epoch
+    milliseconds of its local midnight must be neither refused nor shifted as a UTC day.
+    """
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10 and text[4] == "-" and text[7] == "-":
+            return date.fromisoformat(text)
+        try:
+            written = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            written = None
+        if written is not None and written.tzinfo is None:
+            # A wall-clock time without offset still names its day unambiguously.
+            return written.date()
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("a date is YYYY-MM-DD, ISO-8601 with an offset or epoch milliseconds")
+    try:
+        return parse_instant(value)
+    except (OverflowError, OSError) as exc:
+        # Epoch milliseconds beyond the years datetime can hold.
+        raise ValueError(f"{value!r} is out of range") from exc
+
+
+TermDay = Annotated[date | datetime, BeforeValidator(_term_day)]
+"""A calendar day of a term: a date, or an instant within it (see :func:`_term_day`)."""
+
+
+def local_day(value: date | datetime, timezone: str) -> date:
+    """The calendar day ``value`` falls on in ``timezone`` (a plain date is that day)."""
+    if isinstance(value, datetime):
+        return value.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+    return value
+
+
 class SubjectIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     org_unit: str
     supervision_level: SupervisionLevel
     category: SubjectCategory
-    term_start: date
-    term_end: date
+    term_start: TermDay
+    term_end: TermDay
     activity_area_id: RowId | None = None
     exclusion_zone_ids: list[RowId] = Field(default_factory=list, max_length=200)
     home: HomeIn | None = None
@@ -478,13 +519,18 @@ async def _check_responsible(conn: asyncpg.Connection, who: Principal, body: Sub
 async def create_subject(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     body = parse_model(SubjectIn, await _read_body(request))
-    if body.term_end < body.term_start:
-        raise bad_request("invalid_request", "term_end is before term_start")
     if body.curfew is not None and body.home is None:
         raise bad_request("invalid_request", "a curfew needs a home to be kept at")
     policy = request.app[POLICY]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
+        try:
+            term_start = local_day(body.term_start, unit.timezone)
+            term_end = local_day(body.term_end, unit.timezone)
+        except OverflowError as exc:
+            raise bad_request("invalid_request", "a term date is out of range") from exc
+        if term_end < term_start:
+            raise bad_request("invalid_request", "term_end is before term_start")
         await _check_fences(conn, who, body, unit.id)
         await _check_responsible(conn, who, body)
         home = None
@@ -502,8 +548,8 @@ async def create_subject(request: web.Request) -> web.Response:
             org_unit_id=unit.id,
             level=body.supervision_level,
             category=body.category,
-            term_start=body.term_start,
-            term_end=body.term_end,
+            term_start=term_start,
+            term_end=term_end,
             activity_area_id=body.activity_area_id,
             exclusion_zone_ids=sorted(set(body.exclusion_zone_ids)),
             home=home,
