@@ -461,12 +461,24 @@ _DERIVED_FLAGS = FixFlag.SPIKE | FixFlag.LATE
 
 def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str, Any] | None:
     """The checkpoint to replay from when some of ``fixes`` are older than what the subject's
-    state has seen; None when they all follow on (or are too old to replay)."""
+    state has seen; None when they all follow on (or are all too old to replay).
+
+    Fixes older than every checkpoint are only stored (the replay flags them late); they must
+    not keep the batch's other late fixes, still within reach of a checkpoint, from replay.
+    """
     newest = newest_evaluated(state)
-    if newest is None or len(fixes) == 0:
+    if state is None or newest is None or len(fixes) == 0:
         return None
-    oldest = int(fixes.ts_us.min()) / 1e6
-    return replay_state(state, oldest) if oldest < newest else None
+    ts_s = fixes.ts_us / 1e6
+    if ts_s.min() >= newest:
+        return None
+    checkpoints = state.get("checkpoints") or []
+    if not checkpoints:
+        return None
+    reachable = ts_s[ts_s > checkpoints[0][0]]
+    if len(reachable) == 0 or reachable.min() >= newest:
+        return None
+    return replay_state(state, float(reachable.min()))
 
 
 async def _replay(

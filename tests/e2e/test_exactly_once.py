@@ -443,3 +443,27 @@ async def test_subjects_without_activity_area_under_replay(
         await stored_once(client, world, fixes)
     assert summary(await alerts_of(client, only_zones)) == expected
     assert await alerts_of(client, nothing) == []
+
+
+async def test_a_fix_beyond_the_replay_window_does_not_block_the_batchs_others(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    i, o = NEAR_INSIDE, NEAR_OUTSIDE
+    day_before = recent(30 * 60)
+    old = [at(day_before, 0, i), at(day_before, 60, i)]
+    start = recent(120)
+    quiet = [at(start, 0, i), at(start, 60, i)]
+    walk = [at(start, 3600 + 60 * n, p) for n, p in enumerate([o, o, o, o, o, i, i, i])]
+    expected = await control(client, officers, county, old + quiet + walk)
+    assert len(expected) == 1
+    world = await make_world(client, officers, in_county=county)
+    await send(client, world, old[:1])
+    await send(client, world, quiet)  # a day later: a checkpoint here, none before
+    await send(client, world, [walk[0], *walk[5:]])
+    assert await alerts_of(client, world) == []
+    # One fix from the day before (only stored, flagged late) and four within reach.
+    await send(client, world, [old[1], *walk[1:5]])
+    assert summary(await alerts_of(client, world)) == expected
+    features = await track_of(client, world, start=day_before - timedelta(minutes=1))
+    late = [f["properties"]["ts"] for f in features if "late" in f["properties"]["flags"]]
+    assert late == [iso_z(day_before + timedelta(seconds=60))]
