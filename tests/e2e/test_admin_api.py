@@ -397,22 +397,23 @@ async def test_officer_endpoints_need_a_token(client: Client, method: str, path:
 # --- POST /api/v1/boundaries/import ----------------------------------------------------------
 
 
-async def test_datav_beijing_needs_repair_and_then_imports(client: Client, admin: str) -> None:
+async def test_datav_beijing_is_repaired_and_imports(client: Client, admin: str) -> None:
     data = shared_data(*DATAV_BEIJING).read_bytes()
     headers = bearer(admin) | {"Content-Type": "application/json"}
-    # DataV's simplified 顺义区 crosses itself; without ?repair the whole file is refused,
+    # DataV's simplified 顺义区 crosses itself; with ?repair=false the whole file is refused,
     # naming the feature.
     error = await expect_error(
-        await client.post("/api/v1/boundaries/import?crs=gcj02", data=data, headers=headers),
+        await client.post(
+            "/api/v1/boundaries/import?crs=gcj02&repair=false", data=data, headers=headers
+        ),
         400,
         "invalid_geometry",
     )
     assert error["problem"] == "self_intersection"
     assert error["feature"] == "110113 顺义区"
 
-    resp = await client.post(
-        "/api/v1/boundaries/import?crs=gcj02&repair=true", data=data, headers=headers
-    )
+    # By default (the contract's plain request) it is repaired.
+    resp = await client.post("/api/v1/boundaries/import?crs=gcj02", data=data, headers=headers)
     body = await expect_json(resp, 201)
     expected = [str(f["properties"]["adcode"]) for f in json.loads(data)["features"]]
     assert body["imported"] == 16
@@ -538,7 +539,9 @@ async def test_import_names_the_problem_and_the_feature(
     bad = feature("990602", geometry, name="坏区")
     error = await expect_error(
         await client.post(
-            "/api/v1/boundaries/import?crs=wgs84", json=collection(good, bad), headers=bearer(admin)
+            "/api/v1/boundaries/import?crs=wgs84&repair=false",
+            json=collection(good, bad),
+            headers=bearer(admin),
         ),
         400,
         "invalid_geometry",
@@ -906,7 +909,9 @@ async def test_invalid_geofence(
     } | overrides
     body = {k: v for k, v in body.items() if v is not None or k == "name"}
     error = await expect_error(
-        await client.post("/api/v1/geofences", json=body, headers=bearer(admin)), 400, code
+        await client.post("/api/v1/geofences?repair=false", json=body, headers=bearer(admin)),
+        400,
+        code,
     )
     assert mentions in error["message"], error
 

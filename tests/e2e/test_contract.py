@@ -19,7 +19,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Officers, bearer, unique
+from tests.conftest import Officers, bearer, shared_data, unique
 from tests.e2e.helpers import (
     COUNTY_SQUARE,
     NEAR_INSIDE,
@@ -219,6 +219,43 @@ def _polygons(geometry: dict[str, Any]) -> list[Any]:
     assert geometry["type"] == "MultiPolygon", geometry
     polygons: list[Any] = geometry["coordinates"]
     return polygons
+
+
+async def test_real_datav_files_import_as_given(client: Client, county: County) -> None:
+    """DataV's simplified Beijing file (one district of which crosses itself) imports with
+    the contract's plain request, and its province code makes a fence."""
+    data = shared_data("boundaries", "datav_GeoMapData_CN", "province", "110000.json")
+    resp = await client.post(
+        "/api/v1/boundaries/import?crs=gcj02",
+        data=data.read_bytes(),
+        headers=bearer(county.admin_token) | {"Content-Type": "application/json"},
+    )
+    body = await expect(resp, 201)
+    assert body["imported"] == 16
+    assert "110108" in body["adcodes"]
+    fence = {"name": "北京", "kind": "activity_area", "org_unit": county.code}
+    resp = await client.post(
+        "/api/v1/geofences",
+        json=fence | {"adcodes": ["110000"]},
+        headers=bearer(county.admin_token),
+    )
+    assert isinstance((await expect(resp, 201))["id"], int)
+
+
+async def test_real_datav_multipolygon_as_a_fence_geometry(client: Client, county: County) -> None:
+    """兴隆县's DataV MultiPolygon (two parts, one ring crossing itself) posted as a fence."""
+    data = shared_data("boundaries", "datav_GeoMapData_CN", "county", "130822.json")
+    geometry = json.loads(data.read_bytes())["features"][0]["geometry"]
+    assert geometry["type"] == "MultiPolygon"
+    body = {
+        "name": "兴隆县",
+        "kind": "activity_area",
+        "org_unit": county.code,
+        "geometry": geometry,
+        "crs": "gcj02",
+    }
+    resp = await client.post("/api/v1/geofences", json=body, headers=bearer(county.admin_token))
+    assert isinstance((await expect(resp, 201))["id"], int)
 
 
 GEOMETRIES: dict[str, dict[str, Any]] = {

@@ -81,12 +81,13 @@ async def test_invalid_geometry_names_problem_and_offers_the_repair(
         ],
     }
     body = {"name": "bad", "kind": "exclusion", "org_unit": county, "geometry": bow_tie}
-    resp = await client.post("/api/v1/geofences", json=body, headers=bearer(admin))
+    resp = await client.post("/api/v1/geofences?repair=false", json=body, headers=bearer(admin))
     assert resp.status == 400
     error = (await resp.json())["error"]
     assert error["code"] == "invalid_geometry"
     assert error["problem"] == "self_intersection"
-    assert "?repair=true" in error["message"]
-    resp = await client.post("/api/v1/geofences?repair=true", json=body, headers=bearer(admin))
+    assert "?repair=false" in error["message"]
+    # Repaired by default, and the answer says so.
+    resp = await client.post("/api/v1/geofences", json=body, headers=bearer(admin))
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["repairs"]

@@ -189,10 +189,22 @@ REPAIRABLE = frozenset(
 )
 
 
-def _repair_hint(exc: GeometryError, repair: bool) -> str:
-    if repair or exc.problem not in REPAIRABLE:
+def _wants_repair(request: web.Request) -> bool:
+    """Whether to rebuild repairable geometry with make_valid (default yes; ``?repair=false``
+    refuses it instead).
+
+    The contract takes DataV files as they are, and DataV's simplified boundaries cross
+    themselves here and there (顺义区 in Beijing's file, 兴隆县): refusing them by default
+    would refuse the very format the endpoint is for. A repair is never silent: the answer
+    lists it.
+    """
+    return request.query.get("repair", "true").lower() not in ("0", "false", "no")
+
+
+def _repair_hint(problem: str | None, repair: bool) -> str:
+    if repair or problem not in REPAIRABLE:
         return ""
-    return " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
+    return " (drop ?repair=false to rebuild it with make_valid; repairs are reported)"
 
 
 @routes.post("/api/v1/boundaries/import")
@@ -200,7 +212,7 @@ async def import_boundaries(request: web.Request) -> web.Response:
     """Import a DataV FeatureCollection (GCJ-02 unless ``?crs=`` says otherwise)."""
     await officer(request, CONFIGURATION_ROLES)
     crs = _crs(request.query.get("crs"), CRS.GCJ02)
-    repair = request.query.get("repair", "false").lower() in ("1", "true", "yes")
+    repair = _wants_repair(request)
     data = await read_json(request)
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise bad_request("invalid_geojson", "the body must be a GeoJSON FeatureCollection")
@@ -210,7 +222,7 @@ async def import_boundaries(request: web.Request) -> web.Response:
         raise ApiError(
             400,
             "invalid_geometry",
-            f"{exc}{_repair_hint(exc, repair)}",
+            f"{exc}{_repair_hint(exc.problem, repair)}",
             problem=exc.problem,
             feature=exc.feature,
         ) from exc
@@ -330,7 +342,7 @@ def fence_json(
 async def create_geofence(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
     body = parse_model(GeofenceIn, await _read_body(request))
-    repair = request.query.get("repair", "false").lower() in ("1", "true", "yes")
+    repair = _wants_repair(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
         try:
@@ -343,9 +355,7 @@ async def create_geofence(request: web.Request) -> web.Response:
                 repair=repair,
             )
         except FenceInputError as exc:
-            hint = ""
-            if exc.problem in REPAIRABLE and not repair:
-                hint = " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
+            hint = _repair_hint(exc.problem, repair)
             extra = {"problem": exc.problem} if exc.problem else {}
             raise bad_request(exc.code, f"{exc}{hint}", **extra) from exc
         fence = await geo.create_fence(
