@@ -460,8 +460,11 @@ _DERIVED_FLAGS = FixFlag.SPIKE | FixFlag.LATE
 
 
 def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str, Any] | None:
-    """The checkpoint to replay from when some of ``fixes`` are older than what the subject's
-    state has seen; None when they all follow on (or are all too old to replay).
+    """The checkpoint to replay from when some of ``fixes`` are not newer than what the
+    subject's state has seen; None when they all follow on (or are all too old to replay).
+
+    A fix at the newest time seen is replayed too: fixes sharing a timestamp are evaluated
+    in (device, client key) order, and the one stored may come after it in that order.
 
     Fixes older than every checkpoint are only stored (the replay flags them late); they must
     not keep the batch's other late fixes, still within reach of a checkpoint, from replay.
@@ -470,13 +473,13 @@ def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str
     if state is None or newest is None or len(fixes) == 0:
         return None
     ts_s = fixes.ts_us / 1e6
-    if ts_s.min() >= newest:
+    if ts_s.min() > newest:
         return None
     checkpoints = state.get("checkpoints") or []
     if not checkpoints:
         return None
     reachable = ts_s[ts_s > checkpoints[0][0]]
-    if len(reachable) == 0 or reachable.min() >= newest:
+    if len(reachable) == 0 or reachable.min() > newest:
         return None
     return replay_state(state, float(reachable.min()))
 

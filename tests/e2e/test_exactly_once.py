@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from correction_monitor.ingest.batch import client_key
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from tests.conftest import Officers, bearer, unique
@@ -86,8 +87,7 @@ async def stored_once(client: TestClient[Any, Any], world: World, fixes: list[An
     """The subject's track holds each of ``fixes`` exactly once."""
     features = await track_of(client, world, start=recent(24 * 60 * 6))
     times = sorted(f["properties"]["ts"] for f in features)
-    assert len(times) == len(fixes)
-    assert len(set(times)) == len(times)
+    assert times == sorted(iso_z(datetime.fromisoformat(f["ts"])) for f in fixes)
 
 
 async def retracted(client: TestClient[Any, Any], world: World) -> list[Any]:
@@ -467,3 +467,24 @@ async def test_a_fix_beyond_the_replay_window_does_not_block_the_batchs_others(
     features = await track_of(client, world, start=day_before - timedelta(minutes=1))
     late = [f["properties"]["ts"] for f in features if "late" in f["properties"]["flags"]]
     assert late == [iso_z(day_before + timedelta(seconds=60))]
+
+
+async def test_late_fix_at_the_newest_stored_time_under_another_id(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    """Fixes sharing a timestamp are evaluated in one fixed order (by client key), whichever
+    arrived first: the one at the newest stored time included."""
+    i, o = NEAR_INSIDE, NEAR_OUTSIDE
+    start = recent(30)
+    fixes = [at(start, 60 * n, p) for n, p in enumerate([i, o, o, o])]
+    # Another fix at the newest time, back inside, under an id that sorts first.
+    ids = sorted((f"x{n}" for n in range(40)), key=client_key)
+    stored_key = client_key(fixes[-1]["id"])
+    first_id = next(x for x in ids if client_key(x) < stored_key)
+    back = at(start, 180, i) | {"id": first_id}
+    expected = await control(client, officers, county, [*fixes, back])
+    world = await make_world(client, officers, in_county=county)
+    await send(client, world, fixes)
+    await send(client, world, [back])
+    await stored_once(client, world, [*fixes, back])
+    assert summary(await alerts_of(client, world)) == expected
