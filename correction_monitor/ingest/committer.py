@@ -408,8 +408,11 @@ class GroupCommitter:
                 saved[2].append(to_datetime(int(fixes.ts_us.max())) if accepted else None)
                 saved[3].append(now if accepted else None)
                 saved[4].append(lost_add)
-                if accepted:
-                    newest = int(np.argmax(fixes.ts_us))
+                newest = int(np.argmax(fixes.ts_us)) if accepted else -1
+                # Late fixes are history: the position shown stays the newest one stored.
+                if accepted and (
+                    row["max_fix_ts"] is None or int(fixes.ts_us[newest]) > to_us(row["max_fix_ts"])
+                ):
                     positions[sid] = {
                         "ts": int(fixes.ts_us[newest]) / 1e6,
                         "lon": float(fixes.lon[newest]),

@@ -488,3 +488,33 @@ async def test_late_fix_at_the_newest_stored_time_under_another_id(
     await send(client, world, [back])
     await stored_once(client, world, [*fixes, back])
     assert summary(await alerts_of(client, world)) == expected
+
+
+async def status_position(client: TestClient[Any, Any], world: World) -> Any:
+    resp = await client.get(
+        f"/api/v1/subjects/{world.subject_id}/status",
+        params={"purpose": "e2e test"},
+        headers=bearer(world.admin_token),
+    )
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["latest_position"]
+
+
+async def test_late_fixes_leave_the_latest_position_alone(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    start = recent(30)
+    fixes = [at(start, 60 * n, INSIDE) for n in range(5)]
+    world = await make_world(client, officers, in_county=county)
+    marker = await make_world(client, officers, in_county=county)
+    await send(client, world, fixes[2:])
+    await send(client, world, fixes[:2])  # late: older than the position already shown
+    # Positions reach Redis in commit order, off the request path: once a later commit's
+    # position shows, the late commit's has been published too.
+    await send(client, marker, [at(start, 0, NEAR_INSIDE)])
+    for _ in range(100):
+        if await status_position(client, marker) is not None:
+            break
+        await asyncio.sleep(0.02)
+    position = await status_position(client, world)
+    assert position["at"] == iso_z(start + timedelta(seconds=240))
