@@ -491,6 +491,11 @@ async def test_fixes_take_iso_and_epoch_ms_times_and_count_duplicates(
             "to": iso_z(times[4] + timedelta(seconds=1)),
             "purpose": "核查",
         },
+        # ISO-8601 without an offset reads as UTC.
+        {
+            "from": (start - timedelta(minutes=1)).replace(tzinfo=None).isoformat(),
+            "to": (times[4] + timedelta(seconds=1)).replace(tzinfo=None).isoformat(),
+        },
     ):
         resp = await client.get(
             f"/api/v1/subjects/{world.subject_id}/track",
@@ -522,6 +527,28 @@ async def test_fix_batches_beyond_1000_are_413(client: Client, world: World) -> 
     ]
     resp = await client.post(
         "/api/v1/fixes", json={"fixes": fixes}, headers=bearer(world.device_token)
+    )
+    await expect_error(resp, 413)
+
+
+async def test_phone_protocol_batches_beyond_1000_are_413(client: Client, world: World) -> None:
+    start = int(recent(60).timestamp())
+    lon, lat = NEAR_INSIDE
+    locations = [
+        {
+            "timestamp": iso_z(datetime.fromtimestamp(start + i, UTC)),
+            "coords": {"latitude": lat, "longitude": lon},
+        }
+        for i in range(1001)
+    ]
+    resp = await client.post("/osmand/", json={"device_id": world.osmand_id, "location": locations})
+    await expect_error(resp, 413)
+    messages = [
+        {"_type": "location", "lat": lat, "lon": lon, "tst": start + i} for i in range(1001)
+    ]
+    auth = base64.b64encode(f"{world.osmand_id}:{world.device_token}".encode()).decode()
+    resp = await client.post(
+        "/owntracks", json=messages, headers={"Authorization": f"Basic {auth}"}
     )
     await expect_error(resp, 413)
 

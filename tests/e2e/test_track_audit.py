@@ -296,7 +296,7 @@ async def test_refused_reads_leave_no_read_record(
 @pytest.mark.parametrize(
     ("params", "code"),
     [
-        ({"from": "2026-03-14T23:30:00"}, "invalid_time"),
+        ({"from": "2026-03-14T25:30:00"}, "invalid_time"),
         ({"from": "yesterday"}, "invalid_time"),
         ({"to": "2026-13-01T00:00:00Z"}, "invalid_time"),
         ({"from": "2026-03-15T00:00:00Z", "to": "2026-03-15T00:00:00Z"}, "invalid_time"),

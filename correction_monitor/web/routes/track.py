@@ -34,10 +34,28 @@ def _instant(request: web.Request, name: str, default: datetime) -> datetime:
     try:
         return parse_instant(raw)
     except BadInstant as exc:
-        raise bad_request("invalid_time", f"{name}: {exc}") from exc
+        written = _wall_clock(raw)
+        if written is None:
+            raise bad_request("invalid_time", f"{name}: {exc}") from exc
+        return written
     except (ValueError, OverflowError, OSError) as exc:
         # Epoch milliseconds beyond the years datetime can hold.
         raise bad_request("invalid_time", f"{name}: {raw!r} is out of range") from exc
+
+
+def _wall_clock(raw: str) -> datetime | None:
+    """An ISO-8601 time written without offset, read as UTC (as the OsmAnd decoder reads
+    one); None when ``raw`` is not such a time.
+
+    The contract takes "ISO-8601" input without demanding an offset, and a read window is
+    not evidence: reading it as UTC, the zone every output time is written in, answers the
+    query instead of refusing it.
+    """
+    try:
+        written = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        return None
+    return written.replace(tzinfo=UTC) if written.tzinfo is None else None
 
 
 async def _read_track(
