@@ -19,6 +19,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from correction_monitor.cli import build_parser, cmd_create_officer, cmd_migrate, cmd_serve
 from tests.conftest import Officers, bearer, shared_data, unique
 from tests.e2e.helpers import (
     COUNTY_SQUARE,
@@ -122,6 +123,27 @@ async def test_health_readiness_and_metrics(client: Client) -> None:
     # Prometheus text exposition: HELP/TYPE comment lines and "name{labels} value" samples.
     assert re.search(r"^# TYPE \w+ (counter|gauge|histogram|summary)$", text, re.M)
     assert re.search(r"^\w+(\{[^}]*\})? [-+0-9.eE]+(inf|nan)?$", text, re.M | re.I)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def test_cli_takes_the_contract_command_lines() -> None:
+    """The command lines CONTRACT.md fixes parse to their commands (running them is
+    tests/integration/test_cli.py's part)."""
+    parser = build_parser()
+    args = parser.parse_args(["migrate"])
+    assert args.func is cmd_migrate
+    args = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "9090", "--workers", "4"])
+    assert (args.func, args.host, args.port, args.workers) == (cmd_serve, "0.0.0.0", 9090, 4)
+    args = parser.parse_args(["serve"])
+    assert (args.func, args.host, args.port, args.workers) == (cmd_serve, None, None, 1)
+    line = "admin create-officer --username U --password P --role admin --org-unit CODE"
+    args = parser.parse_args([*line.split(), "--org-name", "XX县司法局"])
+    assert args.func is cmd_create_officer
+    assert (args.username, args.password, args.role) == ("U", "P", "admin")
+    assert (args.org_unit, args.org_name) == ("CODE", "XX县司法局")
+    assert parser.parse_args(line.split()).org_name is None
 
 
 # --- officer API: token, org units -----------------------------------------------------------
