@@ -619,6 +619,11 @@ async def test_osmand_names_the_device_three_ways(client: Client, world: World, 
     form = query | {"timestamp": str(int(base.timestamp()) + 60)}
     resp = await client.post("/osmand/", data=form)
     assert (await expect(resp, 200))["accepted"] == 1
+    # Traccar Client for Android POSTs the query form with an empty body.
+    resp = await client.post(
+        "/osmand/", params=query | {"timestamp": str(int(base.timestamp()) + 90)}
+    )
+    assert (await expect(resp, 200))["accepted"] == 1
     location = {
         "timestamp": iso_z(base + timedelta(seconds=120)),
         "coords": {"latitude": lat, "longitude": lon, "accuracy": 10},
