@@ -45,6 +45,7 @@ WHERE = {
     "in": (116.395, 39.90),  # ~430 m inside the east edge
     "out": (116.405, 39.90),  # ~430 m outside it
     "far": (116.60, 40.10),  # ~25 km away: a jump at any step here
+    "edge": (116.40, 39.90),  # on the edge: the accuracy disc straddles it (uncertain)
 }
 
 
@@ -133,7 +134,7 @@ def in_order(fixes: SubjectFixes) -> Deliveries:
 
 @settings(max_examples=120, deadline=None)
 @given(
-    pattern=st.lists(st.sampled_from(["in", "out", "out", "far"]), min_size=2, max_size=28),
+    pattern=st.lists(st.sampled_from(["in", "out", "out", "far", "edge"]), min_size=2, max_size=28),
     gaps=st.lists(st.sampled_from([0.0, 10.0, 30.0, 60.0, 60.0, 90.0]), min_size=28, max_size=28),
     seed=st.integers(min_value=0, max_value=10_000),
     parts=st.integers(min_value=1, max_value=6),
