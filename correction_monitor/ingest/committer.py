@@ -38,6 +38,7 @@ from correction_monitor.ingest.evaluate import (
     evaluate_subject,
     newest_evaluated,
     replay_state,
+    replay_subject,
 )
 from correction_monitor.ingest.profiles import ProfileCache, SubjectProfile
 from correction_monitor.metrics import (
@@ -374,7 +375,9 @@ class GroupCommitter:
                     )
                     alert_ops.extend(outcome.alert_ops)
                 else:
-                    outcome, fixes = await _replay(conn, sid, profile, start, fixes, now)
+                    outcome, fixes = await _replay(
+                        conn, sid, profile, row["state"], start, fixes, now
+                    )
                     reconciled.extend(
                         await alerts.reconcile_episodes(
                             conn,
@@ -491,13 +494,15 @@ async def _replay(
     conn: asyncpg.Connection,
     sid: int,
     profile: SubjectProfile,
+    state: dict[str, Any],
     start: dict[str, Any],
     fixes: SubjectFixes,
     now: datetime,
 ) -> tuple[EvalOutcome, SubjectFixes]:
-    """Re-evaluate a subject from a checkpoint over its stored fixes since then and the new
-    ones, in time order (fixes arrived late). Stored fixes whose spike/late flags change are
-    updated; returns the outcome and the new fixes with their flags."""
+    """Re-evaluate a subject from a checkpoint of its ``state`` (``start``) over its stored
+    fixes since then and the new ones, in time order (fixes arrived late), keeping the
+    state's later checkpoints where they still hold. Stored fixes whose spike/late flags
+    change are updated; returns the outcome and the new fixes with their flags."""
     since_us = round(start["last_ts"] * 1e6)
     rows = await conn.fetch(STORED_SINCE, sid, to_datetime(since_us))
     n = len(rows)
@@ -517,7 +522,8 @@ async def _replay(
     merged = SubjectFixes.concat([old, fresh])
     order = np.lexsort((merged.key, merged.device, merged.ts_us))
     merged = merged.select(order)
-    outcome = evaluate_subject(profile, start, merged, now)
+    resume_at = [c[0] for c in state.get("checkpoints", []) if c[0] > start["last_ts"]]
+    outcome = replay_subject(profile, start, merged, now, resume_at)
     was_stored = merged.owner < 0
     stored_now = merged.select(np.nonzero(was_stored)[0])
     changed = []

@@ -520,6 +520,42 @@ def evaluate_subject(
     return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
 
 
+def replay_subject(
+    profile: SubjectProfile,
+    start: dict[str, Any],
+    fixes: SubjectFixes,
+    now: datetime,
+    resume_at: list[float],
+    *,
+    max_speed_mps: float = MAX_SPEED_MPS,
+) -> EvalOutcome:
+    """Re-evaluate a subject's fixes (sorted by time) from the checkpoint state ``start``.
+
+    The fixes are evaluated in segments cut at ``resume_at`` (epoch seconds UTC: the times of
+    the checkpoints the subject had after ``start``), so the replay leaves checkpoints where
+    evaluating them as they arrived did. Otherwise a replay would keep only the checkpoint it
+    started from, and once that one left the replay window a later late fix would find none.
+    Evaluation does not depend on how fixes are batched, so the segments change nothing
+    else. Spikes are flagged in ``fixes.flags`` (the outcome's ``spikes`` is empty).
+    """
+    cuts = np.searchsorted(fixes.ts_us, [round(t * 1e6) for t in sorted(resume_at)], "right")
+    state, ops, late = start, [], 0
+    for a, b in itertools.pairwise([0, *cuts.tolist(), len(fixes)]):
+        if a >= b:
+            continue
+        part = fixes.select(np.arange(a, b))
+        out = evaluate_subject(profile, state, part, now, max_speed_mps=max_speed_mps)
+        fixes.flags[a:b] = part.flags
+        for device, ts_us, key in out.spikes:  # a suspect held over from an earlier segment
+            held = (
+                (fixes.device[:a] == device) & (fixes.ts_us[:a] == ts_us) & (fixes.key[:a] == key)
+            )
+            fixes.flags[:a][held] |= FixFlag.SPIKE
+        state, late = out.state, late + out.late
+        ops.extend(out.alert_ops)
+    return EvalOutcome(state, ops, [], late)
+
+
 def newest_evaluated(state: dict[str, Any] | None) -> float | None:
     """Time of the newest fix the state has seen (evaluated or held as a suspect)."""
     if not state:

@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 from correction_monitor.adapters.alerts import AlertEnd, AlertOpen
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.committer import _replay_start
-from correction_monitor.ingest.evaluate import REPLAY_WINDOW_S, SubjectFixes, evaluate_subject
+from correction_monitor.ingest.evaluate import (
+    REPLAY_WINDOW_S,
+    SubjectFixes,
+    evaluate_subject,
+    replay_subject,
+)
 from correction_monitor.ingest.profiles import SubjectProfile
 from correction_monitor.policy import load_policy
 from geofences.classify import PreparedArea
@@ -91,7 +96,8 @@ class Deliveries:
             rows = sorted(old + fresh, key=self._order)
             merged = self.all.select(np.array(rows, dtype=np.intp))
             merged.flags[:] = 0
-            out = evaluate_subject(PROFILE, start, merged, NOW)
+            resume_at = [c[0] for c in self.state["checkpoints"] if c[0] > since]
+            out = replay_subject(PROFILE, start, merged, NOW, resume_at)
             self._reconcile(since, out.alert_ops)
             flags = merged.flags
         self.state = out.state
@@ -198,3 +204,34 @@ def test_fixes_beyond_the_window_do_not_stop_replay_of_the_others() -> None:
     late.send([2, 6, 7, 8])  # fix 2 is older than every checkpoint; 6 to 8 are not
     assert late.visible() == expected.visible()
     assert late.stored[2] & FixFlag.LATE
+
+
+def test_replay_keeps_the_checkpoints_it_passes() -> None:
+    """A replay must leave checkpoints along the fixes it re-evaluates, as live evaluation
+    did; otherwise, once the checkpoint it started from ages out of the window, a later late
+    fix finds none and is never evaluated."""
+    hour = 3600.0
+    points: list[str] = []
+    times: list[float] = []
+    for h in range(0, 28, 3):  # two fixes every 3 h, one batch each: a checkpoint each
+        points += ["in", "in"]
+        times += [T0 + h * hour, T0 + h * hour + 60]
+    first_late = len(points)
+    points.append("in")
+    times.append(T0 + 4 * hour)
+    points += ["in", "in"]
+    times += [T0 + 28 * hour, T0 + 28 * hour + 60]  # ages the 3 h checkpoint out
+    outside = list(range(len(points), len(points) + 4))
+    points += ["out"] * 4
+    times += [T0 + 20 * hour + 60 * n for n in range(1, 5)]
+    fixes = fixes_of(points, times)
+    expected = in_order(fixes)
+    assert len(expected.visible()) == 1
+    late = Deliveries(fixes)
+    for n in range(0, first_late, 2):
+        late.send([n, n + 1])
+    late.send([first_late])
+    late.send([first_late + 1, first_late + 2])
+    late.send(outside)
+    assert late.visible() == expected.visible()
+    assert not any(late.stored[i] & FixFlag.LATE for i in outside)
