@@ -301,8 +301,14 @@ def _ensure_valid(
     stage: str,
     feature: str | None,
     repairs: list[str],
+    max_area_change: float | None = None,
 ) -> Polygon | MultiPolygon:
-    """Return ``geometry`` if valid; repair it (and record how) or raise otherwise."""
+    """Return ``geometry`` if valid; repair it (and record how) or raise otherwise.
+
+    With ``max_area_change``, a repair is accepted only when it changes the area by at most
+    that fraction (a numerical artefact, such as a boundary touching itself); otherwise, and
+    when the change cannot be measured (a bow-tie's signed area is zero), it is refused.
+    """
     reason = str(shapely.is_valid_reason(geometry))
     if reason == "Valid Geometry":
         return geometry
@@ -322,6 +328,15 @@ def _ensure_valid(
     # The signed-ring area of an invalid polygon is still a fair yardstick for how much the
     # repair changed; a bow-tie's cancels out to zero, so it gets no figure.
     change = f", area {fixed.area / geometry.area - 1.0:+.3%}" if geometry.area > 0 else ""
+    if max_area_change is not None and (
+        geometry.area <= 0 or abs(fixed.area / geometry.area - 1.0) > max_area_change
+    ):
+        raise GeometryError(
+            problem,
+            f"{detail}; a repair would change the shape (area{change or ' not measurable'}), "
+            "so it is not made without an explicit request",
+            feature=feature,
+        )
     repairs.append(f"{problem}: {detail}; rebuilt with make_valid into {parts} polygon(s){change}")
     return fixed
 
@@ -333,6 +348,7 @@ def parse_geometry(
     max_vertices: int = DEFAULT_MAX_VERTICES,
     repair: bool = False,
     feature: str | None = None,
+    max_repair_area_change: float | None = None,
 ) -> ParsedGeometry:
     """Validate a GeoJSON Polygon or MultiPolygon and build it in WGS-84.
 
@@ -357,6 +373,9 @@ def parse_geometry(
         Fix an invalid geometry with ``shapely.make_valid`` (keeping only its polygonal
         parts) instead of rejecting it; each fix is reported in ``repairs``. Structural and
         coordinate problems are never repaired.
+    max_repair_area_change : float or None, default None
+        With ``repair``, accept only repairs that change the area by at most this fraction
+        (numerical artefacts of real boundary data); others raise as if ``repair`` were off.
     feature : str or None
         Names the feature in error messages (an adcode and name, or an index).
 
@@ -398,7 +417,12 @@ def parse_geometry(
     )
     repairs: list[str] = []
     built = _ensure_valid(
-        built, repair=repair, stage=f"in {source}", feature=feature, repairs=repairs
+        built,
+        repair=repair,
+        stage=f"in {source}",
+        feature=feature,
+        repairs=repairs,
+        max_area_change=max_repair_area_change,
     )
     if source != CRS.WGS84:
         # The offsets vary smoothly, but two nearly touching edges can still cross.
@@ -408,6 +432,7 @@ def parse_geometry(
             stage=f"after conversion from {source} to wgs84",
             feature=feature,
             repairs=repairs,
+            max_area_change=max_repair_area_change,
         )
     return ParsedGeometry(built, tuple(repairs))
 
@@ -428,6 +453,7 @@ def parse_datav(
     crs: CRS | str = CRS.GCJ02,
     max_vertices: int = DEFAULT_MAX_VERTICES,
     repair: bool = False,
+    max_repair_area_change: float | None = None,
 ) -> list[AdminArea]:
     """Import the administrative areas of a DataV.GeoAtlas FeatureCollection.
 
@@ -502,7 +528,12 @@ def parse_datav(
         parent_adcode = _adcode_of(parent.get("adcode")) if isinstance(parent, Mapping) else None
         level = properties.get("level")
         parsed = parse_geometry(
-            geometry, crs=crs, max_vertices=max_vertices, repair=repair, feature=label
+            geometry,
+            crs=crs,
+            max_vertices=max_vertices,
+            repair=repair,
+            feature=label,
+            max_repair_area_change=max_repair_area_change,
         )
         areas.append(
             AdminArea(
@@ -538,6 +569,9 @@ def resolve_adcodes(areas: Mapping[str, AdminArea], codes: Iterable[str]) -> lis
 
     Parameters
     ----------
+    max_repair_area_change : float or None, default None
+        Passed to :func:`parse_geometry`: with ``repair``, only repairs changing an area by at
+        most this fraction are made.
     areas : Mapping of str to AdminArea
         The imported areas, keyed by adcode.
     codes : iterable of str

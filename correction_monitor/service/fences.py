@@ -76,6 +76,7 @@ async def build_shape(
     adcodes: list[str] | None,
     crs: CRS,
     repair: bool,
+    max_repair_area_change: float | None = None,
 ) -> FenceShape:
     """Validate and store the shape of a fence given exactly one way."""
     given = [x is not None for x in (geometry, adcodes)]
@@ -110,7 +111,9 @@ async def build_shape(
     if radius_m is not None:
         raise FenceInputError("invalid_request", "'radius_m' applies only to a Point geometry")
     try:
-        parsed = parse_geometry(geometry, crs=crs, repair=repair)
+        parsed = parse_geometry(
+            geometry, crs=crs, repair=repair, max_repair_area_change=max_repair_area_change
+        )
     except GeometryError as exc:
         raise FenceInputError("invalid_geometry", str(exc), exc.problem) from exc
     return FenceShape(await geo.store_geometry(conn, parsed.geometry), None, parsed.repairs)

@@ -81,13 +81,44 @@ async def test_invalid_geometry_names_problem_and_offers_the_repair(
         ],
     }
     body = {"name": "bad", "kind": "exclusion", "org_unit": county, "geometry": bow_tie}
+    # A real defect is refused unless a repair is asked for, with or without ?repair=false.
+    for query in ("", "?repair=false"):
+        resp = await client.post(f"/api/v1/geofences{query}", json=body, headers=bearer(admin))
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert error["code"] == "invalid_geometry"
+        assert error["problem"] == "self_intersection"
+        assert "?repair=true" in error["message"]
+    resp = await client.post("/api/v1/geofences?repair=true", json=body, headers=bearer(admin))
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["repairs"]
+
+
+async def test_a_boundary_touching_itself_is_repaired_without_asking_and_reported(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    county = unique("c")
+    _, admin = await officers.create("admin", county)
+    # Two triangles traced as one ring through a shared corner (a self-touching ring, as in
+    # DataV's simplified boundaries): invalid, but repairing it leaves the area as it is.
+    corner = [116.3, 39.9]
+    ring = [
+        corner,
+        [116.4, 39.9],
+        [116.4, 40.0],
+        corner,
+        [116.2, 39.9],
+        [116.2, 39.8],
+        corner,
+    ]
+    body = {
+        "name": "XX镇",
+        "kind": "activity_area",
+        "org_unit": county,
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
     resp = await client.post("/api/v1/geofences?repair=false", json=body, headers=bearer(admin))
     assert resp.status == 400
-    error = (await resp.json())["error"]
-    assert error["code"] == "invalid_geometry"
-    assert error["problem"] == "self_intersection"
-    assert "?repair=false" in error["message"]
-    # Repaired by default, and the answer says so.
     resp = await client.post("/api/v1/geofences", json=body, headers=bearer(admin))
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["repairs"]

@@ -439,3 +439,21 @@ def test_oroqen_banner_keeps_its_hole_and_excludes_jiagedaqi() -> None:
     # Jiagedaqi fills the hole: the two barely overlap.
     overlap = geometry.intersection(jiagedaqi.geometry).area
     assert overlap < 0.01 * jiagedaqi.geometry.area
+
+
+def test_repair_limited_to_area_preserving_fixes() -> None:
+    corner = [116.3, 39.9]
+    touching = {
+        "type": "Polygon",
+        "coordinates": [
+            [corner, [116.4, 39.9], [116.4, 40.0], corner, [116.2, 39.9], [116.2, 39.8], corner]
+        ],
+    }
+    parsed = parse_geometry(touching, repair=True, max_repair_area_change=1e-4)
+    assert parsed.repairs
+    assert parsed.geometry.area == pytest.approx(0.01)
+    bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+    with pytest.raises(GeometryError) as info:
+        parse_geometry(bowtie, repair=True, max_repair_area_change=1e-4)
+    assert info.value.problem == "self_intersection"
+    assert parse_geometry(bowtie, repair=True).repairs

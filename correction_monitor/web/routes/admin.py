@@ -189,22 +189,33 @@ REPAIRABLE = frozenset(
 )
 
 
-def _wants_repair(request: web.Request) -> bool:
-    """Whether to rebuild repairable geometry with make_valid (default yes; ``?repair=false``
-    refuses it instead).
+# Without ?repair, only repairs that change an area by at most this fraction are made.
+AUTO_REPAIR_MAX_AREA_CHANGE = 1e-4
 
-    The contract takes DataV files as they are, and DataV's simplified boundaries cross
-    themselves here and there (顺义区 in Beijing's file, 兴隆县): refusing them by default
-    would refuse the very format the endpoint is for. A repair is never silent: the answer
-    lists it.
+
+def repair_mode(request: web.Request) -> tuple[bool, float | None]:
+    """(repair, max area change) from ``?repair=``.
+
+    ``true``: rebuild any repairable geometry with make_valid. ``false``: refuse every invalid
+    geometry. Absent: repair only numerical artefacts that change an area by at most 0.01 %
+    — DataV's own boundaries touch themselves here and there (顺义区 in Beijing's file,
+    兴隆县) and must import as they are — and refuse real defects such as a bow-tie. Every
+    repair made is listed in the answer.
     """
-    return request.query.get("repair", "true").lower() not in ("0", "false", "no")
+    raw = request.query.get("repair")
+    if raw is None or raw == "":
+        return True, AUTO_REPAIR_MAX_AREA_CHANGE
+    if raw.lower() in ("1", "true", "yes"):
+        return True, None
+    if raw.lower() in ("0", "false", "no"):
+        return False, None
+    raise bad_request("invalid_request", "repair must be true or false")
 
 
-def _repair_hint(problem: str | None, repair: bool) -> str:
-    if repair or problem not in REPAIRABLE:
+def _repair_hint(problem: str | None, mode: tuple[bool, float | None]) -> str:
+    if problem not in REPAIRABLE or (mode[0] and mode[1] is None):
         return ""
-    return " (drop ?repair=false to rebuild it with make_valid; repairs are reported)"
+    return " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
 
 
 @routes.post("/api/v1/boundaries/import")
@@ -212,17 +223,17 @@ async def import_boundaries(request: web.Request) -> web.Response:
     """Import a DataV FeatureCollection (GCJ-02 unless ``?crs=`` says otherwise)."""
     await officer(request, CONFIGURATION_ROLES)
     crs = _crs(request.query.get("crs"), CRS.GCJ02)
-    repair = _wants_repair(request)
+    mode = repair_mode(request)
     data = await read_json(request)
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise bad_request("invalid_geojson", "the body must be a GeoJSON FeatureCollection")
     try:
-        areas = parse_datav(data, crs=crs, repair=repair)
+        areas = parse_datav(data, crs=crs, repair=mode[0], max_repair_area_change=mode[1])
     except GeometryError as exc:
         raise ApiError(
             400,
             "invalid_geometry",
-            f"{exc}{_repair_hint(exc.problem, repair)}",
+            f"{exc}{_repair_hint(exc.problem, mode)}",
             problem=exc.problem,
             feature=exc.feature,
         ) from exc
@@ -342,7 +353,7 @@ def fence_json(
 async def create_geofence(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
     body = parse_model(GeofenceIn, await _read_body(request))
-    repair = _wants_repair(request)
+    mode = repair_mode(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
         try:
@@ -352,10 +363,11 @@ async def create_geofence(request: web.Request) -> web.Response:
                 radius_m=body.radius_m,
                 adcodes=body.adcodes,
                 crs=CRS(body.crs),
-                repair=repair,
+                repair=mode[0],
+                max_repair_area_change=mode[1],
             )
         except FenceInputError as exc:
-            hint = _repair_hint(exc.problem, repair)
+            hint = _repair_hint(exc.problem, mode)
             extra = {"problem": exc.problem} if exc.problem else {}
             raise bad_request(exc.code, f"{exc}{hint}", **extra) from exc
         fence = await geo.create_fence(
