@@ -202,20 +202,30 @@ def _decode_fix(item: Any) -> RawFix:
 
 
 def _timestamp(raw: Any) -> datetime:
-    """ISO-8601 with an offset, or epoch milliseconds (a JSON integer or a digit string)."""
+    """ISO-8601, or epoch milliseconds (a JSON number or a digit string).
+
+    An ISO time without offset is read as UTC, as the OsmAnd protocol does: phones stamp
+    fixes from GPS time, which is UTC, and a refused fix is lost evidence. Epoch
+    milliseconds may carry a fraction (``time.time() * 1000``).
+    """
     if type(raw) is str:
         if raw.isascii() and raw.isdigit():
             ts = from_epoch_ms(int(raw))
         else:
+            if len(raw) <= 10:  # a date alone says nothing about when the fix was taken
+                raise FixRefused(BAD_TIMESTAMP)
             try:
                 ts = datetime.fromisoformat(raw)
             except ValueError:
                 raise FixRefused(BAD_TIMESTAMP) from None
-            if ts.tzinfo is not UTC:
-                # A time without offset is ambiguous (phone local time or UTC?): refuse it.
-                ts = None if ts.tzinfo is None else to_utc(ts)
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            elif ts.tzinfo is not UTC:
+                ts = to_utc(ts)
     elif type(raw) is int:
         ts = from_epoch_ms(raw)
+    elif type(raw) is float and math.isfinite(raw):
+        ts = from_epoch_ms(round(raw))
     else:
         raise FixRefused(BAD_TIMESTAMP)
     if ts is None:
