@@ -24,6 +24,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (subject_id, type, episode_key) DO NOTHING
 RETURNING id
 """
+# An episode confirmed again after a replay retracted its alert: the alert comes back.
+UNRETRACT = """
+UPDATE alerts SET retracted_at = NULL, ended_at = NULL, evidence = evidence - 'retracted'
+WHERE subject_id = $1 AND type = $2 AND episode_key = $3 AND retracted_at IS NOT NULL
+RETURNING id
+"""
 END = """
 UPDATE alerts SET ended_at = $4, evidence = evidence || $5::jsonb
 WHERE subject_id = $1 AND type = $2 AND episode_key = $3 AND ended_at IS NULL
@@ -110,7 +116,8 @@ AlertOp = AlertOpen | AlertEnd
 
 async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[tuple[int, str, AlertOp]]:
     """Write alert openings and endings; returns (event id, kind, op) of the changes made
-    (an op that changes nothing, such as re-opening a known episode, yields no event)."""
+    (an op that changes nothing, such as re-opening a known episode, yields no event).
+    Opening an episode whose alert a replay retracted restores that alert (``reopened``)."""
     events: list[tuple[int, str, AlertOp]] = []
     for op in ops:
         if isinstance(op, AlertOpen):
@@ -126,6 +133,9 @@ async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[tuple[
                 op.evidence,
             )
             kind = "opened"
+            if alert_id is None:
+                alert_id = await conn.fetchval(UNRETRACT, op.subject_id, op.type, op.episode_key)
+                kind = "reopened"
         else:
             alert_id = await conn.fetchval(
                 END, op.subject_id, op.type, op.episode_key, op.ended_at, op.evidence

@@ -518,3 +518,30 @@ async def test_late_fixes_leave_the_latest_position_alone(
         await asyncio.sleep(0.02)
     position = await status_position(client, world)
     assert position["at"] == iso_z(start + timedelta(seconds=240))
+
+
+async def test_retracted_episode_confirmed_again_by_a_live_fix(
+    client: TestClient[Any, Any], officers: Officers, county: County
+) -> None:
+    """A late fix on the edge makes the confirming fix a suspect (the alert is retracted);
+    the next live fix clears the suspect and confirms the same episode: the alert is back."""
+    i, o = NEAR_INSIDE, NEAR_OUTSIDE
+    edge = (116.40, 39.90)  # on the boundary: uncertain, moves no episode
+    start = recent(30)
+    live = [at(start, 0, i), at(start, 60, o), at(start, 180, o)]
+    on_edge = at(start, 179, edge)  # 430 m from the 180 s fix one second later
+    then = at(start, 240, o)
+    expected = await control(client, officers, county, [*live, on_edge, then])
+    assert [(a[0], a[1]) for a in expected] == [
+        ("left_activity_area", iso_z(start + timedelta(seconds=60)))
+    ]
+    world = await make_world(client, officers, in_county=county)
+    await send(client, world, live)
+    first = await alerts_of(client, world)
+    assert summary(first) == expected
+    await send(client, world, [on_edge])
+    assert await alerts_of(client, world) == []
+    await send(client, world, [then])
+    shown = await alerts_of(client, world)
+    assert summary(shown) == expected
+    assert shown[0]["id"] == first[0]["id"]

@@ -118,7 +118,9 @@ class Deliveries:
     def _apply(self, ops: list[Any]) -> None:
         for op in ops:
             if isinstance(op, AlertOpen):
-                self.alerts.setdefault(op.episode_key, [None, False])
+                alert = self.alerts.setdefault(op.episode_key, [None, False])
+                if alert[1]:  # confirmed again after a retraction: restored, open
+                    alert[:] = [None, False]
             elif isinstance(op, AlertEnd) and self.alerts[op.episode_key][0] is None:
                 self.alerts[op.episode_key][0] = op.ended_at
 
