@@ -70,8 +70,29 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         raise PolicyError(f"policy file is incomplete or malformed: {exc}") from exc
 
 
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_policy(path: Path | None = None) -> Policy:
-    """Read the policy file (the shipped defaults when ``path`` is None)."""
-    source = path or DEFAULT_POLICY_FILE
-    with source.open("rb") as fh:
-        return parse_policy(tomllib.load(fh))
+    """Read the policy: the shipped defaults, overlaid with ``path`` when given.
+
+    A province's file need only hold what differs, e.g. ``[levels.strict]
+    lost_contact_after_s = 1800``; unknown keys are refused with the key named.
+    """
+    with DEFAULT_POLICY_FILE.open("rb") as fh:
+        data = tomllib.load(fh)
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                override = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
+        data = _merged(data, override)
+    return parse_policy(data)

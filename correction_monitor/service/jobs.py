@@ -85,6 +85,13 @@ class HotStateWatch:
             log.info("hot state rebuilt from PostgreSQL", subjects=count)
 
 
+def sweep_interval_s(policy: Policy) -> float:
+    """How often to look for lost contact: a quarter of the shortest threshold, 5–60 s, so
+    an alert comes at most a quarter threshold late whatever the province's numbers."""
+    shortest = min(level.lost_contact_after_s for level in policy.levels.values())
+    return float(min(60.0, max(5.0, shortest / 4)))
+
+
 def build_scheduler(pool: asyncpg.Pool, policy: Policy, hot: HotState) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     watch = HotStateWatch(pool, hot)
