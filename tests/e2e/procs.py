@@ -1,4 +1,5 @@
-"""Private server processes for fault tests: the service itself and a Redis of its own.
+"""Private server processes for fault tests: the service itself, a Redis and a PostgreSQL
+of their own.
 
 Fault tests kill and restart these; the machine's shared PostgreSQL and Redis are never
 stopped. Every process runs in a session (process group) of its own, so a kill reaches the
@@ -10,17 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from unittest import mock
 
 import redis
 
-from correction_monitor.embedded import redis_server_binary
+from correction_monitor import embedded
+from correction_monitor.embedded import EmbeddedPostgres, redis_server_binary
 from tests.conftest import REPO_ROOT
 
 SERVE = REPO_ROOT / ".venv" / "bin" / "correction-monitor"
@@ -249,3 +254,61 @@ class RedisProcess(_Process):
         return redis.Redis(
             host="127.0.0.1", port=self.port, socket_connect_timeout=1.0, socket_timeout=2.0
         )
+
+
+class PostgresProcess:
+    """A private PostgreSQL (``EmbeddedPostgres``) that tests stop and restart on one port.
+
+    The data dir is a fresh folder under ``/tmp`` (mode 0755: as root the server runs as
+    ``nobody``, who must be able to enter it), removed on exit of the ``with`` block after
+    the server is stopped. Data survive a stop and start, as on a real server restart.
+    """
+
+    def __init__(self) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="cm-pg-", dir="/tmp"))
+        self.data_dir.chmod(0o755)
+        self.server = EmbeddedPostgres(self.data_dir)
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """``postgresql://postgres@127.0.0.1:<port>/correction_monitor`` (after a start)."""
+        if self._port is None:
+            raise RuntimeError("the private PostgreSQL was never started")
+        return f"postgresql://postgres@127.0.0.1:{self._port}/{self.server.database}"
+
+    def start(self) -> str:
+        """Start the server (on the port of its first start, if it ran before); return its URL.
+
+        Returns
+        -------
+        str
+            The database URL, the same after every restart.
+        """
+        if self._port is None:
+            self.server.start()
+            self._port = self.server.port
+        else:
+            # EmbeddedPostgres picks a free port on every start; clients keep one URL, so a
+            # restart reuses the first one (PostgreSQL binds with SO_REUSEADDR).
+            with mock.patch.object(embedded, "_free_port", return_value=self._port):
+                self.server.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open sessions are terminated)."""
+        self.server.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.server.stop()
+        finally:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
