@@ -130,6 +130,17 @@ class _Job:
     duplicates: int = 0
 
 
+def _closed(conn: asyncpg.Connection) -> bool:
+    """Whether a lane's pooled connection is gone. When the server ends a session (a
+    restart, a fast shutdown) the pool takes the connection back at once and detaches the
+    lane's proxy, and then even ``is_closed()`` raises ``InterfaceError``: that means gone
+    too, not an error that may end the lane and leave its queued requests unanswered."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 def to_datetime(ts_us: int) -> datetime:
     return EPOCH + timedelta(microseconds=ts_us)
 
@@ -230,7 +241,7 @@ class GroupCommitter:
                         group.append(job)
                         size += len(job.batch)
                     # Each lane keeps one connection: no pool round trip per commit.
-                    if conn is None or conn.is_closed():
+                    if conn is None or _closed(conn):
                         if conn is not None:
                             await self._release(conn)
                         conn = await self._connect(group, size)
@@ -239,7 +250,7 @@ class GroupCommitter:
                     await self._commit_group(conn, group, size)
         finally:
             if conn is not None:
-                await self.pool.release(conn)
+                await self._release(conn)
 
     async def _connect(self, group: list[_Job], size: int) -> asyncpg.Connection | None:
         """A connection for the lane, or None after failing the group's requests (503):
