@@ -7,6 +7,15 @@ from typing import Any
 import asyncpg
 import orjson
 
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused or reset connections, and connect timeouts (TimeoutError)
+    asyncpg.PostgresConnectionError,  # a session lost mid-query
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.AdminShutdownError,  # the server ended the session (fast shutdown)
+    asyncpg.CrashShutdownError,
+)
+"""What PostgreSQL being away looks like to a caller: an answer of 503 and a retry, not a bug."""
+
 
 def _encode_jsonb(value: Any) -> bytes:
     return b"\x01" + orjson.dumps(value)  # jsonb's binary format: version 1, then the text

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
+from correction_monitor.adapters.db import DATABASE_UNAVAILABLE
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import Rejection
 from correction_monitor.ingest.batch import prepare
@@ -41,6 +42,21 @@ def _decode_error(exc: DecodeError) -> ApiError:
     return bad_request(exc.code, str(exc))
 
 
+def _storage_unavailable() -> ApiError:
+    err = ApiError(503, "storage_unavailable", "fixes could not be stored; retry shortly")
+    err.headers["Retry-After"] = "5"
+    return err
+
+
+async def _device(lookup: Awaitable[DeviceIdentity | None]) -> DeviceIdentity | None:
+    """A device lookup; PostgreSQL being away (a token not cached yet needs it) is a 503
+    with Retry-After, like a failed commit, so the phone keeps its fixes and retries."""
+    try:
+        return await lookup
+    except DATABASE_UNAVAILABLE as exc:
+        raise _storage_unavailable() from exc
+
+
 async def _ingest(
     request: web.Request, device: DeviceIdentity, decoded: Decoded, protocol: str
 ) -> tuple[int, int, list[Rejection]]:
@@ -58,9 +74,7 @@ async def _ingest(
         err.headers["Retry-After"] = str(exc.retry_after_s)
         raise err from exc
     except CommitFailed as exc:
-        err = ApiError(503, "storage_unavailable", "fixes could not be stored; retry shortly")
-        err.headers["Retry-After"] = "5"
-        raise err from exc
+        raise _storage_unavailable() from exc
     # The committer's count already includes the repeats dropped inside this request.
     return result.accepted, result.duplicates, sorted(rejected, key=lambda r: r.index)
 
@@ -79,7 +93,7 @@ async def post_fixes(request: web.Request) -> web.Response:
     token = bearer_token(request)
     if token is None:
         raise unauthorized("a device bearer token is required")
-    device = await request.app[DEVICES].by_token(token)
+    device = await _device(request.app[DEVICES].by_token(token))
     if device is None:
         raise unauthorized("unknown or revoked device token")
     try:
@@ -115,7 +129,7 @@ async def osmand(request: web.Request) -> web.Response:
         raise _decode_error(exc) from exc
     if decoded.device_ref is None:
         raise bad_request("missing_device_id", "the request names no device (id / deviceid)")
-    device = await request.app[DEVICES].by_osmand_id(decoded.device_ref)
+    device = await _device(request.app[DEVICES].by_osmand_id(decoded.device_ref))
     if device is None:
         raise unauthorized(f"unknown device id {decoded.device_ref!r}")
     return json_response(_summary(*await _ingest(request, device, decoded, "osmand")))
@@ -147,7 +161,7 @@ async def owntracks(request: web.Request) -> web.Response:
     credentials = _basic_auth(request)
     if credentials is None:
         raise _basic_challenge("HTTP Basic credentials (device id and token) are required")
-    device = await request.app[DEVICES].by_osmand_id(*credentials)
+    device = await _device(request.app[DEVICES].by_osmand_id(*credentials))
     if device is None:
         raise _basic_challenge("unknown device or wrong token")
     try:
