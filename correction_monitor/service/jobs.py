@@ -98,7 +98,7 @@ def build_scheduler(pool: asyncpg.Pool, policy: Policy, hot: HotState) -> AsyncI
     scheduler.add_job(
         lost_contact.sweep,
         "interval",
-        seconds=30,
+        seconds=sweep_interval_s(policy),
         args=(pool, policy),
         id="lost-contact-sweep",
         max_instances=1,

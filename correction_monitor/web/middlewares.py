@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from correction_monitor.adapters.db import DATABASE_UNAVAILABLE
 from correction_monitor.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from correction_monitor.web.errors import ApiError
 from correction_monitor.web.jsonio import error_response
@@ -75,6 +76,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         }.get(exc.status, exc.reason.lower().replace(" ", "_"))
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         return error_response(ApiError(exc.status, code, message))
+    except DATABASE_UNAVAILABLE as exc:
+        # PostgreSQL is away: every route answers "retry later", never a 500.
+        log.warning("database unavailable", path=request.path, error=repr(exc))
+        unavailable = ApiError(
+            503, "storage_unavailable", "the database is unavailable; retry shortly"
+        )
+        unavailable.headers["Retry-After"] = "5"
+        return error_response(unavailable)
     except Exception:
         log.exception("unhandled error", path=request.path)
         return error_response(ApiError(500, "internal_error", "internal error; see server logs"))

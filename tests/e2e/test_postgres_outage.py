@@ -158,6 +158,11 @@ async def test_postgres_outage_loses_no_acknowledged_fix_and_ingest_recovers(
         assert checks["redis"] == "ok", checks
         assert (await http.get("/healthz")).status == 200
         assert http.app[COMMITTER].queued_fixes == 0
+        # Officer routes answer "retry later" too, never a 500.
+        resp = await http.get(
+            "/api/v1/alerts", headers={"Authorization": f"Bearer {world.admin_token}"}
+        )
+        assert_storage_unavailable(resp.status, dict(resp.headers), await resp.json())
 
         await asyncio.to_thread(private_postgres.start)
         outage_s = time.monotonic() - outage_began
