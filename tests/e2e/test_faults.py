@@ -29,68 +29,24 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from correction_monitor.adapters.hot_state import HotState
-from correction_monitor.policy import load_policy
 from correction_monitor.service.jobs import HotStateWatch
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import COMMITTER, HOT_STATE, POOL
 from tests.conftest import Officers, bearer
+from tests.e2e.fault_track import (
+    BATCH,
+    IN,
+    STEP_S,
+    alert_summary,
+    batches_of,
+    expected_episodes,
+    pattern_points,
+)
 from tests.e2e.helpers import World, make_world, recent, track
 from tests.e2e.procs import RedisProcess, ServiceProcess, free_port
 
 pytestmark = pytest.mark.e2e
-
-# Near the east edge (116.4°E) of the helpers' county square: 0.005° of longitude is about
-# 430 m either side, and one 30 s step between them is 28 m/s, a plausible car, so the
-# speed filter never mistakes a crossing for a jump-and-return spike.
-IN = (116.395, 39.90)
-OUT = (116.405, 39.90)
-STEP_S = 30.0
-BATCH = 20
-# Two long excursions (alerts) and one of 60 s, shorter than the strict level's 120 s
-# confirmation time (no alert): 240 fixes, 12 batches.
-PATTERN = [(IN, 30), (OUT, 20), (IN, 40), (OUT, 3), (IN, 40), (OUT, 30), (IN, 77)]
-CONFIRM_S = load_policy(None).level("strict").confirm_s
-
-
-def pattern_points() -> list[tuple[float, float]]:
-    return [point for point, count in PATTERN for _ in range(count)]
-
-
-def expected_episodes(fixes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(type, started_at, ended_at) of the excursions in ``PATTERN`` that outlast the
-    confirmation time: from the first fix outside to the first fix back inside."""
-    episodes = []
-    index = 0
-    for point, count in PATTERN:
-        if point == OUT and (count - 1) * STEP_S >= CONFIRM_S:
-            episodes.append(
-                ("left_activity_area", _z(fixes[index]["ts"]), _z(fixes[index + count]["ts"]))
-            )
-        index += count
-    return episodes
-
-
-def _z(iso_ts: str) -> str:
-    return iso_ts.replace("+00:00", "Z")
-
-
-def batches_of(fixes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    return [fixes[i : i + BATCH] for i in range(0, len(fixes), BATCH)]
-
-
-async def alert_summary(
-    http: aiohttp.ClientSession | TestClient[Any, Any], world: World
-) -> list[tuple[str, str, str | None]]:
-    """The subject's alerts through the API, as (type, started_at, ended_at), oldest first."""
-    resp = await http.get(
-        "/api/v1/alerts",
-        params={"subject_id": str(world.subject_id)},
-        headers=bearer(world.admin_token),
-    )
-    assert resp.status == 200, await resp.text()
-    alerts = (await resp.json())["alerts"]
-    return sorted((a["type"], a["started_at"], a["ended_at"]) for a in alerts)
 
 
 async def stored_fixes(database_url: str, subject_ids: list[int]) -> dict[int, tuple[int, int]]:

@@ -31,9 +31,7 @@ from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import COMMITTER
 from tests.conftest import Officers, bearer
-from tests.e2e.helpers import make_county, make_world, recent, track
-from tests.e2e.procs import PostgresProcess
-from tests.e2e.test_faults import (
+from tests.e2e.fault_track import (
     BATCH,
     STEP_S,
     alert_summary,
@@ -41,6 +39,8 @@ from tests.e2e.test_faults import (
     expected_episodes,
     pattern_points,
 )
+from tests.e2e.helpers import make_county, make_world, recent, track
+from tests.e2e.procs import PostgresProcess
 
 pytestmark = pytest.mark.e2e
 
