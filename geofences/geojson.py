@@ -563,9 +563,11 @@ def resolve_adcodes(areas: Mapping[str, AdminArea], codes: Iterable[str]) -> lis
     """Expand adcodes to the imported leaf areas they stand for.
 
     An imported area with imported children (by ``parent_adcode``, recursively) stands for
-    all its leaf descendants. A province code (``"xx0000"``) or city code (``"xxxx00"``)
-    that was not imported stands for every imported area under it by adcode prefix. So a
-    city's code covers all its districts, and moving between them is not leaving it.
+    all its leaf descendants. A code that was not imported stands for the imported areas that
+    name it as their parent (DataV's ``parent.adcode``), or, when none does, for a province
+    (``"xx0000"``) or city (``"xxxx00"``) code, every imported area under it by adcode
+    prefix. So a city's code covers all its districts, and moving between them is not
+    leaving it.
 
     Parameters
     ----------
@@ -602,16 +604,19 @@ def resolve_adcodes(areas: Mapping[str, AdminArea], codes: Iterable[str]) -> lis
     unknown: 120000
     """
     children: defaultdict[str, list[str]] = defaultdict(list)
+    orphans: defaultdict[str, list[str]] = defaultdict(list)  # children of unimported parents
     for adcode, area in areas.items():
         parent = area.parent_adcode
-        if parent is not None and parent != adcode and parent in areas:
-            children[parent].append(adcode)
+        if parent is not None and parent != adcode:
+            (children if parent in areas else orphans)[parent].append(adcode)
 
     leaves: set[str] = set()
     for raw in codes:
         code = str(raw).strip()
         if code in areas:
             roots = [code]
+        elif code in orphans:
+            roots = orphans[code]
         else:
             prefix = _prefix_of(code)
             roots = [] if prefix is None else [c for c in areas if c.startswith(prefix)]

@@ -457,3 +457,16 @@ def test_repair_limited_to_area_preserving_fixes() -> None:
         parse_geometry(bowtie, repair=True, max_repair_area_change=1e-4)
     assert info.value.problem == "self_intersection"
     assert parse_geometry(bowtie, repair=True).repairs
+
+
+def test_an_unimported_parent_code_means_the_areas_naming_it() -> None:
+    areas = {
+        code: AdminArea(code, None, parent, "district", box(0, 0, 1, 1))
+        for code, parent in (("990101", "990100"), ("990102", "990100"), ("990103", "990000"))
+    }
+    # 990103 shares the city's prefix but names another parent: not part of 990100.
+    assert resolve_adcodes(areas, ["990100"]) == ["990101", "990102"]
+    assert resolve_adcodes(areas, ["990000"]) == ["990103"]
+    # A city code nobody names falls back to the prefix rule.
+    unnamed = {c: AdminArea(c, None, None, "district", box(0, 0, 1, 1)) for c in areas}
+    assert resolve_adcodes(unnamed, ["990100"]) == ["990101", "990102", "990103"]
