@@ -206,8 +206,16 @@ async def test_boundaries_import_and_city_level_adcode_fence(
     client: Client, county: County, crs: str
 ) -> None:
     h = bearer(county.admin_token)
-    # Codes of a prefix no real province uses, unique per run: 9PPCC0 districts of 9PPCC0's city.
-    city = 900000 + int(unique("")[:4], 16) % 999 * 100
+    # Codes of a prefix no real province uses (9xxxx), and none imported yet by other tests
+    # sharing this database: 9xxx01 and 9xxx02, districts of the city 9xxx00.
+    listed = await expect(await client.get("/api/v1/boundaries", headers=h), 200)
+    taken = {a["adcode"][:4] for a in listed["areas"]}
+    start = int(unique("")[:4], 16) % 999
+    city = next(
+        900000 + k % 999 * 100
+        for k in range(start, start + 999)
+        if str(900000 + k % 999 * 100)[:4] not in taken
+    )
     west, east = city + 1, city + 2
     fc = {
         "type": "FeatureCollection",
