@@ -185,6 +185,19 @@ async def seed(base: str, database_url: str, subjects: int, level: str) -> list[
     return [m | {"admin_token": token} for m in made]
 
 
+def drop_redis_keys(redis_url: str, prefix: str) -> None:
+    """Remove the run's hot-state copies from Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 # --- client process -------------------------------------------------------------------------
 
 
@@ -464,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             os.killpg(server.pid, signal.SIGKILL)
         if not args.keep_database:
             asyncio.run(drop_database(server_url, database_url))
+            drop_redis_keys(redis_url, env["CM_REDIS_PREFIX"])
 
     fixes_per_s = accepted / wall
     # Memory is judged after a warm-up (caches of profiles, devices and geometry fill in the
