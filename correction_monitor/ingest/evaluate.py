@@ -57,7 +57,6 @@ REPLAY_WINDOW_S = 86_400.0
 
 AREA = "area"
 CURFEW = "curfew"
-MAX_SPEED_MPS = 70.0
 
 _SEVERITY = {
     "left_activity_area": "high",
@@ -174,12 +173,9 @@ def _at(ts: float) -> datetime:
 
 
 class _Evaluator:
-    def __init__(
-        self, profile: SubjectProfile, state: dict[str, Any], max_speed_mps: float
-    ) -> None:
+    def __init__(self, profile: SubjectProfile, state: dict[str, Any]) -> None:
         self.profile = profile
         self.config = EpisodeConfig(confirm_s=profile.level_policy.confirm_s)
-        self.max_speed = max_speed_mps
         self.episodes = {
             key: EpisodeState.from_dict(value) for key, value in state.get("episodes", {}).items()
         }
@@ -456,14 +452,14 @@ def evaluate_subject(
     fixes: SubjectFixes,
     now: datetime,
     *,
-    max_speed_mps: float = MAX_SPEED_MPS,
     activity: npt.NDArray[np.int8] | None = None,
 ) -> EvalOutcome:
     """Evaluate a subject's new fixes (sorted by time) from ``state``; flags late fixes in
     ``fixes.flags``. ``now`` is the server time of the commit; the rules run on event time.
     ``activity`` optionally gives every fix's activity-area membership, computed by the
     caller for many subjects sharing one area in a single vectorised call."""
-    ev = _Evaluator(profile, state or {}, max_speed_mps)
+    ev = _Evaluator(profile, state or {})
+    max_speed_mps = profile.max_speed_mps
     ts_s = fixes.ts_us / 1e6
     if ev.last_ts is None and ev.suspect is None and not ev.checkpoints and len(fixes):
         # A subject's first fixes: the empty state before anything is the first checkpoint
@@ -526,8 +522,6 @@ def replay_subject(
     fixes: SubjectFixes,
     now: datetime,
     resume_at: list[float],
-    *,
-    max_speed_mps: float = MAX_SPEED_MPS,
 ) -> EvalOutcome:
     """Re-evaluate a subject's fixes (sorted by time) from the checkpoint state ``start``.
 
@@ -544,7 +538,7 @@ def replay_subject(
         if a >= b:
             continue
         part = fixes.select(np.arange(a, b))
-        out = evaluate_subject(profile, state, part, now, max_speed_mps=max_speed_mps)
+        out = evaluate_subject(profile, state, part, now)
         fixes.flags[a:b] = part.flags
         for device, ts_us, key in out.spikes:  # a suspect held over from an earlier segment
             held = (

@@ -6,7 +6,6 @@ by geometry id, so 100 k subjects of one county hold one prepared county polygon
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +47,8 @@ class SubjectProfile:
     home: PreparedArea | None
     curfew: Schedule | None
     timezone: str
+    # Faster than this (m/s) between consecutive fixes is implausible: spike suspicion.
+    max_speed_mps: float
 
     def policy_snapshot(self) -> dict[str, Any]:
         """The policy values an alert was decided with, kept in its evidence."""
@@ -66,12 +67,6 @@ class ProfileCache:
         self.ttl_s = ttl_s
         self._profiles: dict[int, tuple[float, SubjectProfile]] = {}
         self._areas: dict[tuple[str, Any], PreparedArea] = {}
-
-    def invalidate(self, subject_id: int | None = None) -> None:
-        if subject_id is None:
-            self._profiles.clear()
-        else:
-            self._profiles.pop(subject_id, None)
 
     async def get_many(
         self, conn: asyncpg.Connection, subject_ids: list[int]
@@ -149,8 +144,5 @@ class ProfileCache:
             home=home,
             curfew=curfew,
             timezone=timezone,
+            max_speed_mps=self.policy.ingest.max_speed_mps,
         )
-
-
-def clock(value: dt.time) -> str:
-    return value.strftime("%H:%M")

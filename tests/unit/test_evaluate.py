@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ PROFILE = SubjectProfile(
     home=None,
     curfew=None,
     timezone="Asia/Shanghai",
+    max_speed_mps=POLICY.ingest.max_speed_mps,
 )
 IN = (116.30, 39.90)
 OUT = (116.60, 39.90)
@@ -200,3 +202,14 @@ def test_late_fixes_are_replayed_to_the_in_order_outcome(
     shuffled = rng.permutation(len(fixes)).tolist()
     groups = [g.tolist() for g in np.array_split(np.array(shuffled), parts) if len(g)]
     assert _arrive(fixes, groups) == in_order
+
+
+def test_the_policy_speed_limit_decides_what_is_a_spike() -> None:
+    jump = [IN] * 4 + [OUT] + [IN] * 4  # ~25 km away and back, 10 s apart: ~2.5 km/s
+    strict_limit = fixes_of(jump, step=10.0)
+    evaluate_subject(PROFILE, {}, strict_limit, NOW)
+    assert strict_limit.flags[4] & FixFlag.SPIKE
+    lax = dataclasses.replace(PROFILE, max_speed_mps=5000.0)
+    lax_limit = fixes_of(jump, step=10.0)
+    evaluate_subject(lax, {}, lax_limit, NOW)
+    assert not lax_limit.flags[4] & FixFlag.SPIKE

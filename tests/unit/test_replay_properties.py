@@ -43,6 +43,7 @@ PROFILE = SubjectProfile(
     home=None,
     curfew=None,
     timezone="Asia/Shanghai",
+    max_speed_mps=POLICY.ingest.max_speed_mps,
 )
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 T0 = 1_790_000_000.0
