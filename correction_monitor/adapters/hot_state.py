@@ -126,14 +126,6 @@ class HotState:
             return {}
         return {s: orjson.loads(v) for s, v in zip(subject_ids, values, strict=True) if v}
 
-    async def publish(self, channel: str, message: dict[str, Any]) -> bool:
-        try:
-            await self.client.publish(self.key(channel), orjson.dumps(message))
-        except (RedisError, OSError) as exc:
-            self._failed("publish", exc)
-            return False
-        return True
-
     async def publish_commit(
         self, positions: Mapping[int, dict[str, Any]], events: list[dict[str, Any]]
     ) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any
@@ -137,4 +137,3 @@ class GeofenceRecord:
     adcodes: tuple[str, ...] | None
     source_crs: str
     schedule: dict[str, Any] | None
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from correction_monitor.adapters import officers
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.policy import Policy
 from correction_monitor.service import lost_contact
@@ -85,6 +86,12 @@ class HotStateWatch:
             log.info("hot state rebuilt from PostgreSQL", subjects=count)
 
 
+async def purge_expired_tokens(pool: asyncpg.Pool) -> None:
+    """Forget officer tokens a day after they expired (only their hashes are kept)."""
+    async with pool.acquire() as conn:
+        await officers.purge_expired_tokens(conn)
+
+
 def sweep_interval_s(policy: Policy) -> float:
     """How often to look for lost contact: a quarter of the shortest threshold, 5–60 s, so
     an alert comes at most a quarter threshold late whatever the province's numbers."""
@@ -122,5 +129,14 @@ def build_scheduler(pool: asyncpg.Pool, policy: Policy, hot: HotState) -> AsyncI
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        purge_expired_tokens,
+        "interval",
+        hours=1,
+        args=(pool,),
+        id="token-purge",
+        max_instances=1,
+        coalesce=True,
     )
     return scheduler

@@ -12,8 +12,6 @@ from correction_monitor.web.errors import ApiError, bad_request
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-
 
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
