@@ -60,13 +60,20 @@ class SubjectProfile:
 
 
 class ProfileCache:
-    """Compiled profiles per subject, refreshed after ``ttl_s`` seconds."""
+    """Compiled profiles per subject, refreshed after ``ttl_s`` seconds.
+
+    A refresh re-reads only the subject row: fences and org units are never edited in place
+    (a changed fence is a new fence), so their prepared areas, schedules and time zones are
+    kept for the life of the process, and a refresh costs one query, not one per fence.
+    """
 
     def __init__(self, policy: Policy, ttl_s: float = 60.0) -> None:
         self.policy = policy
         self.ttl_s = ttl_s
         self._profiles: dict[int, tuple[float, SubjectProfile]] = {}
         self._areas: dict[tuple[str, Any], PreparedArea] = {}
+        self._fences: dict[int, tuple[PreparedArea, Any]] = {}
+        self._timezones: dict[int, str] = {}
 
     async def get_many(
         self, conn: asyncpg.Connection, subject_ids: list[int]
@@ -103,16 +110,30 @@ class ProfileCache:
     async def _fence_area(
         self, conn: asyncpg.Connection, fence_id: int
     ) -> tuple[PreparedArea, Any]:
+        cached = self._fences.get(fence_id)
+        if cached is not None:
+            return cached
         fence = await geo.get_fence(conn, fence_id)
         if fence.geometry_id is not None:
-            return await self._polygon(conn, fence.geometry_id), fence.schedule
-        assert fence.center_lon is not None
-        assert fence.center_lat is not None
-        assert fence.radius_m is not None
-        return self._circle(fence.center_lon, fence.center_lat, fence.radius_m), fence.schedule
+            area = await self._polygon(conn, fence.geometry_id)
+        else:
+            assert fence.center_lon is not None
+            assert fence.center_lat is not None
+            assert fence.radius_m is not None
+            area = self._circle(fence.center_lon, fence.center_lat, fence.radius_m)
+        self._fences[fence_id] = (area, fence.schedule)
+        return area, fence.schedule
+
+    async def _timezone(self, conn: asyncpg.Connection, org_unit_id: int) -> str:
+        timezone = self._timezones.get(org_unit_id)
+        if timezone is None:
+            timezone = await conn.fetchval(TIMEZONE_OF_UNIT, org_unit_id)
+            assert timezone is not None
+            self._timezones[org_unit_id] = timezone
+        return timezone
 
     async def _build(self, conn: asyncpg.Connection, subject: Subject) -> SubjectProfile:
-        timezone: str = await conn.fetchval(TIMEZONE_OF_UNIT, subject.org_unit_id)
+        timezone = await self._timezone(conn, subject.org_unit_id)
         activity = None
         if subject.activity_area_id is not None:
             activity, _ = await self._fence_area(conn, subject.activity_area_id)
