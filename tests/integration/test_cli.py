@@ -56,22 +56,7 @@ async def test_create_officer_then_log_in(
     database_url: str, redis_url: str, client: TestClient[Any, Any]
 ) -> None:
     username, org = unique("root"), unique("bureau")
-    done = run(
-        database_url,
-        redis_url,
-        "admin",
-        "create-officer",
-        "--username",
-        username,
-        "--password",
-        "s3cret-pass",
-        "--role",
-        "admin",
-        "--org-unit",
-        org,
-        "--org-name",
-        "XX县司法局",
-    )
+    done = create_officer(database_url, redis_url, username, org, "--org-name", "XX县司法局")
     assert done.returncode == 0, done.stderr
     resp = await client.post(
         "/api/v1/auth/token", json={"username": username, "password": "s3cret-pass"}
@@ -85,38 +70,12 @@ async def test_create_officer_then_log_in(
     names = {u["code"]: u["name"] for u in (await resp.json())["org_units"]}
     assert names[org] == "XX县司法局"
 
-    again = run(
-        database_url,
-        redis_url,
-        "admin",
-        "create-officer",
-        "--username",
-        username,
-        "--password",
-        "s3cret-pass",
-        "--role",
-        "admin",
-        "--org-unit",
-        org,
-    )
+    again = create_officer(database_url, redis_url, username, org)
     assert again.returncode == 2
     assert "exists" in again.stderr
 
 
 def test_create_officer_rejects_unknown_role(database_url: str, redis_url: str) -> None:
-    done = run(
-        database_url,
-        redis_url,
-        "admin",
-        "create-officer",
-        "--username",
-        unique("u"),
-        "--password",
-        "s3cret-pass",
-        "--role",
-        "warden",
-        "--org-unit",
-        unique("o"),
-    )
+    done = create_officer(database_url, redis_url, unique("u"), unique("o"), role="warden")
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
