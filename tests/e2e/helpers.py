@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from correction_monitor.web.keys import POOL
@@ -227,3 +229,25 @@ async def sql_row(client: TestClient[Any, Any], query: str, *args: Any) -> Any:
     """One row read straight from the app's database (for state no endpoint shows)."""
     async with client.app[POOL].acquire() as conn:
         return await conn.fetchrow(query, *args)
+
+
+async def expect_error(resp: ClientResponse, status: int, code: str | None = None) -> Any:
+    """Assert the contract's error shape and status; return the ``error`` object."""
+    text = await resp.text()
+    assert resp.status == status, text
+    body = json.loads(text)
+    assert list(body) == ["error"], body
+    error = body["error"]
+    assert isinstance(error["code"], str), error
+    assert error["code"]
+    assert isinstance(error["message"], str), error
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+async def expect_json(resp: ClientResponse, status: int = 200) -> Any:
+    text = await resp.text()
+    assert resp.status == status, text
+    return json.loads(text)

@@ -8,40 +8,21 @@ caller's jurisdiction answer 404 (their existence is not revealed), and never ap
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Officers, bearer, unique
+from tests.e2e.helpers import expect_error, expect_json
 
 pytestmark = pytest.mark.e2e
 
 Client = TestClient[Any, Any]
 
 SQUARE = [[116.30, 39.90], [116.31, 39.90], [116.31, 39.91], [116.30, 39.91], [116.30, 39.90]]
-
-
-async def expect_error(resp: ClientResponse, status: int, code: str | None = None) -> Any:
-    """Assert the contract's error shape and status; return the ``error`` object."""
-    text = await resp.text()
-    assert resp.status == status, text
-    error = json.loads(text)["error"]
-    assert isinstance(error["code"], str)
-    assert isinstance(error["message"], str)
-    if code is not None:
-        assert error["code"] == code, error
-    return error
-
-
-async def expect_json(resp: ClientResponse, status: int = 200) -> Any:
-    text = await resp.text()
-    assert resp.status == status, text
-    return json.loads(text)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from correction_monitor.settings import Settings
 from tests.conftest import Officers, bearer, shared_data, unique
+from tests.e2e.helpers import expect_error, expect_json
 
 pytestmark = pytest.mark.e2e
 
@@ -41,28 +41,6 @@ DATAV_BEIJING = ("boundaries", "datav_GeoMapData_CN", "province", "110000.json")
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-async def expect_error(resp: ClientResponse, status: int, code: str | None = None) -> Any:
-    """Assert the contract's error shape and status; return the ``error`` object."""
-    text = await resp.text()
-    assert resp.status == status, text
-    body = json.loads(text)
-    assert list(body) == ["error"], body
-    error = body["error"]
-    assert isinstance(error["code"], str), error
-    assert error["code"]
-    assert isinstance(error["message"], str), error
-    assert error["message"]
-    if code is not None:
-        assert error["code"] == code, error
-    return error
-
-
-async def expect_json(resp: ClientResponse, status: int) -> Any:
-    text = await resp.text()
-    assert resp.status == status, text
-    return json.loads(text)
 
 
 def square(lon: float, lat: float, size: float = 0.01) -> list[list[float]]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Officers, bearer, unique
+from tests.e2e.helpers import expect_error, expect_json
 
 pytestmark = pytest.mark.e2e
 
@@ -30,24 +30,6 @@ FROM = datetime(2026, 3, 14, 23, 30, tzinfo=UTC)
 TO = datetime(2026, 3, 15, 0, 30, tzinfo=UTC)
 
 SENT_GCJ02, NO_ACCURACY, MOCK = 16, 64, 2
-
-
-async def expect_error(resp: ClientResponse, status: int, code: str | None = None) -> Any:
-    """Assert the contract's error shape and status; return the ``error`` object."""
-    text = await resp.text()
-    assert resp.status == status, text
-    error = json.loads(text)["error"]
-    assert isinstance(error["code"], str)
-    assert isinstance(error["message"], str)
-    if code is not None:
-        assert error["code"] == code, error
-    return error
-
-
-async def expect_json(resp: ClientResponse, status: int = 200) -> Any:
-    text = await resp.text()
-    assert resp.status == status, text
-    return json.loads(text)
 
 
 def epoch_ms(ts: datetime) -> str:
