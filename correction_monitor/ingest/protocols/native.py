@@ -77,7 +77,7 @@ def decode_native(body: bytes, *, max_fixes: int = DEFAULT_MAX_FIXES) -> Decoded
     Examples
     --------
     >>> out = decode_native(b'{"fixes": [{"ts": 1700000000000, "lat": 39.9, "lon": 116.4},'
-    ...                     b' {"ts": "2023-11-14T22:13:20", "lat": 39.9, "lon": 116.4}]}')
+    ...                     b' {"ts": "yesterday", "lat": 39.9, "lon": 116.4}]}')
     >>> out.fixes[0].ts.isoformat(), out.indexes, out.rejected
     ('2023-11-14T22:13:20+00:00', [0], [Rejection(index=1, reason='bad_timestamp')])
     """
