@@ -33,7 +33,10 @@ ON CONFLICT (adcode) DO UPDATE SET
     name = EXCLUDED.name, parent_adcode = EXCLUDED.parent_adcode, level = EXCLUDED.level,
     geometry_id = EXCLUDED.geometry_id, source_crs = EXCLUDED.source_crs, imported_at = now()
 """
-ALL_AREAS = "SELECT adcode, name, parent_adcode, level, geometry_id FROM admin_areas"
+ALL_AREAS = """
+SELECT a.adcode, a.name, a.parent_adcode, a.level, a.geometry_id, g.sha256
+FROM admin_areas a JOIN geometries g ON g.id = a.geometry_id
+"""
 _FENCE_COLUMNS = (
     "id, name, kind, org_unit_id, geometry_id, center_lon, center_lat, radius_m, adcodes, "
     "source_crs, schedule"
@@ -78,15 +81,19 @@ async def store_geometry(conn: asyncpg.Connection, geometry: BaseGeometry) -> in
     return geometry_id
 
 
-async def load_geometry(conn: asyncpg.Connection, geometry_id: int) -> BaseGeometry:
+async def load_geometry(
+    conn: asyncpg.Connection, geometry_id: int, digest: bytes | None = None
+) -> BaseGeometry:
     """The geometry, decoded once per process and shared by every caller.
 
     The cache is keyed by the geometry's content hash, not its row id, so processes (or
-    tests) talking to several databases can never mix two databases' shapes.
+    tests) talking to several databases can never mix two databases' shapes. Callers that
+    already read the hash (``admin_area_rows``) pass it and save the lookup.
     """
-    digest = await conn.fetchval(GET_GEOMETRY_DIGEST, geometry_id)
     if digest is None:
-        raise NotFound(f"geometry {geometry_id}")
+        digest = await conn.fetchval(GET_GEOMETRY_DIGEST, geometry_id)
+        if digest is None:
+            raise NotFound(f"geometry {geometry_id}")
     cached = _geometry_cache.get(bytes(digest))
     if cached is not None:
         return cached

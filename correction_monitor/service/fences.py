@@ -57,7 +57,7 @@ def circle_centre(point: Any, crs: CRS) -> tuple[float, float]:
 async def load_admin_areas(conn: asyncpg.Connection) -> dict[str, AdminArea]:
     areas = {}
     for row in await geo.admin_area_rows(conn):
-        geometry = await geo.load_geometry(conn, row["geometry_id"])
+        geometry = await geo.load_geometry(conn, row["geometry_id"], bytes(row["sha256"]))
         areas[row["adcode"]] = AdminArea(
             adcode=row["adcode"],
             name=row["name"],
