@@ -49,6 +49,15 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def refuse_nul(text: str | None) -> None:
+    """A 400 if ``text`` (a query parameter) holds U+0000, which PostgreSQL text cannot store.
+
+    JSON bodies need no such call: ``read_json`` refuses a ``\\u0000`` anywhere in them.
+    """
+    if text is not None and "\x00" in text:
+        raise bad_request("invalid_text", "text may not contain the NUL character (U+0000)")
+
+
 def describe_validation_error(exc: pydantic.ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:

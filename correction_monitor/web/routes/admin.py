@@ -48,31 +48,6 @@ PG_INT_MAX = 2**31 - 1
 RowId = Annotated[int, Field(ge=1, le=PG_INT_MAX)]
 
 
-def refuse_nul(data: Any) -> Any:
-    """Return ``data`` (parsed JSON) unchanged, or a 400 if any string in it holds U+0000.
-
-    PostgreSQL ``text`` cannot store the NUL character: let through, it fails the INSERT or
-    lookup it reaches and the request would answer 500.
-    """
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise bad_request("invalid_text", "text may not contain the NUL character (U+0000)")
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return data
-
-
-async def _read_body(request: web.Request) -> dict[str, Any]:
-    body: dict[str, Any] = refuse_nul(await read_object(request))
-    return body
-
-
 def _crs(value: str | None, default: CRS) -> CRS:
     if value is None:
         return default
@@ -136,7 +111,7 @@ class OrgUnitIn(BaseModel):
 @routes.post("/api/v1/org-units")
 async def create_org_unit(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
-    body = parse_model(OrgUnitIn, await _read_body(request))
+    body = parse_model(OrgUnitIn, await read_object(request))
     async with request.app[POOL].acquire() as conn:
         parent_id = None
         if body.parent_code is not None:
@@ -239,8 +214,6 @@ async def import_boundaries(request: web.Request) -> web.Response:
         ) from exc
     if not areas:
         raise bad_request("invalid_geojson", "the FeatureCollection has no features")
-    # Only the properties reach text columns; the coordinates were checked as numbers.
-    refuse_nul([[a.adcode, a.name, a.parent_adcode, a.level] for a in areas])
     async with request.app[POOL].acquire() as conn, conn.transaction():
         for area in areas:
             geometry_id = await geo.store_geometry(conn, area.geometry)
@@ -352,7 +325,7 @@ def fence_json(
 @routes.post("/api/v1/geofences")
 async def create_geofence(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
-    body = parse_model(GeofenceIn, await _read_body(request))
+    body = parse_model(GeofenceIn, await read_object(request))
     mode = repair_mode(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         unit = await _visible_unit(conn, who, body.org_unit)
@@ -540,7 +513,7 @@ async def _check_responsible(conn: asyncpg.Connection, who: Principal, body: Sub
 @routes.post("/api/v1/subjects")
 async def create_subject(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
-    body = parse_model(SubjectIn, await _read_body(request))
+    body = parse_model(SubjectIn, await read_object(request))
     if body.curfew is not None and body.home is None:
         raise bad_request("invalid_request", "a curfew needs a home to be kept at")
     policy = request.app[POLICY]
@@ -629,7 +602,7 @@ async def enrol_device(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     subject_id = int_param(request, "id")
     raw = await request.read()
-    body = parse_model(DeviceIn, await _read_body(request)) if raw.strip() else DeviceIn()
+    body = parse_model(DeviceIn, await read_object(request)) if raw.strip() else DeviceIn()
     async with request.app[POOL].acquire() as conn:
         await visible_subject(conn, who, subject_id)
         for _attempt in range(5):
