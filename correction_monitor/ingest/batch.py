@@ -131,7 +131,12 @@ def prepare(
 ) -> FixBatch:
     """Run the front stages in order."""
     batch = normalize(fixes, indexes)
+    prepare_normalized(batch, now, policy)
+    return batch
+
+
+def prepare_normalized(batch: FixBatch, now: float, policy: IngestPolicy) -> None:
+    """The stages after normalize, for a batch a decoder built as arrays already."""
     validate(batch, now, policy)
     dedupe_in_request(batch)
     quality(batch, policy)
-    return batch

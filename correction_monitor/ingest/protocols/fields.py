@@ -62,7 +62,7 @@ def on_earth(lat: float, lon: float) -> bool:
     return -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
-_FAST_EPOCH_MS_LIMIT: Final = 4_102_444_800_000  # 2100-01-01T00:00Z
+FAST_EPOCH_MS_LIMIT: Final = 4_102_444_800_000  # 2100-01-01T00:00Z
 
 
 def from_epoch_ms(milliseconds: int) -> datetime | None:
@@ -77,7 +77,7 @@ def from_epoch_ms(milliseconds: int) -> datetime | None:
     >>> from_epoch_ms(1442068686579).isoformat()
     '2015-09-12T14:38:06.579000+00:00'
     """
-    if 0 <= milliseconds < _FAST_EPOCH_MS_LIMIT:
+    if 0 <= milliseconds < FAST_EPOCH_MS_LIMIT:
         return datetime.fromtimestamp(milliseconds / 1000, UTC)
     try:
         return UNIX_EPOCH + timedelta(milliseconds=milliseconds)

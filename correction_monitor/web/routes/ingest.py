@@ -18,11 +18,11 @@ from multidict import MultiDictProxy
 from correction_monitor.adapters.db import DATABASE_UNAVAILABLE
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import Rejection
-from correction_monitor.ingest.batch import prepare
+from correction_monitor.ingest.batch import FixBatch, normalize, prepare_normalized
 from correction_monitor.ingest.committer import CommitFailed, Overloaded
 from correction_monitor.ingest.protocols.decoded import Decoded
 from correction_monitor.ingest.protocols.errors import TOO_MANY_FIXES, DecodeError
-from correction_monitor.ingest.protocols.native import decode_native
+from correction_monitor.ingest.protocols.native import decode_native_batch
 from correction_monitor.ingest.protocols.osmand import decode_osmand_json, decode_osmand_query
 from correction_monitor.ingest.protocols.owntracks import decode_owntracks
 from correction_monitor.metrics import FIXES_REJECTED
@@ -61,10 +61,17 @@ async def _ingest(
     request: web.Request, device: DeviceIdentity, decoded: Decoded, protocol: str
 ) -> tuple[int, int, list[Rejection]]:
     """Run the pipeline stages after decoding; returns (accepted, duplicates, rejected)."""
-    policy = request.app[POLICY].ingest
-    rejected = list(decoded.rejected)
-    batch = prepare(decoded.fixes, decoded.indexes, time.time(), policy)
-    rejected.extend(batch.rejected)
+    batch = normalize(decoded.fixes, decoded.indexes)
+    batch.rejected[:0] = decoded.rejected
+    return await _ingest_batch(request, device, batch, protocol)
+
+
+async def _ingest_batch(
+    request: web.Request, device: DeviceIdentity, batch: FixBatch, protocol: str
+) -> tuple[int, int, list[Rejection]]:
+    """The stages after normalize, for a decoded batch (decoder refusals in ``rejected``)."""
+    prepare_normalized(batch, time.time(), request.app[POLICY].ingest)
+    rejected = batch.rejected
     for rejection in rejected:
         FIXES_REJECTED.labels(rejection.reason).inc()
     try:
@@ -97,10 +104,10 @@ async def post_fixes(request: web.Request) -> web.Response:
     if device is None:
         raise unauthorized("unknown or revoked device token")
     try:
-        decoded = decode_native(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
+        batch = decode_native_batch(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
     except DecodeError as exc:
         raise _decode_error(exc) from exc
-    return json_response(_summary(*await _ingest(request, device, decoded, "native")))
+    return json_response(_summary(*await _ingest_batch(request, device, batch, "native")))
 
 
 async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
