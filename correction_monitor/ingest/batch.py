@@ -96,10 +96,15 @@ def normalize(fixes: Sequence[RawFix], indexes: Sequence[int]) -> FixBatch:
 
 def validate(batch: FixBatch, now: float, policy: IngestPolicy) -> None:
     """Stage 2: refuse fixes from the future (beyond the clock skew allowed) or too old."""
-    batch.reject(batch.ts > now + policy.max_future_skew_s, FUTURE_TIMESTAMP)
-    batch.reject(batch.ts < now - policy.max_age_s, TOO_OLD)
-    bad_acc = ~np.isnan(batch.accuracy_m) & ~(batch.accuracy_m >= 0)
-    batch.reject(bad_acc, BAD_ACCURACY)
+    if len(batch) == 0:
+        return
+    # One pass for the common case (all in range); masks only when some fix is not.
+    newest, oldest = now + policy.max_future_skew_s, now - policy.max_age_s
+    if batch.ts.max() > newest or batch.ts.min() < oldest:
+        batch.reject(batch.ts > newest, FUTURE_TIMESTAMP)
+        batch.reject(batch.ts < oldest, TOO_OLD)
+    # NaN (not sent) compares False: only a negative (or -inf) accuracy is refused here.
+    batch.reject(batch.accuracy_m < 0, BAD_ACCURACY)
 
 
 def dedupe_in_request(batch: FixBatch) -> None:
@@ -118,12 +123,18 @@ def dedupe_in_request(batch: FixBatch) -> None:
 
 def quality(batch: FixBatch, policy: IngestPolicy) -> None:
     """Stage 4: fill missing accuracy with the policy default; mark coarse fixes."""
-    missing = np.isnan(batch.accuracy_m)
-    batch.accuracy_m[missing] = policy.default_accuracy_m
-    batch.flags[missing] |= FixFlag.NO_ACCURACY
-    coarse = batch.accuracy_m > policy.max_decision_accuracy_m
-    batch.flags[coarse] |= FixFlag.COARSE
-    np.minimum(batch.accuracy_m, _MAX_STORED_ACCURACY_M, out=batch.accuracy_m)
+    if len(batch) == 0:
+        return
+    acc, flags = batch.accuracy_m, batch.flags
+    missing = np.isnan(acc)
+    if missing.any():
+        acc[missing] = policy.default_accuracy_m
+        flags[missing] |= FixFlag.NO_ACCURACY
+    widest = acc.max()
+    if widest > policy.max_decision_accuracy_m:
+        flags[acc > policy.max_decision_accuracy_m] |= FixFlag.COARSE
+    if widest > _MAX_STORED_ACCURACY_M:
+        np.minimum(acc, _MAX_STORED_ACCURACY_M, out=acc)
 
 
 def prepare(
