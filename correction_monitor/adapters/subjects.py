@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import date, datetime, time
 
 import asyncpg
 
@@ -59,6 +59,9 @@ WHERE d.osmand_id = $1 AND d.revoked_at IS NULL
 REVOKE_DEVICE = """
 UPDATE devices SET revoked_at = now() WHERE id = $1 AND subject_id = $2 AND revoked_at IS NULL
 RETURNING id
+"""
+REVOKED_SINCE = """
+SELECT id, revoked_at FROM devices WHERE revoked_at > $1 ORDER BY revoked_at
 """
 LIST_DEVICES = """
 SELECT id, osmand_id, platform, created_at, revoked_at FROM devices WHERE subject_id = $1
@@ -188,6 +191,11 @@ async def device_by_osmand_id(
 async def revoke_device(conn: asyncpg.Connection, subject_id: int, device_id: int) -> None:
     if await conn.fetchval(REVOKE_DEVICE, device_id, subject_id) is None:
         raise NotFound(f"device {device_id}")
+
+
+async def revoked_since(conn: asyncpg.Connection, since: datetime) -> list[tuple[int, datetime]]:
+    """Devices revoked after ``since``: (device id, revoked_at), oldest first."""
+    return [(r["id"], r["revoked_at"]) for r in await conn.fetch(REVOKED_SINCE, since)]
 
 
 async def list_devices(conn: asyncpg.Connection, subject_id: int) -> list[asyncpg.Record]:

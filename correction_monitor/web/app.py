@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -53,8 +55,14 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
         app[POOL], app[PROFILES], app[HOT_STATE], queue_limit=settings.ingest_queue_limit
     )
     await ensure_partitions(app[POOL])
-    async with app[COMMITTER].running():
-        yield
+    watch = asyncio.create_task(app[DEVICES].watch(), name="device-revocations")
+    try:
+        async with app[COMMITTER].running():
+            yield
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:

@@ -33,7 +33,7 @@ from correction_monitor.service.fences import (
 from correction_monitor.web.auth import officer
 from correction_monitor.web.errors import ApiError, bad_request, conflict, forbidden, not_found
 from correction_monitor.web.jsonio import json_response, parse_model, read_json, read_object
-from correction_monitor.web.keys import POLICY, POOL
+from correction_monitor.web.keys import DEVICES, POLICY, POOL
 from geofences.crs import CRS
 from geofences.errors import GeometryError
 from geofences.geojson import parse_datav
@@ -662,4 +662,6 @@ async def revoke_device(request: web.Request) -> web.Response:
             await subjects.revoke_device(conn, subject_id, device_id)
         except NotFound as exc:
             raise not_found(f"device {device_id}") from exc
+    # This process forgets it now; the others within DeviceDirectory.watch_every_s.
+    request.app[DEVICES].forget({device_id})
     return web.Response(status=204)
