@@ -38,6 +38,7 @@ SELECT $1, unnest($2::int[])
 # Every subject gets its evaluation-state row at once, so ingestion only ever locks rows.
 INSERT_EVAL_STATE = "INSERT INTO subject_eval_state (subject_id) VALUES ($1)"
 GET = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = $1"
+GET_MANY = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = ANY($1::int[])"
 LIST = f"""
 SELECT {_COLUMNS} FROM subjects s
 WHERE ($1::int[] IS NULL OR s.org_unit_id = ANY($1::int[])) ORDER BY s.id LIMIT $2 OFFSET $3
@@ -152,6 +153,11 @@ async def get(conn: asyncpg.Connection, subject_id: int) -> Subject:
     if row is None:
         raise NotFound(f"subject {subject_id}")
     return _subject(row)
+
+
+async def get_many(conn: asyncpg.Connection, subject_ids: list[int]) -> dict[int, Subject]:
+    """The subjects of these ids that exist, by id (one query)."""
+    return {r["id"]: _subject(r) for r in await conn.fetch(GET_MANY, subject_ids)}
 
 
 async def list_in(

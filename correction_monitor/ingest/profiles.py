@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from correction_monitor.adapters import geo, subjects
+from correction_monitor.adapters.errors import NotFound
 from correction_monitor.domain.models import Subject
 from correction_monitor.policy import LevelPolicy, Policy
 from geofences.classify import PreparedArea
@@ -80,14 +81,22 @@ class ProfileCache:
     ) -> dict[int, SubjectProfile]:
         now = time.monotonic()
         out: dict[int, SubjectProfile] = {}
+        stale = []
         for subject_id in subject_ids:
             cached = self._profiles.get(subject_id)
             if cached is None or now - cached[0] > self.ttl_s:
-                profile = await self._build(conn, await subjects.get(conn, subject_id))
-                self._profiles[subject_id] = (now, profile)
-                out[subject_id] = profile
+                stale.append(subject_id)
             else:
                 out[subject_id] = cached[1]
+        if stale:
+            # One query for all the group's stale subjects, not one per subject.
+            rows = await subjects.get_many(conn, stale)
+            for subject_id in stale:
+                if subject_id not in rows:
+                    raise NotFound(f"subject {subject_id}")
+                profile = await self._build(conn, rows[subject_id])
+                self._profiles[subject_id] = (now, profile)
+                out[subject_id] = profile
         return out
 
     async def _polygon(self, conn: asyncpg.Connection, geometry_id: int) -> PreparedArea:
