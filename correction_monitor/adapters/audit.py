@@ -12,11 +12,17 @@ INSERT = """
 INSERT INTO audit_log (officer_id, action, subject_id, purpose, request_id, detail)
 VALUES ($1, $2, $3, $4, $5, $6)
 """
+# Within a scope: entries about a subject of those units, and entries about no single subject
+# (an alert list across subjects, the alert feed) written by an officer of those units whose
+# own jurisdiction lies within them (every role but admin sees at most its unit's subtree).
 LIST = """
 SELECT a.id, a.at, a.officer_id, a.action, a.subject_id, a.purpose, a.request_id, a.detail
-FROM audit_log a LEFT JOIN subjects s ON s.id = a.subject_id
+FROM audit_log a
+LEFT JOIN subjects s ON s.id = a.subject_id
+LEFT JOIN officers o ON o.id = a.officer_id
 WHERE ($1::int IS NULL OR a.subject_id = $1)
-  AND ($3::int[] IS NULL OR s.org_unit_id = ANY($3::int[]))
+  AND ($3::int[] IS NULL OR s.org_unit_id = ANY($3::int[])
+       OR (a.subject_id IS NULL AND o.role <> 'admin' AND o.org_unit_id = ANY($3::int[])))
 ORDER BY a.id DESC LIMIT $2
 """
 
@@ -42,7 +48,8 @@ async def entries(
     limit: int = 100,
     scope: frozenset[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first; with ``scope``, only entries about subjects of those org units."""
+    """Newest first; with ``scope``, only entries about subjects of those org units, or about
+    no single subject and written by an officer (not an administrator) of those units."""
     rows = await conn.fetch(LIST, subject_id, limit, list(scope) if scope is not None else None)
     return [
         {

@@ -1,5 +1,11 @@
 """Alert endpoints: list, acknowledge, resolve, and the live SSE feed.
 
+An alert's evidence holds positions (its first and last fixes, the distance outside), so every
+read of alerts is audited like a track read (RULES.md §4): the list as ``alert.list``, one alert
+as ``alert.read`` and the opening of the feed as ``alert.stream``, each with the optional
+``purpose`` query parameter. The audit row is written on the connection that did the read, so
+a read that cannot be audited answers an error instead of the alerts.
+
 The feed replays ``alert_events`` (PostgreSQL, the truth) after the client's Last-Event-ID and
 then follows new events. Redis pub/sub only wakes the stream early; when Redis is down the
 stream still advances by polling, so no event is lost across processes or outages.
@@ -11,6 +17,7 @@ import asyncio
 import contextlib
 from typing import Any, Literal
 
+import asyncpg
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -22,7 +29,7 @@ from correction_monitor.adapters.hot_state import FEED_CHANNEL
 from correction_monitor.domain.access import CASEWORK_ROLES, Principal
 from correction_monitor.web.auth import officer
 from correction_monitor.web.errors import bad_request, conflict, not_found
-from correction_monitor.web.jsonio import json_response, parse_model, read_json
+from correction_monitor.web.jsonio import json_response, parse_model, read_json, refuse_nul
 from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
 from correction_monitor.web.routes.admin import PG_INT_MAX, int_param
 
@@ -43,6 +50,15 @@ STATUSES = frozenset({"open", "acknowledged", "resolved"})
 PG_BIGINT_MAX = 2**63 - 1
 POLL_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0
+# An audit entry names at most this many alert ids and subject ids (it always has the counts).
+AUDIT_IDS_MAX = 200
+
+
+def _purpose(request: web.Request) -> str | None:
+    """The optional ``purpose`` of a read, kept in its audit entry."""
+    purpose = request.query.get("purpose") or None
+    refuse_nul(purpose)
+    return purpose
 
 
 @routes.get("/api/v1/alerts")
@@ -56,8 +72,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise bad_request("invalid_request", "subject_id and limit must be integers") from exc
     if limit < 1:
         raise bad_request("invalid_request", "limit must be at least 1")
+    purpose = _purpose(request)
     if subject_id is not None and not 0 < subject_id <= PG_INT_MAX:
-        # No subject has such an id (and asyncpg would refuse to send it).
+        # No subject has such an id (and asyncpg would refuse to send it): nothing is read.
         return json_response({"alerts": []})
     type_ = q.get("type") or None
     if type_ is not None and type_ not in ALERT_TYPES:
@@ -65,6 +82,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     status = q.get("status") or None
     if status is not None and status not in STATUSES:
         raise bad_request("invalid_request", f"status must be one of {sorted(STATUSES)}")
+    include_retracted = q.get("include_retracted", "").lower() in ("1", "true", "yes")
     async with request.app[POOL].acquire() as conn:
         rows = await alerts.list_alerts(
             conn,
@@ -73,17 +91,42 @@ async def list_alerts(request: web.Request) -> web.Response:
             type_=type_,
             status=status,
             limit=limit,
-            include_retracted=q.get("include_retracted", "").lower() in ("1", "true", "yes"),
+            include_retracted=include_retracted,
+        )
+        subject_ids = list(dict.fromkeys(r["subject_id"] for r in rows))
+        about = subject_id
+        if about is None and len(subject_ids) == 1:
+            # Only one subject's alerts were read: the entry is about that subject.
+            about = subject_ids[0]
+        await audit.record(
+            conn,
+            officer_id=who.officer_id,
+            action="alert.list",
+            subject_id=about,
+            purpose=purpose,
+            request_id=request.get(REQUEST_ID),
+            detail={
+                "filters": {
+                    "subject_id": subject_id,
+                    "type": type_,
+                    "status": status,
+                    "limit": limit,
+                    "include_retracted": include_retracted,
+                },
+                "alerts": len(rows),
+                "alert_ids": [r["id"] for r in rows[:AUDIT_IDS_MAX]],
+                "subjects": len(subject_ids),
+                "subject_ids": subject_ids[:AUDIT_IDS_MAX],
+            },
         )
     return json_response({"alerts": [alerts.to_json(r) for r in rows]})
 
 
-async def _visible_alert(request: web.Request, who: Principal, alert_id: int) -> Any:
-    async with request.app[POOL].acquire() as conn:
-        try:
-            row = await alerts.get(conn, alert_id)
-        except NotFound as exc:
-            raise not_found(f"alert {alert_id}") from exc
+async def _visible_alert(conn: asyncpg.Connection, who: Principal, alert_id: int) -> Any:
+    try:
+        row = await alerts.get(conn, alert_id)
+    except NotFound as exc:
+        raise not_found(f"alert {alert_id}") from exc
     if not who.sees(row["org_unit_id"]):
         raise not_found(f"alert {alert_id}")
     return row
@@ -93,20 +136,22 @@ async def _visible_alert(request: web.Request, who: Principal, alert_id: int) ->
 async def acknowledge(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     alert_id = int_param(request, "id")
-    row = await _visible_alert(request, who, alert_id)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        if await alerts.acknowledge(conn, alert_id, who.officer_id):
+        row = await _visible_alert(conn, who, alert_id)
+        changed = await alerts.acknowledge(conn, alert_id, who.officer_id)
+        if changed:
             await alerts.record_event(conn, alert_id, row["org_unit_id"], "acknowledged")
-            await audit.record(
-                conn,
-                officer_id=who.officer_id,
-                action="alert.acknowledge",
-                subject_id=row["subject_id"],
-                request_id=request.get(REQUEST_ID),
-                detail={"alert_id": alert_id},
-            )
         elif row["status"] == "resolved":
             raise conflict("alert_resolved", f"alert {alert_id} is already resolved")
+        # Acknowledging again changes nothing but still answers the alert: audited either way.
+        await audit.record(
+            conn,
+            officer_id=who.officer_id,
+            action="alert.acknowledge",
+            subject_id=row["subject_id"],
+            request_id=request.get(REQUEST_ID),
+            detail={"alert_id": alert_id, "changed": changed},
+        )
         row = await alerts.get(conn, alert_id)
     return json_response(alerts.to_json(row))
 
@@ -121,8 +166,8 @@ async def resolve(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     alert_id = int_param(request, "id")
     body = parse_model(ResolveIn, await read_json(request))
-    row = await _visible_alert(request, who, alert_id)
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        row = await _visible_alert(conn, who, alert_id)
         if not await alerts.resolve(conn, alert_id, who.officer_id, body.disposition, body.note):
             raise conflict("alert_resolved", f"alert {alert_id} is already resolved")
         await alerts.record_event(conn, alert_id, row["org_unit_id"], "resolved")
@@ -149,10 +194,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
     Each event's id is the ``alert_events`` id; reconnecting with ``Last-Event-ID`` resumes
     right after it. Without it the stream starts with what happens from now on
     (``?since=0`` replays everything retained).
+
+    Opening the stream is audited once (``alert.stream``, with where it starts), not each
+    event it carries.
     """
     who = await officer(request)
     pool = request.app[POOL]
-    raw_last = request.headers.get("Last-Event-ID") or request.query.get("since")
+    purpose = _purpose(request)
+    header_last = request.headers.get("Last-Event-ID") or None
+    raw_last = header_last or request.query.get("since")
     async with pool.acquire() as conn:
         if raw_last is not None and raw_last != "":
             try:
@@ -162,8 +212,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
             # Checked before the stream starts: a bigint overflow later could only cut it.
             if not 0 <= last_id <= PG_BIGINT_MAX:
                 raise bad_request("invalid_request", "Last-Event-ID is not an event id")
+            start = "Last-Event-ID" if header_last else "since"
         else:
             last_id = await alerts.last_event_id(conn)
+            start = "now"
+        await audit.record(
+            conn,
+            officer_id=who.officer_id,
+            action="alert.stream",
+            purpose=purpose,
+            request_id=request.get(REQUEST_ID),
+            detail={"start": start, "after_event_id": last_id},
+        )
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -234,5 +294,17 @@ async def _listen(request: web.Request, wakeup: asyncio.Event) -> None:
 @routes.get("/api/v1/alerts/{id}")
 async def get_alert(request: web.Request) -> web.Response:
     who = await officer(request)
-    row = await _visible_alert(request, who, int_param(request, "id"))
+    alert_id = int_param(request, "id")
+    purpose = _purpose(request)
+    async with request.app[POOL].acquire() as conn:
+        row = await _visible_alert(conn, who, alert_id)
+        await audit.record(
+            conn,
+            officer_id=who.officer_id,
+            action="alert.read",
+            subject_id=row["subject_id"],
+            purpose=purpose,
+            request_id=request.get(REQUEST_ID),
+            detail={"alert_id": alert_id},
+        )
     return json_response(alerts.to_json(row))

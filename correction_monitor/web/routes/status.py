@@ -1,7 +1,8 @@
 """A subject's live status: latest position, contact, open alerts (for the feed and console).
 
 The latest position comes from Redis (hot state) and falls back to PostgreSQL when Redis is
-down; reading it is a read of location data, so it is audited like a track read.
+down; reading it is a read of location data, so it is audited like a track read. The open
+alerts it carries (their evidence holds positions too) are named in the same audit entry.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aiohttp import web
 from correction_monitor.adapters import alerts, audit
 from correction_monitor.domain.timeutil import iso
 from correction_monitor.web.auth import officer
-from correction_monitor.web.jsonio import json_response
+from correction_monitor.web.jsonio import json_response, refuse_nul
 from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
 from correction_monitor.web.routes.admin import int_param, visible_subject
 
@@ -32,6 +33,7 @@ async def subject_status(request: web.Request) -> web.Response:
     who = await officer(request)
     subject_id = int_param(request, "id")
     purpose = request.query.get("purpose") or None
+    refuse_nul(purpose)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await visible_subject(conn, who, subject_id)
         state = await conn.fetchrow(STATE, subject_id)
@@ -45,6 +47,7 @@ async def subject_status(request: web.Request) -> web.Response:
             subject_id=subject_id,
             purpose=purpose,
             request_id=request.get(REQUEST_ID),
+            detail={"open_alert_ids": [r["id"] for r in open_alerts]},
         )
     position: dict[str, Any] | None = (
         await request.app[HOT_STATE].latest_positions([subject_id])
