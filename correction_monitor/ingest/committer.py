@@ -35,6 +35,7 @@ from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.evaluate import (
     EvalOutcome,
     SubjectFixes,
+    evaluate_quiet,
     evaluate_subject,
     newest_evaluated,
     replay_state,
@@ -346,17 +347,18 @@ class GroupCommitter:
     async def _commit(
         self, conn: asyncpg.Connection, group: list[_Job]
     ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
-        by_subject: dict[int, list[int]] = defaultdict(list)
-        days: set[date] = set()
-        for number, job in enumerate(group):
+        for job in group:
             job.duplicates = job.batch.duplicates
-            by_subject[job.device.subject_id].append(number)
-            ts_us = np.round(job.batch.ts * 1e6).astype(np.int64)
-            days.update(
-                (EPOCH + timedelta(days=int(d))).date() for d in np.unique(ts_us // _DAY_US)
-            )
+        merged = merge_group(group)
+        days = {
+            (EPOCH + timedelta(days=d)).date()
+            for d in np.unique(
+                np.concatenate([f.ts_us for f in merged.values()] or [np.empty(0, np.int64)])
+                // _DAY_US
+            ).tolist()
+        }
         await self._ensure_partitions(conn, days)
-        subject_ids = sorted(by_subject)
+        subject_ids = sorted(merged)
         now = datetime.now(UTC)
         to_copy: list[tuple[int, SubjectFixes]] = []
         alert_ops: list[alerts.AlertOp] = []
@@ -370,7 +372,6 @@ class GroupCommitter:
                 await conn.execute(ENSURE_STATE_ROWS, subject_ids)
                 rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             profiles = await self.profiles.get_many(conn, subject_ids)
-            merged = {sid: _merge(group, by_subject[sid]) for sid in subject_ids}
             await _drop_stored(conn, group, merged, rows)
             activity = _classify_shared_areas(profiles, merged)
             for sid in subject_ids:
@@ -381,7 +382,8 @@ class GroupCommitter:
                 profile = profiles[sid]
                 start = _replay_start(row["state"], fixes)
                 if start is None:
-                    outcome = evaluate_subject(
+                    quiet = evaluate_quiet(profile, row["state"], fixes, activity.get(sid))
+                    outcome = quiet or evaluate_subject(
                         profile, row["state"], fixes, now, activity=activity.get(sid)
                     )
                     alert_ops.extend(outcome.alert_ops)
@@ -489,6 +491,8 @@ def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str
     newest = newest_evaluated(state)
     if state is None or newest is None or len(fixes) == 0:
         return None
+    if int(fixes.ts_us.min()) / 1e6 > newest:
+        return None  # the common case, without the array below
     ts_s = fixes.ts_us / 1e6
     if ts_s.min() > newest:
         return None
@@ -592,22 +596,43 @@ def lost_contact_key(since: datetime) -> str:
     return f"lost:{to_us(since) // 1000}"
 
 
-def _merge(group: list[_Job], numbers: list[int]) -> SubjectFixes:
-    """One subject's queued fixes from all requests, in event-time order, each fix once."""
-    parts = [SubjectFixes.from_batch(group[n].batch, group[n].device.device_id, n) for n in numbers]
-    fixes = parts[0] if len(parts) == 1 else SubjectFixes.concat(parts)
-    order = np.lexsort((fixes.key, fixes.device, fixes.ts_us))
-    fixes = fixes.select(order)
-    if len(fixes) > 1:
+def merge_group(group: list[_Job]) -> dict[int, SubjectFixes]:
+    """Each subject's queued fixes from all the group's requests, in event-time order (then
+    device, client key), each fix once; repeats are counted against their requests.
+
+    The whole group is converted, sorted and deduplicated as one set of arrays and then cut
+    into per-subject views, so a group of many one-fix requests costs a few array passes
+    rather than a few per subject.
+    """
+    sizes = [len(job.batch) for job in group]
+    subject = np.repeat(np.array([job.device.subject_id for job in group], np.int64), sizes)
+    whole = SubjectFixes.from_arrays(
+        np.concatenate([job.batch.ts for job in group]),
+        np.concatenate([job.batch.lon for job in group]),
+        np.concatenate([job.batch.lat for job in group]),
+        np.concatenate([job.batch.accuracy_m for job in group]),
+        np.concatenate([job.batch.flags for job in group]),
+        np.concatenate([job.batch.key for job in group]),
+        np.repeat(np.array([job.device.device_id for job in group], np.int32), sizes),
+        np.repeat(np.arange(len(group), dtype=np.int32), sizes),
+    )
+    order = np.lexsort((whole.key, whole.device, whole.ts_us, subject))
+    whole, subject = whole.select(order), subject[order]
+    if len(whole) > 1:
         same = (
-            (np.diff(fixes.ts_us) == 0) & (np.diff(fixes.device) == 0) & (np.diff(fixes.key) == 0)
+            (np.diff(subject) == 0)
+            & (np.diff(whole.ts_us) == 0)
+            & (np.diff(whole.device) == 0)
+            & (np.diff(whole.key) == 0)
         )
         if same.any():
             drop = np.concatenate(([False], same))
-            for owner in fixes.owner[drop]:
-                group[int(owner)].duplicates += 1
-            fixes = fixes.select(~drop)
-    return fixes
+            for owner in whole.owner[drop].tolist():
+                group[owner].duplicates += 1
+            whole, subject = whole.select(~drop), subject[~drop]
+    cuts = (np.flatnonzero(np.diff(subject)) + 1).tolist()
+    starts, ends = [0, *cuts], [*cuts, len(whole)]
+    return {int(subject[a]): whole.slice(a, b) for a, b in zip(starts, ends, strict=True) if a < b}
 
 
 async def _drop_stored(
@@ -623,7 +648,10 @@ async def _drop_stored(
         max_ts = rows[sid]["max_fix_ts"]
         if max_ts is None or len(fixes) == 0:
             continue
-        old = fixes.ts_us <= to_us(max_ts)
+        max_us = to_us(max_ts)
+        if int(fixes.ts_us.min()) > max_us:
+            continue  # all newer than anything stored: the common case
+        old = fixes.ts_us <= max_us
         if old.any():
             ids.append(sid)
             lows.append(to_datetime(int(fixes.ts_us[old].min())))
@@ -694,17 +722,13 @@ def copy_payload(batches: list[tuple[int, SubjectFixes]]) -> bytes:
         ("l_flags", 2),
     ):
         rows[name] = size
-    at = 0
-    for sid, fixes in batches:
-        n = len(fixes)
-        part = rows[at : at + n]
-        part["ts"] = fixes.ts_us - _PG_EPOCH_US
-        part["subject"] = sid
-        part["device"] = fixes.device
-        part["lon"] = np.round(fixes.lon * 1e7)
-        part["lat"] = np.round(fixes.lat * 1e7)
-        part["key"] = fixes.key
-        part["acc"] = np.ceil(fixes.accuracy_m)
-        part["flags"] = fixes.flags
-        at += n
+    parts = [fixes for _, fixes in batches]
+    rows["ts"] = np.concatenate([f.ts_us for f in parts]) - _PG_EPOCH_US
+    rows["subject"] = np.repeat([sid for sid, _ in batches], [len(f) for f in parts])
+    rows["device"] = np.concatenate([f.device for f in parts])
+    rows["lon"] = np.round(np.concatenate([f.lon for f in parts]) * 1e7)
+    rows["lat"] = np.round(np.concatenate([f.lat for f in parts]) * 1e7)
+    rows["key"] = np.concatenate([f.key for f in parts])
+    rows["acc"] = np.ceil(np.concatenate([f.accuracy_m for f in parts]))
+    rows["flags"] = np.concatenate([f.flags for f in parts])
     return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER

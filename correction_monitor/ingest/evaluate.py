@@ -85,17 +85,41 @@ class SubjectFixes:
     @classmethod
     def from_batch(cls, batch: FixBatch, device_id: int, owner: int) -> SubjectFixes:
         n = len(batch)
-        return cls(
-            np.round(batch.ts * 1e6).astype(np.int64),
-            # Evaluate exactly what is stored (1e-7 degrees, whole metres), so a re-evaluation
-            # from the database can never decide differently.
-            np.round(batch.lon * 1e7) / 1e7,
-            np.round(batch.lat * 1e7) / 1e7,
-            np.ceil(batch.accuracy_m),
+        return cls.from_arrays(
+            batch.ts,
+            batch.lon,
+            batch.lat,
+            batch.accuracy_m,
             batch.flags.copy(),
             batch.key,
             np.full(n, device_id, dtype=np.int32),
             np.full(n, owner, dtype=np.int32),
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ts: npt.NDArray[np.float64],
+        lon: npt.NDArray[np.float64],
+        lat: npt.NDArray[np.float64],
+        accuracy_m: npt.NDArray[np.float64],
+        flags: npt.NDArray[np.int16],
+        key: npt.NDArray[np.int32],
+        device: npt.NDArray[np.int32],
+        owner: npt.NDArray[np.int32],
+    ) -> SubjectFixes:
+        """From a batch's units (epoch seconds, degrees, metres) to those stored."""
+        return cls(
+            np.round(ts * 1e6).astype(np.int64),
+            # Evaluate exactly what is stored (1e-7 degrees, whole metres), so a re-evaluation
+            # from the database can never decide differently.
+            np.round(lon * 1e7) / 1e7,
+            np.round(lat * 1e7) / 1e7,
+            np.ceil(accuracy_m),
+            flags,
+            key,
+            device,
+            owner,
         )
 
     @classmethod
@@ -104,6 +128,10 @@ class SubjectFixes:
 
     def select(self, index: npt.NDArray[Any]) -> SubjectFixes:
         return SubjectFixes(*(getattr(self, f)[index] for f in self.__slots__))
+
+    def slice(self, start: int, stop: int) -> SubjectFixes:
+        """Rows ``start:stop`` as views (no copy)."""
+        return SubjectFixes(*(getattr(self, f)[start:stop] for f in self.__slots__))
 
 
 @dataclass(slots=True)
@@ -194,30 +222,14 @@ class _Evaluator:
         for key, ep in self.episodes.items():
             if ep.in_breach or ep.count:
                 episodes[key] = ep.to_dict()
-        ref = self.ref.to_json() if self.ref else None
-        quiet = not episodes and not self.open and self.suspect is None
-        if (
-            quiet  # nothing pending: a point the subject can be replayed from
-            and self.last_ts is not None
-            and (
-                not self.checkpoints or self.checkpoints[-1][0] <= self.last_ts - CHECKPOINT_EVERY_S
-            )
-        ):
-            # Replay needs only where the last plausible fix was (ts, lon, lat, accuracy).
-            self.checkpoints.append([self.last_ts, ref[:4] if ref else None])
-        if self.last_ts is not None:
-            horizon = self.last_ts - REPLAY_WINDOW_S
-            # The genesis checkpoint (the empty state before the subject's first fix) is
-            # dated by that first fix (its third element) for pruning.
-            self.checkpoints = [c for c in self.checkpoints if c[2 if len(c) > 2 else 0] >= horizon]
-        return {
-            "episodes": episodes,
-            "open": self.open,
-            "last_ts": self.last_ts,
-            "ref": ref,
-            "suspect": self.suspect.to_json() if self.suspect else None,
-            "checkpoints": self.checkpoints,
-        }
+        return _state_json(
+            episodes,
+            self.open,
+            self.last_ts,
+            self.ref.to_json() if self.ref else None,
+            self.suspect.to_json() if self.suspect else None,
+            self.checkpoints,
+        )
 
     # -- conditions ------------------------------------------------------------------------
 
@@ -395,6 +407,38 @@ class _Evaluator:
         )
 
 
+def _state_json(
+    episodes: dict[str, Any],
+    open_episodes: dict[str, str],
+    last_ts: float | None,
+    ref: list[Any] | None,
+    suspect: list[Any] | None,
+    checkpoints: list[list[Any]],
+) -> dict[str, Any]:
+    """A subject's evaluation state as stored, adding a checkpoint when one is due."""
+    quiet = not episodes and not open_episodes and suspect is None
+    if (
+        quiet  # nothing pending: a point the subject can be replayed from
+        and last_ts is not None
+        and (not checkpoints or checkpoints[-1][0] <= last_ts - CHECKPOINT_EVERY_S)
+    ):
+        # Replay needs only where the last plausible fix was (ts, lon, lat, accuracy).
+        checkpoints.append([last_ts, ref[:4] if ref else None])
+    if last_ts is not None:
+        horizon = last_ts - REPLAY_WINDOW_S
+        # The genesis checkpoint (the empty state before the subject's first fix) is
+        # dated by that first fix (its third element) for pruning.
+        checkpoints = [c for c in checkpoints if c[2 if len(c) > 2 else 0] >= horizon]
+    return {
+        "episodes": episodes,
+        "open": open_episodes,
+        "last_ts": last_ts,
+        "ref": ref,
+        "suspect": suspect,
+        "checkpoints": checkpoints,
+    }
+
+
 def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> npt.NDArray[np.int8]:
     ok_when = Membership.INSIDE if breach_when is Membership.OUTSIDE else Membership.OUTSIDE
     c = np.full(len(membership), Condition.UNKNOWN, dtype=np.int8)
@@ -514,6 +558,74 @@ def evaluate_subject(
         if deciding:
             ev.ref = fix
     return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
+
+
+def evaluate_quiet(
+    profile: SubjectProfile,
+    state: dict[str, Any] | None,
+    fixes: SubjectFixes,
+    activity: npt.NDArray[np.int8] | None,
+) -> EvalOutcome | None:
+    """:func:`evaluate_subject`'s outcome for the commonest case, without its machinery.
+
+    Most commits bring a subject one or a few fixes that change nothing: no late fix, no
+    implausible step, and no fix that could move an episode (inside the area when not in
+    breach, outside it while in breach). Then evaluation only moves the subject's time and
+    reference fix forward, which takes a few scalar operations instead of a few dozen
+    array ones. Returns None whenever anything else could happen (the caller then runs
+    :func:`evaluate_subject`): a held suspect, a late fix, a rule other than the activity
+    area (zones and curfew are evaluated per subject), a fix towards a breach or back.
+    ``activity`` is the activity-area membership of ``fixes``, as for evaluate_subject.
+    """
+    n = len(fixes)
+    if n == 0 or profile.zones or (profile.home is not None and profile.curfew is not None):
+        return None
+    state = state or {}
+    if state.get("suspect"):
+        return None
+    ts_s = [t / 1e6 for t in fixes.ts_us.tolist()]
+    last_ts: float | None = state.get("last_ts")
+    if last_ts is not None and min(ts_s) < last_ts:
+        return None
+    flags = fixes.flags.tolist()
+    deciding = [i for i in range(n) if not flags[i] & FixFlag.NOT_DECIDING]
+    stored_ref = state.get("ref")
+    ref = _Fix.from_json(stored_ref) if stored_ref else None
+    if len(deciding) <= 4:
+        chain = [ref] if ref is not None else []
+        chain.extend(_fix_at(fixes, i) for i in deciding)
+        if any(_required_speed(a, b) > profile.max_speed_mps for a, b in itertools.pairwise(chain)):
+            return None
+    elif _implausible_chain(ref, fixes, np.arange(n), profile.max_speed_mps):
+        return None
+    episodes = state.get("episodes", {})
+    if profile.activity_area is not None:
+        if activity is None:
+            return None
+        area = episodes.get(AREA)
+        if area is not None and area["count"]:
+            return None
+        # The membership that would turn this rule's condition towards a change.
+        towards = (
+            Membership.INSIDE if area is not None and area["in_breach"] else Membership.OUTSIDE
+        )
+        moving = (
+            m == towards and not f & FixFlag.NOT_DECIDING
+            for m, f in zip(activity.tolist(), flags, strict=True)
+        )
+        if any(moving):
+            return None
+    checkpoints = [list(c) for c in state.get("checkpoints", [])]
+    if last_ts is None and not checkpoints:
+        checkpoints.append([0.0, None, float(min(ts_s))])
+    kept = {}
+    for key, value in episodes.items():
+        ep = EpisodeState.from_dict(value)
+        if ep.in_breach or ep.count:
+            kept[key] = ep.to_dict()
+    new_ref = _fix_at(fixes, deciding[-1]).to_json() if deciding else stored_ref
+    new_state = _state_json(kept, dict(state.get("open", {})), ts_s[-1], new_ref, None, checkpoints)
+    return EvalOutcome(new_state, [], [], 0)
 
 
 def replay_subject(

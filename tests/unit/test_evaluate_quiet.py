@@ -1,0 +1,121 @@
+"""``evaluate_quiet`` is a shortcut: whenever it answers, it answers what ``evaluate_subject``
+would have, and it answers for the common case of fixes that change nothing."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.ingest.evaluate import (
+    SubjectFixes,
+    evaluate_quiet,
+    evaluate_subject,
+)
+from geofences.classify import classify
+from tests.unit.test_evaluate import IN, NOW, OUT, PROFILE, T0, fixes_of
+
+pytestmark = pytest.mark.unit
+
+NEAR_EDGE = (116.3999, 39.90)  # accuracy disc across the boundary: uncertain
+
+
+def membership(fixes: SubjectFixes) -> Any:
+    assert PROFILE.activity_area is not None
+    return classify(PROFILE.activity_area, fixes.lon, fixes.lat, fixes.accuracy_m)
+
+
+def run_both(state: dict[str, Any], fixes: SubjectFixes) -> tuple[Any, Any]:
+    quick = evaluate_quiet(PROFILE, copy.deepcopy(state), fixes, membership(fixes))
+    full_fixes = fixes.select(np.arange(len(fixes)))
+    full = evaluate_subject(
+        PROFILE, copy.deepcopy(state), full_fixes, NOW, activity=membership(fixes)
+    )
+    return quick, full
+
+
+def test_fixes_inside_while_inside_take_the_shortcut() -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of([IN, IN]), NOW)
+    more = fixes_of([IN, IN, IN], t0=T0 + 600)
+    quick, full = run_both(first.state, more)
+    assert quick is not None
+    assert quick.state == full.state
+    assert quick.alert_ops == full.alert_ops == []
+
+
+@pytest.mark.parametrize(
+    ("history", "new", "why"),
+    [
+        ([IN], [OUT], "a fix towards a breach"),
+        ([OUT, OUT, OUT, OUT], [IN], "a fix back in while in breach"),
+        ([IN, IN], [IN, OUT, IN], "a jump and return (a spike suspect)"),
+    ],
+)
+def test_anything_that_may_change_an_episode_takes_the_full_path(
+    history: list[tuple[float, float]], new: list[tuple[float, float]], why: str
+) -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of(history, step=60.0), NOW)
+    later = fixes_of(new, t0=T0 + 60.0 * len(history))
+    assert evaluate_quiet(PROFILE, first.state, later, membership(later)) is None, why
+
+
+def test_a_late_fix_takes_the_full_path() -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of([IN, IN], t0=T0 + 600), NOW)
+    late = fixes_of([IN], t0=T0)
+    assert evaluate_quiet(PROFILE, first.state, late, membership(late)) is None
+
+
+def test_zones_or_curfew_take_the_full_path() -> None:
+    with_zone = dataclasses.replace(PROFILE, zones=(object(),))  # type: ignore[arg-type]
+    fixes = fixes_of([IN])
+    assert evaluate_quiet(with_zone, {}, fixes, membership(fixes)) is None
+
+
+POINTS = st.sampled_from([IN, OUT, NEAR_EDGE, (116.39, 39.9), (117.5, 39.9)])
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    history=st.lists(st.tuples(POINTS, st.floats(1.0, 900.0)), max_size=8),
+    batch=st.lists(
+        st.tuples(POINTS, st.floats(0.0, 900.0), st.sampled_from([0, FixFlag.MOCK, 0, 0])),
+        min_size=1,
+        max_size=7,
+    ),
+    acc=st.sampled_from([5.0, 30.0, 2000.0]),
+)
+def test_whenever_the_shortcut_answers_it_equals_the_full_evaluation(
+    history: list[tuple[tuple[float, float], float]],
+    batch: list[tuple[tuple[float, float], float, int]],
+    acc: float,
+) -> None:
+    state: dict[str, Any] = {}
+    t = T0
+    for point, gap in history:
+        t += gap
+        step = evaluate_subject(PROFILE, state, fixes_of([point], t0=t, acc=acc), NOW)
+        state = step.state
+    times = np.cumsum([gap for _, gap, _ in batch]) + t - 300.0  # some may be late
+    fixes = SubjectFixes(
+        ts_us=np.round(times * 1e6).astype(np.int64),
+        lon=np.array([p[0] for p, _, _ in batch]),
+        lat=np.array([p[1] for p, _, _ in batch]),
+        accuracy_m=np.full(len(batch), acc),
+        flags=np.array([f for _, _, f in batch], dtype=np.int16),
+        key=np.arange(len(batch), dtype=np.int32),
+        device=np.ones(len(batch), dtype=np.int32),
+        owner=np.zeros(len(batch), dtype=np.int32),
+    )
+    quick, full = run_both(state, fixes)
+    event("shortcut" if quick is not None else "full path")
+    if quick is not None:
+        assert quick.state == full.state
+        assert quick.alert_ops == full.alert_ops == []
+        assert quick.spikes == full.spikes == []
+        assert quick.late == full.late == 0
