@@ -373,11 +373,12 @@ class GroupCommitter:
                 rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             profiles = await self.profiles.get_many(conn, subject_ids)
             await _drop_stored(conn, group, merged, rows)
+            owners = np.concatenate([f.owner for f in merged.values()])
+            for number, count in enumerate(np.bincount(owners, minlength=len(group)).tolist()):
+                group[number].accepted += count
             activity = _classify_shared_areas(profiles, merged)
             for sid in subject_ids:
                 fixes = merged[sid]
-                for owner in fixes.owner:
-                    group[int(owner)].accepted += 1
                 row = rows[sid]
                 profile = profiles[sid]
                 start = _replay_start(row["state"], fixes)

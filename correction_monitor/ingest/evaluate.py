@@ -583,12 +583,18 @@ def evaluate_quiet(
     state = state or {}
     if state.get("suspect"):
         return None
-    ts_s = [t / 1e6 for t in fixes.ts_us.tolist()]
+    first_s, last_s = int(fixes.ts_us.min()) / 1e6, int(fixes.ts_us[-1]) / 1e6
     last_ts: float | None = state.get("last_ts")
-    if last_ts is not None and min(ts_s) < last_ts:
+    if last_ts is not None and first_s < last_ts:
         return None
-    flags = fixes.flags.tolist()
-    deciding = [i for i in range(n) if not flags[i] & FixFlag.NOT_DECIDING]
+    # Scalars for a few fixes (a numpy call costs more than the loop), arrays for many.
+    small = n <= 8
+    if small:
+        flags = fixes.flags.tolist()
+        deciding = [i for i in range(n) if not flags[i] & FixFlag.NOT_DECIDING]
+    else:
+        can_decide = (fixes.flags & FixFlag.NOT_DECIDING) == 0
+        deciding = np.flatnonzero(can_decide).tolist()
     stored_ref = state.get("ref")
     ref = _Fix.from_json(stored_ref) if stored_ref else None
     if len(deciding) <= 4:
@@ -609,22 +615,25 @@ def evaluate_quiet(
         towards = (
             Membership.INSIDE if area is not None and area["in_breach"] else Membership.OUTSIDE
         )
-        moving = (
-            m == towards and not f & FixFlag.NOT_DECIDING
-            for m, f in zip(activity.tolist(), flags, strict=True)
-        )
-        if any(moving):
+        if small:
+            moving = any(
+                m == towards and not f & FixFlag.NOT_DECIDING
+                for m, f in zip(activity.tolist(), flags, strict=True)
+            )
+        else:
+            moving = bool(((activity == towards) & can_decide).any())
+        if moving:
             return None
     checkpoints = [list(c) for c in state.get("checkpoints", [])]
     if last_ts is None and not checkpoints:
-        checkpoints.append([0.0, None, float(min(ts_s))])
+        checkpoints.append([0.0, None, first_s])
     kept = {}
     for key, value in episodes.items():
         ep = EpisodeState.from_dict(value)
         if ep.in_breach or ep.count:
             kept[key] = ep.to_dict()
     new_ref = _fix_at(fixes, deciding[-1]).to_json() if deciding else stored_ref
-    new_state = _state_json(kept, dict(state.get("open", {})), ts_s[-1], new_ref, None, checkpoints)
+    new_state = _state_json(kept, dict(state.get("open", {})), last_s, new_ref, None, checkpoints)
     return EvalOutcome(new_state, [], [], 0)
 
 

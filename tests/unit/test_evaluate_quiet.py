@@ -49,6 +49,22 @@ def test_fixes_inside_while_inside_take_the_shortcut() -> None:
     assert quick.alert_ops == full.alert_ops == []
 
 
+def test_many_fixes_take_the_array_form_of_the_shortcut() -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of([IN] * 3), NOW)
+    more = fixes_of([IN, (116.3005, 39.9)] * 10, t0=T0 + 600, step=30.0)
+    more.flags[::3] = FixFlag.MOCK
+    quick, full = run_both(first.state, more)
+    assert quick is not None
+    assert quick.state == full.state
+    breach = fixes_of([IN] * 11 + [OUT], t0=T0 + 600)
+    assert evaluate_quiet(PROFILE, first.state, breach, membership(breach)) is None
+    # The same breach by a mock fix cannot move the episode: still the shortcut.
+    breach.flags[-1] = FixFlag.MOCK
+    quick, full = run_both(first.state, breach)
+    assert quick is not None
+    assert quick.state == full.state
+
+
 @pytest.mark.parametrize(
     ("history", "new", "why"),
     [
@@ -86,7 +102,7 @@ POINTS = st.sampled_from([IN, OUT, NEAR_EDGE, (116.39, 39.9), (117.5, 39.9)])
     batch=st.lists(
         st.tuples(POINTS, st.floats(0.0, 900.0), st.sampled_from([0, FixFlag.MOCK, 0, 0])),
         min_size=1,
-        max_size=7,
+        max_size=14,
     ),
     acc=st.sampled_from([5.0, 30.0, 2000.0]),
 )
