@@ -94,13 +94,23 @@ def normalize(fixes: Sequence[RawFix], indexes: Sequence[int]) -> FixBatch:
     return batch
 
 
+def _low_high(values: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Smallest and largest value; plain Python for the few values of most requests, where
+    it is several times cheaper than two numpy reductions."""
+    if len(values) <= 16:
+        items = values.tolist()
+        return min(items), max(items)
+    return float(values.min()), float(values.max())
+
+
 def validate(batch: FixBatch, now: float, policy: IngestPolicy) -> None:
     """Stage 2: refuse fixes from the future (beyond the clock skew allowed) or too old."""
     if len(batch) == 0:
         return
     # One pass for the common case (all in range); masks only when some fix is not.
     newest, oldest = now + policy.max_future_skew_s, now - policy.max_age_s
-    if batch.ts.max() > newest or batch.ts.min() < oldest:
+    low, high = _low_high(batch.ts)
+    if high > newest or low < oldest:
         batch.reject(batch.ts > newest, FUTURE_TIMESTAMP)
         batch.reject(batch.ts < oldest, TOO_OLD)
     # NaN (not sent) compares False: only a negative (or -inf) accuracy is refused here.
@@ -130,7 +140,7 @@ def quality(batch: FixBatch, policy: IngestPolicy) -> None:
     if missing.any():
         acc[missing] = policy.default_accuracy_m
         flags[missing] |= FixFlag.NO_ACCURACY
-    widest = acc.max()
+    widest = _low_high(acc)[1]
     if widest > policy.max_decision_accuracy_m:
         flags[acc > policy.max_decision_accuracy_m] |= FixFlag.COARSE
     if widest > _MAX_STORED_ACCURACY_M:

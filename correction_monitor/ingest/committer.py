@@ -492,7 +492,7 @@ def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str
     newest = newest_evaluated(state)
     if state is None or newest is None or len(fixes) == 0:
         return None
-    if int(fixes.ts_us.min()) / 1e6 > newest:
+    if int(fixes.ts_us[0]) / 1e6 > newest:  # fixes are sorted by time
         return None  # the common case, without the array below
     ts_s = fixes.ts_us / 1e6
     if ts_s.min() > newest:
@@ -650,7 +650,7 @@ async def _drop_stored(
         if max_ts is None or len(fixes) == 0:
             continue
         max_us = to_us(max_ts)
-        if int(fixes.ts_us.min()) > max_us:
+        if int(fixes.ts_us[0]) > max_us:  # fixes are sorted by time
             continue  # all newer than anything stored: the common case
         old = fixes.ts_us <= max_us
         if old.any():

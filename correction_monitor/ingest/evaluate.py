@@ -575,7 +575,8 @@ def evaluate_quiet(
     array ones. Returns None whenever anything else could happen (the caller then runs
     :func:`evaluate_subject`): a held suspect, a late fix, a rule other than the activity
     area (zones and curfew are evaluated per subject), a fix towards a breach or back.
-    ``activity`` is the activity-area membership of ``fixes``, as for evaluate_subject.
+    ``activity`` is the activity-area membership of ``fixes``, as for evaluate_subject;
+    ``fixes`` are sorted by time, as the committer's merge leaves them.
     """
     n = len(fixes)
     if n == 0 or profile.zones or (profile.home is not None and profile.curfew is not None):
@@ -583,7 +584,7 @@ def evaluate_quiet(
     state = state or {}
     if state.get("suspect"):
         return None
-    first_s, last_s = int(fixes.ts_us.min()) / 1e6, int(fixes.ts_us[-1]) / 1e6
+    first_s, last_s = int(fixes.ts_us[0]) / 1e6, int(fixes.ts_us[-1]) / 1e6
     last_ts: float | None = state.get("last_ts")
     if last_ts is not None and first_s < last_ts:
         return None
