@@ -12,8 +12,9 @@ beyond the :class:`~correction_monitor.domain.fixes.RawFix` itself.
 from __future__ import annotations
 
 import math
+import sys
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
@@ -59,20 +60,25 @@ _CRS_BY_NAME: Final[dict[str, str]] = {
 }
 
 
-class _Fix(msgspec.Struct):
-    """The common shape of a native fix, for the typed fast path of :func:`decode_native_batch`."""
+_LARGEST_FLOAT: Final = sys.float_info.max
 
-    ts: int
-    lat: float
-    lon: float
-    accuracy_m: float | None = None
-    id: str | int | None = None
+
+class _Fix(msgspec.Struct):
+    """A native fix of the common shape, every value in range, for the typed fast path of
+    :func:`decode_native_batch`; anything else fails to decode and takes the per-fix path
+    (which names the reason). The bounds are those :func:`_decode_fix` checks."""
+
+    ts: Annotated[int, msgspec.Meta(ge=0, lt=FAST_EPOCH_MS_LIMIT)]
+    lat: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+    lon: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+    accuracy_m: Annotated[float, msgspec.Meta(ge=0.0, le=_LARGEST_FLOAT)] | None = None
+    id: Annotated[str, msgspec.Meta(max_length=MAX_CLIENT_ID_LENGTH)] | int | None = None
     crs: str | None = None
     mock: bool = False
     speed_mps: float | None = None
-    bearing: float | None = None
+    bearing: Annotated[float, msgspec.Meta(le=360.0)] | None = None
     altitude_m: float | None = None
-    battery: float | None = None
+    battery: Annotated[float, msgspec.Meta(le=100.0)] | None = None
     provider: str | None = None
 
 
@@ -83,9 +89,8 @@ class _Body(msgspec.Struct):
 _FAST_DECODER: Final = msgspec.json.Decoder(_Body)
 _SENT_OTHER_CRS: Final = FixFlag.SENT_GCJ02 | FixFlag.SENT_BD09
 _CRS_FLAG: Final[dict[str, int]] = {
-    "wgs84": 0,
-    "gcj02": FixFlag.SENT_GCJ02,
-    "bd09": FixFlag.SENT_BD09,
+    name: {"wgs84": 0, "gcj02": FixFlag.SENT_GCJ02, "bd09": FixFlag.SENT_BD09}[crs]
+    for name, crs in _CRS_BY_NAME.items()
 }
 
 
@@ -125,56 +130,34 @@ def _fast_batch(body: bytes, max_fixes: int) -> FixBatch | None:
     n = len(fixes)
     if n > max_fixes:
         return None
-    # Python lists and builtins rather than numpy here: most requests carry a handful of
-    # fixes, where each numpy call costs more than the whole loop.
+    # The decoder checked every bound; what is left is gathering columns (lists, not numpy:
+    # most requests carry a handful of fixes, where each numpy call costs more than a loop).
     ts_ms = [f.ts for f in fixes]
     lat = [f.lat for f in fixes]
     lon = [f.lon for f in fixes]
     acc = [math.nan if f.accuracy_m is None else f.accuracy_m for f in fixes]
-    # JSON has no NaN; an overflowing literal is infinite and fails these bounds.
-    if n and not (
-        min(ts_ms) >= 0
-        and max(ts_ms) < FAST_EPOCH_MS_LIMIT
-        and min(lat) >= -90.0
-        and max(lat) <= 90.0
-        and min(lon) >= -180.0
-        and max(lon) <= 180.0
-        and all(a != a or 0.0 <= a < math.inf for a in acc)
-    ):
-        return None
-    flags: list[int] = []
-    keys: list[int] = []
-    for f in fixes:
-        bearing, battery = f.bearing, f.battery
-        if (bearing is not None and bearing > 360.0) or (battery is not None and battery > 100.0):
-            return None
-        flag = FixFlag.MOCK if f.mock else 0
-        crs = f.crs
-        if crs is not None:
-            name = _CRS_BY_NAME.get(crs.lower())
-            if name is None:
-                return None
-            flag |= _CRS_FLAG[name]
-        flags.append(flag)
-        client_id = f.id
-        if type(client_id) is str:
-            if len(client_id) > MAX_CLIENT_ID_LENGTH:
-                return None
-            keys.append(client_key(client_id))
-        elif client_id is None:
-            keys.append(0)
-        else:
-            keys.append(client_key(str(client_id)))
+    keys = [
+        0 if f.id is None else client_key(f.id if type(f.id) is str else str(f.id)) for f in fixes
+    ]
+    flagged = any(f.mock or f.crs is not None for f in fixes)
+    if flagged:
+        crs_flags = [0 if f.crs is None else _CRS_FLAG.get(f.crs.lower(), -1) for f in fixes]
+        if -1 in crs_flags:
+            return None  # a CRS name this service does not know: refused per fix
+        mock = [FixFlag.MOCK if f.mock else 0 for f in fixes]
+        flags = np.array(crs_flags, dtype=np.int16) | np.array(mock, dtype=np.int16)
+    else:
+        flags = np.zeros(n, dtype=np.int16)
     batch = FixBatch(
         np.arange(n, dtype=np.int32),
         np.array(ts_ms, dtype=np.int64) / 1000.0,
         np.array(lon, dtype=np.float64),
         np.array(lat, dtype=np.float64),
         np.array(acc, dtype=np.float64),
-        np.array(flags, dtype=np.int16),
+        flags,
         np.array(keys, dtype=np.int32),
     )
-    if any(flag & _SENT_OTHER_CRS for flag in flags):
+    if flagged and (flags & _SENT_OTHER_CRS).any():
         for code, crs_name in ((FixFlag.SENT_GCJ02, CRS.GCJ02), (FixFlag.SENT_BD09, CRS.BD09)):
             sel = (batch.flags & code) != 0
             if sel.any():
