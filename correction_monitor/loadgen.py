@@ -4,9 +4,13 @@ It creates a fresh database, starts ``correction-monitor serve --workers N`` on 
 county with subjects and enrolled devices over HTTP, then drives simulated phones — most
 wander inside their county, a few leave it and come back — in batched (many fixes per
 request) or single-fix mode, from several client processes. It prints fixes/s, request
-latency p50/p99, fix→alert latency p50/p99, server RSS over the run, and the rate of a bare
-COPY of the same rows into the same table on the same database, so pipeline/COPY is the
-headline ratio. A JSON line closes the report.
+latency p50/p99, fix→alert latency p50/p99, server RSS over the run, the client processes'
+own CPU time per request, and the rate of a bare COPY of the same rows into the same table
+on the same database, so pipeline/COPY is the headline ratio. A JSON line closes the report.
+
+The clients share the machine with the server, so they are kept lean: each connection is a
+bare HTTP/1.1 keep-alive protocol whose callbacks send the next request as soon as a
+response is read, and bodies are formatted straight to bytes (a batch's walk with numpy).
 
     python -m correction_monitor.loadgen --mode batched --subjects 2000 --duration 60
     python -m correction_monitor.loadgen --mode single --workers 2 --clients 2
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import functools
 import json
 import math
 import multiprocessing
@@ -30,7 +36,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from queue import Empty
+from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -50,8 +57,30 @@ BREACH_SHARE = 0.05
 PASSWORD = "load-admin-2026"  # noqa: S105 - a throwaway benchmark database's admin
 
 
+# The body is the native protocol's (correction_monitor.ingest.protocols.native): fixes with
+# id (a string), ts (epoch ms), lat and lon (7 decimals, ≈ 1 cm) and accuracy_m, written by
+# one bytes format of integers only (lat and lon as whole degrees and 1e-7 degrees), which
+# costs far less than building dicts for a JSON encoder. The county lies north and east of
+# 0°, so no coordinate is negative.
+FIX_TEMPLATE: Final = b'{"id":"%d","ts":%d,"lat":%d.%07d,"lon":%d.%07d,"accuracy_m":%d}'
+OUTSIDE_LON: Final = WEST + SIZE + 0.05  # ~5 km east of the county
+WALK_LOW: Final = (WEST + 0.01, SOUTH + 0.01)  # lon, lat
+WALK_HIGH: Final = (WEST + SIZE - 0.01, SOUTH + SIZE - 0.01)
+STEP_DEG: Final = 2e-4
+VECTOR_FROM: Final = 8  # batches of at least this many fixes are walked with numpy
+
+
+@functools.cache
+def body_template(n: int) -> bytes:
+    """The ``{"fixes": [...]}`` format string for ``n`` fixes of :data:`FIX_TEMPLATE`."""
+    return b'{"fixes":[' + b",".join([FIX_TEMPLATE] * n) + b"]}"
+
+
 @dataclass
 class Phone:
+    """A simulated phone: a random walk inside the county or, for a breaching phone, 300 of
+    every 1,000 fixes ~5 km east of it (the walk pauses meanwhile and resumes on return)."""
+
     subject_id: int
     token: str
     lon: float
@@ -60,32 +89,92 @@ class Phone:
     clock: float  # epoch seconds of the phone's next fix
     step_s: float
     seq: int = 0
+    # A body the server answered 503 to, and its newest fix's ts (epoch ms): sent again as is.
+    pending: tuple[bytes, int] | None = None
 
-    def next_fixes(self, n: int) -> list[dict[str, Any]]:
-        fixes = []
+    def next_body(self, n: int, rng: np.random.Generator) -> tuple[bytes, int]:
+        """The next ``n`` fixes as a request body, and the newest fix's ts in epoch ms.
+
+        >>> phone = Phone(1, "t", 112.9, 28.1, False, 1_700_000_000.0, 1.0)
+        >>> body, newest = phone.next_body(2, np.random.default_rng(0))
+        >>> [(f["id"], f["ts"], f["accuracy_m"]) for f in orjson.loads(body)["fixes"]], newest
+        ([('1', 1700000000000, 9), ('2', 1700000001000, 10)], 1700000001000)
+        """
+        big = n >= VECTOR_FROM
+        values: list[int] = self.walk_table(n, rng).ravel().tolist() if big else self.walk(n)
+        return body_template(n) % tuple(values), values[-6]
+
+    def walk(self, n: int) -> list[int]:
+        """The next fixes' values for :data:`FIX_TEMPLATE`, one fix after the other (for a
+        few fixes this costs less than numpy's set-up)."""
+        values: list[int] = []
+        uniform = random.uniform
+        lo_lon, lo_lat = WALK_LOW
+        hi_lon, hi_lat = WALK_HIGH
         for _ in range(n):
             self.seq += 1
             if self.breaches and 200 <= self.seq % 1000 < 500:
-                lon, lat = WEST + SIZE + 0.05, self.lat  # ~5 km east of the county, then back
+                lon, lat = OUTSIDE_LON, self.lat
             else:
-                self.lon = min(
-                    max(self.lon + random.uniform(-2e-4, 2e-4), WEST + 0.01), WEST + SIZE - 0.01
-                )
-                self.lat = min(
-                    max(self.lat + random.uniform(-2e-4, 2e-4), SOUTH + 0.01), SOUTH + SIZE - 0.01
-                )
+                self.lon = min(max(self.lon + uniform(-STEP_DEG, STEP_DEG), lo_lon), hi_lon)
+                self.lat = min(max(self.lat + uniform(-STEP_DEG, STEP_DEG), lo_lat), hi_lat)
                 lon, lat = self.lon, self.lat
-            fixes.append(
-                {
-                    "id": str(self.seq),
-                    "ts": int(self.clock * 1000),
-                    "lat": round(lat, 7),
-                    "lon": round(lon, 7),
-                    "accuracy_m": 8 + (self.seq % 17),
-                }
-            )
+            values += (self.seq, int(self.clock * 1000))
+            values += divmod(round(lat * 1e7), 10**7)
+            values += divmod(round(lon * 1e7), 10**7)
+            values.append(8 + self.seq % 17)
             self.clock += self.step_s
-        return fixes
+        return values
+
+    def walk_table(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The same walk for a batch at once, a row of :data:`FIX_TEMPLATE` values per fix.
+
+        One cumulative sum is exact while no step reaches the county's edge; else the clamped
+        walk is replayed step by step over the same random steps.
+        """
+        seqs = np.arange(self.seq + 1, self.seq + n + 1, dtype=np.int64)
+        steps = rng.uniform(-STEP_DEG, STEP_DEG, (n, 2))
+        away = None
+        if self.breaches:
+            phase = seqs % 1000
+            away = (phase >= 200) & (phase < 500)
+            steps[away] = 0.0  # the walk pauses while the phone is away
+        steps[0] += (self.lon, self.lat)
+        walk = np.cumsum(steps, axis=0)
+        (lo_lon, lo_lat), (hi_lon, hi_lat) = walk.min(axis=0).tolist(), walk.max(axis=0).tolist()
+        if (
+            lo_lon < WALK_LOW[0]
+            or lo_lat < WALK_LOW[1]
+            or hi_lon > WALK_HIGH[0]
+            or hi_lat > WALK_HIGH[1]
+        ):
+            steps[0] -= (self.lon, self.lat)
+            walk = self._clamped(steps, away)
+        self.lon, self.lat = walk[-1].tolist()
+        if away is not None:
+            walk[away, 0] = OUTSIDE_LON
+        table = np.empty((n, 7), dtype=np.int64)
+        table[:, 0] = seqs
+        table[:, 1] = (self.clock + np.arange(n) * self.step_s) * 1000
+        degrees, fraction = np.divmod(np.rint(walk * 1e7).astype(np.int64), 10**7)
+        table[:, 2], table[:, 3] = degrees[:, 1], fraction[:, 1]
+        table[:, 4], table[:, 5] = degrees[:, 0], fraction[:, 0]
+        table[:, 6] = 8 + seqs % 17
+        self.seq += n
+        self.clock += n * self.step_s
+        return table
+
+    def _clamped(self, steps: np.ndarray, away: np.ndarray | None) -> np.ndarray:
+        walk = np.empty_like(steps)
+        lon, lat = self.lon, self.lat
+        lo_lon, lo_lat = WALK_LOW
+        hi_lon, hi_lat = WALK_HIGH
+        for i, (d_lon, d_lat) in enumerate(steps.tolist()):
+            if away is None or not away[i]:
+                lon = min(max(lon + d_lon, lo_lon), hi_lon)
+                lat = min(max(lat + d_lat, lo_lat), hi_lat)
+            walk[i] = lon, lat
+        return walk
 
 
 def free_port() -> int:
@@ -201,6 +290,283 @@ def drop_redis_keys(redis_url: str, prefix: str) -> None:
 # --- client process -------------------------------------------------------------------------
 
 
+class HttpError(Exception):
+    """A response this client does not read."""
+
+
+REQUEST_HEAD: Final = (
+    b"POST /api/v1/fixes HTTP/1.1\r\nHost: %b\r\nAuthorization: Bearer %b\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+)
+
+
+class HttpConnection(asyncio.Protocol):
+    """The response side of a lean HTTP/1.1 keep-alive client, one request in flight at a time.
+
+    It reads just what the benchmark needs: the status code, ``Content-Length`` and a body of
+    that length, and whether the server keeps the connection (not after ``Connection: close``
+    or an HTTP/1.0 response). A response without ``Content-Length`` (chunked or
+    close-delimited), a malformed one or one nobody asked for closes the connection.
+    Subclasses act on :meth:`response`, and on :meth:`lost` for a request whose connection
+    closed before its response was read.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.reusable = True
+        self.waiting = False  # a request is out and its response not read yet
+        self.status = 0
+        self.body_at = -1  # where the body starts once the head is read, else -1
+        self.body_end = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.waiting = True
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if self.body_at < 0:
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            try:
+                length = self.read_head(bytes(buffer[:head_end]).lower())
+            except HttpError:
+                self.close()
+                return
+            self.body_at = head_end + 4
+            self.body_end = self.body_at + length
+        if len(buffer) < self.body_end:
+            return
+        if len(buffer) > self.body_end or not self.waiting:
+            self.close()  # a response nobody asked for
+            return
+        body = bytes(buffer[self.body_at : self.body_end])
+        buffer.clear()
+        self.body_at, self.body_end = -1, 0
+        self.waiting = False
+        if not self.reusable:
+            self.close()
+        self.response(self.status, body)
+
+    def read_head(self, head: bytes) -> int:
+        """Take the status and keep-alive from a lower-cased response head; its body length.
+
+        >>> HttpConnection().read_head(b"http/1.1 503 service unavailable\\r\\ncontent-length: 17")
+        17
+        """
+        if not head.startswith(b"http/1.") or not head[9:12].isdigit():
+            raise HttpError(f"not an HTTP/1.x response: {head[:40]!r}")
+        self.status = int(head[9:12])
+        if head.startswith(b"http/1.0") or b"\r\nconnection: close" in head:
+            self.reusable = False
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            raise HttpError("a response without Content-Length")
+        line_end = head.find(b"\r\n", at + 2)
+        value = head[at + 17 : line_end if line_end >= 0 else len(head)].strip()
+        if not value.isdigit():
+            raise HttpError(f"a bad Content-Length: {value!r}")
+        return int(value)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reusable = False
+        if self.waiting:
+            self.waiting = False
+            self.lost()
+
+    def response(self, status: int, body: bytes) -> None:
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        raise NotImplementedError
+
+
+class Slot(HttpConnection):
+    """One of a client's connections: it sends a phone's fixes, and the next phone's once the
+    response is read."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+        self.phone: Phone | None = None
+        self.body = b""
+        self.newest = 0  # ts of the newest fix in the body, epoch ms
+        self.started = 0.0  # monotonic
+        self.wall = 0.0  # epoch seconds
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.run.slots.add(self)
+        self.run.send_next(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.run.slots.discard(self)
+        super().connection_lost(exc)
+
+    def response(self, status: int, body: bytes) -> None:
+        self.run.finish(self, status, body)
+
+    def lost(self) -> None:
+        self.run.finish(self, 0, b"")
+
+
+class Run:
+    """One client process's load: ``concurrency`` keep-alive connections, each sending the
+    fixes of the next phone in turn until ``duration`` is over, without a coroutine or a
+    future per request (the connections' callbacks send the next request)."""
+
+    def __init__(
+        self,
+        base: str,
+        phones: list[Phone],
+        per_request: int,
+        duration: float,
+        concurrency: int,
+        rate: float,
+    ) -> None:
+        if not phones:
+            raise ValueError("a client needs at least one phone to drive")
+        url = urlsplit(base)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.host_header = url.netloc.encode("ascii")
+        self.phones = collections.deque(phones)
+        self.tokens = {id(phone): phone.token.encode("ascii") for phone in phones}
+        self.per_request = per_request
+        self.duration = duration
+        self.concurrency = concurrency
+        # With a rate, a connection sends at most one request per interval.
+        self.interval = concurrency * per_request / rate if rate > 0 else 0.0
+        self.rng = np.random.default_rng(os.getpid())
+        self.slots: set[Slot] = set()
+        self.parked: collections.deque[Slot] = collections.deque()  # waiting for a phone
+        self.active = concurrency  # slots not ended, connected or not
+        self.deadline = 0.0
+        self.latencies: list[float] = []
+        self.sent_log: list[tuple[int, float, float]] = []  # (subject, newest fix ts, send time)
+        self.accepted = self.duplicates = self.rejected = self.errors = self.overload = 0
+        self.requests = self.reconnects = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        cpu_started = time.process_time()
+        started = time.monotonic()
+        done = self.start()
+        watchdog = asyncio.get_running_loop().call_later(self.duration + 30.0, self.stop)
+        await done
+        wall_s = time.monotonic() - started
+        cpu_s = time.process_time() - cpu_started
+        watchdog.cancel()
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "errors": self.errors,
+            "overload": self.overload,
+            "reconnects": self.reconnects,
+            "requests": self.requests,
+            "cpu_s": cpu_s,
+            "latencies": self.latencies,
+            "sent_log": self.sent_log,
+            "wall_s": wall_s,
+        }
+
+    def start(self) -> asyncio.Future[None]:
+        """Open the connections, which start sending; the future is done when all have ended."""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.deadline = time.monotonic() + self.duration
+        for _ in range(self.concurrency):
+            self.connect()
+        return self.done
+
+    def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.create_connection(lambda: Slot(self), self.host, self.port))
+        task.add_done_callback(self.connected)
+
+    def connected(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.errors += 1
+            if time.monotonic() < self.deadline:
+                asyncio.get_running_loop().call_later(0.1, self.connect)
+            else:
+                self.end_slot()
+
+    def send_next(self, slot: Slot) -> None:
+        if time.monotonic() >= self.deadline:
+            slot.close()
+            self.end_slot()
+            while self.parked:  # they would wait for a phone forever
+                asyncio.get_running_loop().call_soon(self.send_next, self.parked.popleft())
+            return
+        if not slot.reusable:  # the server closed it, or said it would
+            slot.close()
+            self.reconnects += 1
+            self.connect()
+            return
+        if not self.phones:
+            self.parked.append(slot)
+            return
+        phone = self.phones.popleft()
+        if phone.pending is None:
+            body, newest = phone.next_body(self.per_request, self.rng)
+        else:
+            (body, newest), phone.pending = phone.pending, None
+        slot.phone, slot.body, slot.newest = phone, body, newest
+        self.requests += 1
+        slot.started = time.monotonic()
+        slot.wall = time.time()
+        slot.send(REQUEST_HEAD % (self.host_header, self.tokens[id(phone)], len(body)) + body)
+
+    def finish(self, slot: Slot, status: int, payload: bytes) -> None:
+        elapsed = time.monotonic() - slot.started
+        phone = slot.phone
+        assert phone is not None
+        if status == 200:
+            out = orjson.loads(payload)
+            self.accepted += out["accepted"]
+            self.duplicates += out["duplicates"]
+            self.rejected += len(out["rejected"])
+            self.latencies.append(elapsed)
+            self.sent_log.append((phone.subject_id, slot.newest / 1000, slot.wall))
+        elif status == 503:
+            self.overload += 1
+            phone.pending = slot.body, slot.newest  # the same fixes, on the phone's next turn
+        else:
+            self.errors += 1
+        slot.phone, slot.body = None, b""
+        self.phones.append(phone)
+        loop = asyncio.get_running_loop()
+        if self.parked:
+            loop.call_soon(self.send_next, self.parked.popleft())
+        if self.interval > elapsed:
+            loop.call_later(self.interval - elapsed, self.send_next, slot)
+        else:
+            self.send_next(slot)
+
+    def end_slot(self) -> None:
+        self.active -= 1
+        if self.active == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def stop(self) -> None:
+        """A request the server never answers must not hang the run."""
+        for slot in list(self.slots):
+            slot.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 async def drive(
     base: str,
     phones: list[Phone],
@@ -210,70 +576,9 @@ async def drive(
     concurrency: int,
     rate: float,
 ) -> dict[str, Any]:
-    latencies: list[float] = []
-    sent_log: list[tuple[int, float, float]] = []  # (subject, newest fix ts, send time)
-    accepted = duplicates = rejected = errors = overload = 0
+    """Send fixes from ``concurrency`` keep-alive connections until ``duration`` is over."""
     per_request = batch if mode == "batched" else 1
-    deadline = time.monotonic() + duration
-    queue: asyncio.Queue[Phone] = asyncio.Queue()
-    for phone in phones:
-        queue.put_nowait(phone)
-    interval = concurrency * per_request / rate if rate > 0 else 0.0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base, connector=connector) as http:
-
-        async def worker() -> None:
-            nonlocal accepted, duplicates, rejected, errors, overload
-            while time.monotonic() < deadline:
-                phone = await queue.get()
-                fixes = phone.next_fixes(per_request)
-                body = orjson.dumps({"fixes": fixes})
-                started = time.monotonic()
-                wall = time.time()
-                try:
-                    async with http.post(
-                        "/api/v1/fixes",
-                        data=body,
-                        headers={
-                            "Authorization": f"Bearer {phone.token}",
-                            "Content-Type": "application/json",
-                        },
-                    ) as resp:
-                        payload = await resp.read()
-                        status = resp.status
-                except aiohttp.ClientError:
-                    status, payload = 0, b""
-                elapsed = time.monotonic() - started
-                if status == 200:
-                    out = orjson.loads(payload)
-                    accepted += out["accepted"]
-                    duplicates += out["duplicates"]
-                    rejected += len(out["rejected"])
-                    latencies.append(elapsed)
-                    sent_log.append((phone.subject_id, fixes[-1]["ts"] / 1000, wall))
-                elif status == 503:
-                    overload += 1
-                    phone.clock -= phone.step_s * per_request  # resend the same fixes later
-                    phone.seq -= per_request
-                else:
-                    errors += 1
-                queue.put_nowait(phone)
-                if interval:
-                    await asyncio.sleep(max(0.0, interval - elapsed))
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall_s = time.monotonic() - started
-    return {
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "rejected": rejected,
-        "errors": errors,
-        "overload": overload,
-        "latencies": latencies,
-        "sent_log": sent_log,
-        "wall_s": wall_s,
-    }
+    return await Run(base, phones, per_request, duration, concurrency, rate)()
 
 
 def client_main(args: tuple[Any, ...], out: Any) -> None:
@@ -459,7 +764,14 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() < end:
             time.sleep(min(5.0, max(0.1, end - time.monotonic())))
             rss_samples.append(rss_of(server.pid))
-        results = [out.get() for _ in procs]
+        results: list[dict[str, Any]] = []
+        while len(results) < len(procs):
+            try:
+                results.append(out.get(timeout=1.0))
+            except Empty:
+                failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"a client process failed (exit code {failed[0]})") from None
         for proc in procs:
             proc.join()
         time.sleep(2.0)  # let the last commits publish
@@ -480,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
             drop_redis_keys(redis_url, env["CM_REDIS_PREFIX"])
 
     fixes_per_s = accepted / wall
+    client_cpu = sum(r["cpu_s"] for r in results)
+    requests = sum(r["requests"] for r in results)
     # Memory is judged after a warm-up (caches of profiles, devices and geometry fill in the
     # first minute): the sample nearest 60 s, or a tenth of the run if that is shorter.
     warm_index = min(len(rss_samples) - 1, max(1, min(12, len(rss_samples) // 10)))
@@ -511,6 +825,9 @@ def main(argv: list[str] | None = None) -> int:
         "server_rss_mb_samples": [round(x / 2**20, 1) for x in rss_samples],
         "bare_copy_rows_per_s": round(copy_rate),
         "pipeline_to_copy_ratio": round(fixes_per_s / copy_rate, 3),
+        "client_cpu_us_per_request": round(client_cpu / max(requests, 1) * 1e6, 1),
+        "client_cpu_cores": round(client_cpu / wall, 2),
+        "reconnects": sum(r["reconnects"] for r in results),
     }
     print(
         f"mode {args.mode}: {per_request} fix(es)/request, {args.workers} worker(s), "
@@ -539,8 +856,13 @@ def main(argv: list[str] | None = None) -> int:
         f"pipeline/COPY = {report['pipeline_to_copy_ratio']}"
     )
     print(
+        f"  client CPU         {report['client_cpu_us_per_request']} µs/request   "
+        f"({report['client_cpu_cores']} of a core across {args.clients} process(es))"
+    )
+    print(
         f"  errors {report['errors']}, 503s {report['overload_503']}, "
-        f"rejected {report['rejected']}, duplicates {report['duplicates']}"
+        f"rejected {report['rejected']}, duplicates {report['duplicates']}, "
+        f"reconnects {report['reconnects']}"
     )
     print(json.dumps(report))
     return 0
