@@ -440,7 +440,9 @@ class GroupCommitter:
             if to_copy:
                 await conn.copy_to_table(
                     "fixes",
-                    source=_chunks(copy_payload(to_copy)),
+                    # A memoryview: asyncpg sends a buffer as it is (bytes would be taken
+                    # for a file path, a file goes through a thread pool).
+                    source=memoryview(copy_payload(to_copy)),
                     columns=FIX_COLUMNS,
                     format="binary",
                 )
@@ -584,12 +586,6 @@ def _classify_shared_areas(
             out[sid] = membership[at : at + len(part)]
             at += len(part)
     return out
-
-
-async def _chunks(payload: bytes) -> AsyncIterator[bytes]:
-    # An async iterable source keeps COPY on the event loop (a file source goes through a
-    # thread pool for every read).
-    yield payload
 
 
 def lost_contact_key(since: datetime) -> str:
