@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import functools
 import json
 import math
@@ -588,6 +589,67 @@ def client_main(args: tuple[Any, ...], out: Any) -> None:
     out.put(asyncio.run(drive(base, phones, mode, batch, duration, concurrency, rate)))
 
 
+# --- HTTP floor baseline --------------------------------------------------------------------
+
+
+class FloorSlot(HttpConnection):
+    """A keep-alive connection asking ``GET /healthz`` over and over until the deadline."""
+
+    def __init__(
+        self, request: bytes, deadline: float, tally: dict[str, int], ended: asyncio.Event
+    ) -> None:
+        super().__init__()
+        self.request, self.deadline, self.tally, self.ended = request, deadline, tally, ended
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.send(self.request)
+
+    def response(self, status: int, body: bytes) -> None:
+        self.tally["ok" if status == 200 else "errors"] += 1
+        if self.reusable and time.monotonic() < self.deadline:
+            self.send(self.request)
+        else:
+            self.close()
+
+    def lost(self) -> None:
+        self.tally["errors"] += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.tally["open"] -= 1
+        if self.tally["open"] == 0:
+            self.ended.set()
+
+
+async def http_floor(base: str, duration: float, concurrency: int) -> dict[str, Any]:
+    """Requests/s of the server's cheapest route, ``GET /healthz`` (no database, no body),
+    from the same kind of client: the most requests/s the web stack itself answers on this
+    machine, the ceiling of one-fix-per-request ingestion."""
+    url = urlsplit(base)
+    request = b"GET /healthz HTTP/1.1\r\nHost: %b\r\n\r\n" % url.netloc.encode("ascii")
+    tally = {"ok": 0, "errors": 0, "open": concurrency}
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    deadline = started + duration
+    for _ in range(concurrency):
+        await loop.create_connection(
+            lambda: FloorSlot(request, deadline, tally, ended),
+            url.hostname or "127.0.0.1",
+            url.port or 80,
+        )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ended.wait(), duration + 10.0)
+    return {"ok": tally["ok"], "errors": tally["errors"], "wall_s": time.monotonic() - started}
+
+
+def floor_main(args: tuple[Any, ...], out: Any) -> None:
+    base, duration, concurrency = args
+    use_event_loop("uvloop")
+    out.put(asyncio.run(http_floor(base, duration, concurrency)))
+
+
 # --- bare COPY baseline ---------------------------------------------------------------------
 
 
@@ -780,6 +842,21 @@ def main(argv: list[str] | None = None) -> int:
         latencies = [x for r in results for x in r["latencies"]]
         sent_log = [x for r in results for x in r["sent_log"]]
         alert_lat = asyncio.run(alert_latencies(database_url, sent_log))
+        floor_rate = None
+        if args.mode == "single":
+            floor_procs = [
+                ctx.Process(
+                    target=floor_main,
+                    args=((base, min(10.0, args.duration), args.concurrency), out),
+                )
+                for _ in range(args.clients)
+            ]
+            for proc in floor_procs:
+                proc.start()
+            floors = [out.get(timeout=60.0) for _ in floor_procs]
+            for proc in floor_procs:
+                proc.join()
+            floor_rate = sum(f["ok"] for f in floors) / max(f["wall_s"] for f in floors)
         copy_rate = asyncio.run(bare_copy_rate(database_url, args.copy_rows))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -825,6 +902,10 @@ def main(argv: list[str] | None = None) -> int:
         "server_rss_mb_samples": [round(x / 2**20, 1) for x in rss_samples],
         "bare_copy_rows_per_s": round(copy_rate),
         "pipeline_to_copy_ratio": round(fixes_per_s / copy_rate, 3),
+        "http_floor_requests_per_s": None if floor_rate is None else round(floor_rate),
+        "requests_to_http_floor_ratio": (
+            None if floor_rate is None else round(len(latencies) / wall / floor_rate, 3)
+        ),
         "client_cpu_us_per_request": round(client_cpu / max(requests, 1) * 1e6, 1),
         "client_cpu_cores": round(client_cpu / wall, 2),
         "reconnects": sum(r["reconnects"] for r in results),
@@ -855,6 +936,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  bare COPY          {report['bare_copy_rows_per_s']:>10,} rows/s   "
         f"pipeline/COPY = {report['pipeline_to_copy_ratio']}"
     )
+    if floor_rate is not None:
+        print(
+            f"  HTTP floor         {report['http_floor_requests_per_s']:>10,} requests/s of "
+            f"GET /healthz   ingest/floor = {report['requests_to_http_floor_ratio']}"
+        )
     print(
         f"  client CPU         {report['client_cpu_us_per_request']} µs/request   "
         f"({report['client_cpu_cores']} of a core across {args.clients} process(es))"

@@ -8,6 +8,8 @@ import random
 import numpy as np
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from correction_monitor.ingest.protocols.native import decode_native
 from correction_monitor.loadgen import (
@@ -19,6 +21,7 @@ from correction_monitor.loadgen import (
     Phone,
     Run,
     Slot,
+    http_floor,
 )
 
 pytestmark = pytest.mark.unit
@@ -318,3 +321,20 @@ async def test_a_rate_spaces_the_requests_out() -> None:
     assert len(transport.written) == 1
     await asyncio.sleep(0.3)
     assert len(transport.written) == 2
+
+
+async def test_the_http_floor_counts_answers_of_the_cheapest_route() -> None:
+    asked: list[str] = []
+
+    async def healthz(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    async with TestServer(app) as server:
+        out = await http_floor(str(server.make_url("/")).rstrip("/"), 0.3, 3)
+    assert out["errors"] == 0
+    assert out["ok"] == len(asked) > 3  # keep-alive connections asking again and again
+    assert set(asked) == {"/healthz"}
+    assert 0.3 <= out["wall_s"] < 5.0
