@@ -45,7 +45,10 @@ def star(
     holes = []
     if hole:
         k = np.linspace(0, 2 * np.pi, 12, endpoint=False)
-        hr = 0.3 * radius_m
+        # 30 % of the radius, or less where an edge passes closer to the centre than that
+        # (with few vertices it can): at most half the distance to the nearest edge.
+        edges = shapely.LinearRing(np.column_stack((r * np.cos(ang), r * np.sin(ang))))
+        hr = min(0.3 * radius_m, 0.5 * edges.distance(shapely.Point(0.0, 0.0)))
         holes.append(np.column_stack((lon0 + hr * np.cos(k) / east, lat0 + hr * np.sin(k) / north)))
     poly = shapely.Polygon(shell, holes)
     assert poly.is_valid
