@@ -495,10 +495,8 @@ def _replay_start(state: dict[str, Any] | None, fixes: SubjectFixes) -> dict[str
     if state is None or newest is None or len(fixes) == 0:
         return None
     if int(fixes.ts_us[0]) / 1e6 > newest:  # fixes are sorted by time
-        return None  # the common case, without the array below
+        return None  # all follow on: the common case
     ts_s = fixes.ts_us / 1e6
-    if ts_s.min() > newest:
-        return None
     checkpoints = state.get("checkpoints") or []
     if not checkpoints:
         return None

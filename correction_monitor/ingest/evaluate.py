@@ -37,7 +37,6 @@ import numpy.typing as npt
 
 from correction_monitor.adapters.alerts import AlertEnd, AlertOp, AlertOpen
 from correction_monitor.domain.fixes import FixFlag
-from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.profiles import SubjectProfile
 from geofences.classify import classify, distance_outside_m
 from geofences.episodes import (
@@ -81,20 +80,6 @@ class SubjectFixes:
 
     def __len__(self) -> int:
         return len(self.ts_us)
-
-    @classmethod
-    def from_batch(cls, batch: FixBatch, device_id: int, owner: int) -> SubjectFixes:
-        n = len(batch)
-        return cls.from_arrays(
-            batch.ts,
-            batch.lon,
-            batch.lat,
-            batch.accuracy_m,
-            batch.flags.copy(),
-            batch.key,
-            np.full(n, device_id, dtype=np.int32),
-            np.full(n, owner, dtype=np.int32),
-        )
 
     @classmethod
     def from_arrays(
