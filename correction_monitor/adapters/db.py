@@ -35,10 +35,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``, ``CLOSE
+    ALL``, unlocking advisory locks): this service never changes session state — no ``SET``,
+    no ``LISTEN``, advisory locks only transaction-scoped — so that would be a round trip on
+    every release for nothing. An open transaction is still rolled back by the pool first."""
+
+
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """Open the pool used by the whole process."""
     pool = await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init_connection
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
