@@ -22,7 +22,6 @@ import asyncpg
 import structlog
 
 from correction_monitor.adapters import subjects
-from correction_monitor.adapters.db import DATABASE_UNAVAILABLE
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.service.auth import token_hash
 
@@ -140,6 +139,6 @@ class DeviceDirectory:
         while True:
             try:
                 await self.check_revocations()
-            except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # whatever fails, the watch lives on; entries go short
                 log.warning("revocation watch failed; device cache is short-lived", error=repr(exc))
             await asyncio.sleep(self.watch_every_s)

@@ -4,6 +4,8 @@ minutes (a phone reports every 15–60 s: a shorter cache would save nothing).""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -74,3 +76,23 @@ async def test_known_devices_are_served_from_the_cache_while_the_watch_runs(
     # A watch that has gone quiet shortens the lifetime to the fallback (here 0 s).
     directory._watched_at = -1e9
     assert await directory.by_token(world.device_token) is None
+
+
+class _BrokenPool:
+    """A pool whose every acquire fails in a way no database error class covers."""
+
+    def acquire(self) -> Any:
+        raise RuntimeError("pool is closing")
+
+
+async def test_the_watch_survives_any_failure_and_entries_stay_short() -> None:
+    directory = DeviceDirectory(_BrokenPool(), watch_every_s=0.01)
+    watch = asyncio.create_task(directory.watch())
+    try:
+        await asyncio.sleep(0.1)
+        assert not watch.done()  # it failed several times and carries on
+        assert directory._watched_at is None  # so cached devices live only the fallback
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
