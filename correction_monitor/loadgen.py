@@ -18,6 +18,7 @@ response is read, and bodies are formatted straight to bytes (a batch's walk wit
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import collections
@@ -301,7 +302,29 @@ REQUEST_HEAD: Final = (
 )
 
 
-class HttpConnection(asyncio.Protocol):
+def read_head(head: bytes) -> tuple[int, bool, int]:
+    """Status, whether the server keeps the connection, and body length, from a lower-cased
+    HTTP/1.x response head; ``HttpError`` for a head this client does not read.
+
+    >>> read_head(b"http/1.1 503 service unavailable\\r\\ncontent-length: 17")
+    (503, True, 17)
+    >>> read_head(b"http/1.1 200 ok\\r\\nconnection: close\\r\\ncontent-length: 2")
+    (200, False, 2)
+    """
+    if not head.startswith(b"http/1.") or not head[9:12].isdigit():
+        raise HttpError(f"not an HTTP/1.x response: {head[:40]!r}")
+    keeps = not (head.startswith(b"http/1.0") or b"\r\nconnection: close" in head)
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        raise HttpError("a response without Content-Length")
+    line_end = head.find(b"\r\n", at + 2)
+    value = head[at + 17 : line_end if line_end >= 0 else len(head)].strip()
+    if not value.isdigit():
+        raise HttpError(f"a bad Content-Length: {value!r}")
+    return int(head[9:12]), keeps, int(value)
+
+
+class HttpConnection(asyncio.Protocol, abc.ABC):
     """The response side of a lean HTTP/1.1 keep-alive client, one request in flight at a time.
 
     It reads just what the benchmark needs: the status code, ``Content-Length`` and a body of
@@ -342,10 +365,11 @@ class HttpConnection(asyncio.Protocol):
             if head_end < 0:
                 return
             try:
-                length = self.read_head(bytes(buffer[:head_end]).lower())
+                self.status, keeps, length = read_head(bytes(buffer[:head_end]).lower())
             except HttpError:
                 self.close()
                 return
+            self.reusable = self.reusable and keeps
             self.body_at = head_end + 4
             self.body_end = self.body_at + length
         if len(buffer) < self.body_end:
@@ -361,37 +385,19 @@ class HttpConnection(asyncio.Protocol):
             self.close()
         self.response(self.status, body)
 
-    def read_head(self, head: bytes) -> int:
-        """Take the status and keep-alive from a lower-cased response head; its body length.
-
-        >>> HttpConnection().read_head(b"http/1.1 503 service unavailable\\r\\ncontent-length: 17")
-        17
-        """
-        if not head.startswith(b"http/1.") or not head[9:12].isdigit():
-            raise HttpError(f"not an HTTP/1.x response: {head[:40]!r}")
-        self.status = int(head[9:12])
-        if head.startswith(b"http/1.0") or b"\r\nconnection: close" in head:
-            self.reusable = False
-        at = head.find(b"\r\ncontent-length:")
-        if at < 0:
-            raise HttpError("a response without Content-Length")
-        line_end = head.find(b"\r\n", at + 2)
-        value = head[at + 17 : line_end if line_end >= 0 else len(head)].strip()
-        if not value.isdigit():
-            raise HttpError(f"a bad Content-Length: {value!r}")
-        return int(value)
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         if self.waiting:
             self.waiting = False
             self.lost()
 
+    @abc.abstractmethod
     def response(self, status: int, body: bytes) -> None:
-        raise NotImplementedError
+        """A complete response to the request in flight."""
 
+    @abc.abstractmethod
     def lost(self) -> None:
-        raise NotImplementedError
+        """The connection closed before the response to the request in flight was read."""
 
 
 class Slot(HttpConnection):
