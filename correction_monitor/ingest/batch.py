@@ -1,7 +1,8 @@
 """The ingest pipeline's front stages, on numpy arrays: normalize → validate → dedupe → quality.
 
 Each stage is a small function over a ``FixBatch`` that either enriches the fixes or removes
-some with a reason slug; ``prepare`` runs them in order. Persisting and evaluating happen in
+some with a reason slug; ``normalize`` builds the batch (or a decoder does, as arrays) and
+``prepare_normalized`` runs the others in order. Persisting and evaluating happen in
 the group committer (``committer.py``), which sees many requests at once.
 """
 
@@ -147,15 +148,6 @@ def quality(batch: FixBatch, policy: IngestPolicy) -> None:
         flags[acc > policy.max_decision_accuracy_m] |= FixFlag.COARSE
     if widest > _MAX_STORED_ACCURACY_M:
         np.minimum(acc, _MAX_STORED_ACCURACY_M, out=acc)
-
-
-def prepare(
-    fixes: Sequence[RawFix], indexes: Sequence[int], now: float, policy: IngestPolicy
-) -> FixBatch:
-    """Run the front stages in order."""
-    batch = normalize(fixes, indexes)
-    prepare_normalized(batch, now, policy)
-    return batch
 
 
 def prepare_normalized(batch: FixBatch, now: float, policy: IngestPolicy) -> None:

@@ -14,7 +14,7 @@ from correction_monitor.ingest.batch import (
     client_key,
     dedupe_in_request,
     normalize,
-    prepare,
+    prepare_normalized,
     quality,
     validate,
 )
@@ -71,8 +71,9 @@ def test_quality_fills_missing_accuracy_and_marks_coarse_fixes() -> None:
     assert not batch.flags[2] & (FixFlag.COARSE | FixFlag.NO_ACCURACY)
 
 
-def test_prepare_runs_all_stages_and_keeps_mock_flags() -> None:
-    batch = prepare([raw(3, mock=True), raw(2)], [0, 1], NOW.timestamp(), POLICY)
+def test_the_stages_run_in_order_and_keep_mock_flags() -> None:
+    batch = normalize([raw(3, mock=True), raw(2)], [0, 1])
+    prepare_normalized(batch, NOW.timestamp(), POLICY)
     assert len(batch) == 2
     assert batch.flags[0] & FixFlag.MOCK
     assert np.isfinite(batch.accuracy_m).all()

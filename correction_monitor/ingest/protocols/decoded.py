@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from correction_monitor.domain.fixes import RawFix, Rejection
+from correction_monitor.ingest.batch import FixBatch, normalize
 
 
 @dataclass(slots=True)
@@ -22,3 +23,9 @@ class Decoded:
     fixes: list[RawFix] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
+
+    def normalized(self) -> FixBatch:
+        """The normalize stage over these fixes, the decoder's refusals kept with it."""
+        batch = normalize(self.fixes, self.indexes)
+        batch.rejected[:0] = self.rejected
+        return batch

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from correction_monitor.domain.fixes import FixFlag, RawFix, Rejection
-from correction_monitor.ingest.batch import FixBatch, client_key, normalize
+from correction_monitor.ingest.batch import FixBatch, client_key
 from correction_monitor.ingest.protocols.decoded import Decoded
 from correction_monitor.ingest.protocols.errors import (
     BAD_ACCURACY,
@@ -114,10 +114,7 @@ def decode_native_batch(body: bytes, *, max_fixes: int = DEFAULT_MAX_FIXES) -> F
     batch = _fast_batch(body, max_fixes)
     if batch is not None:
         return batch
-    decoded = decode_native(body, max_fixes=max_fixes)
-    batch = normalize(decoded.fixes, decoded.indexes)
-    batch.rejected[:0] = decoded.rejected
-    return batch
+    return decode_native(body, max_fixes=max_fixes).normalized()
 
 
 def _fast_batch(body: bytes, max_fixes: int) -> FixBatch | None:

@@ -18,7 +18,7 @@ from multidict import MultiDictProxy
 from correction_monitor.adapters.db import DATABASE_UNAVAILABLE
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.fixes import Rejection
-from correction_monitor.ingest.batch import FixBatch, normalize, prepare_normalized
+from correction_monitor.ingest.batch import FixBatch, prepare_normalized
 from correction_monitor.ingest.committer import CommitFailed, Overloaded
 from correction_monitor.ingest.protocols.decoded import Decoded
 from correction_monitor.ingest.protocols.errors import TOO_MANY_FIXES, DecodeError
@@ -61,9 +61,7 @@ async def _ingest(
     request: web.Request, device: DeviceIdentity, decoded: Decoded, protocol: str
 ) -> tuple[int, int, list[Rejection]]:
     """Run the pipeline stages after decoding; returns (accepted, duplicates, rejected)."""
-    batch = normalize(decoded.fixes, decoded.indexes)
-    batch.rejected[:0] = decoded.rejected
-    return await _ingest_batch(request, device, batch, protocol)
+    return await _ingest_batch(request, device, decoded.normalized(), protocol)
 
 
 async def _ingest_batch(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from correction_monitor.domain.fixes import FixFlag, Rejection
-from correction_monitor.ingest.batch import FixBatch, normalize
+from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.protocols import DecodeError, decode_native
 from correction_monitor.ingest.protocols.native import _fast_batch, decode_native_batch
 
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.unit
 
 def per_fix(body: bytes) -> FixBatch:
     """The reference: the per-fix decoder, then the normalize stage."""
-    decoded = decode_native(body)
-    batch = normalize(decoded.fixes, decoded.indexes)
-    batch.rejected[:0] = decoded.rejected
-    return batch
+    return decode_native(body).normalized()
 
 
 def assert_same(a: FixBatch, b: FixBatch) -> None:
