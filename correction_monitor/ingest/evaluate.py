@@ -433,10 +433,13 @@ def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> np
 
 
 def _implausible_chain(
-    ref: _Fix | None, fixes: SubjectFixes, rows: npt.NDArray[np.intp], max_speed_mps: float
+    ref: _Fix | None,
+    fixes: SubjectFixes,
+    deciding: npt.NDArray[np.intp] | list[int],
+    max_speed_mps: float,
 ) -> bool:
-    """Whether any step between consecutive deciding fixes (from ``ref``) is implausible."""
-    deciding = rows[(fixes.flags[rows] & FixFlag.NOT_DECIDING) == 0]
+    """Whether any step between consecutive deciding fixes (rows ``deciding`` of ``fixes``,
+    in time order, from ``ref``) is implausible."""
     if len(deciding) == 0:
         return False
     if len(deciding) <= 4:  # one fix per request is common; numpy costs more than it saves
@@ -503,16 +506,16 @@ def evaluate_subject(
     if len(rows) == 0:
         return EvalOutcome(ev.state(), [], [], late)
 
-    if ev.suspect is None and not _implausible_chain(ev.ref, fixes, rows, max_speed_mps):
+    deciding_rows = rows[(fixes.flags[rows] & FixFlag.NOT_DECIDING) == 0]
+    if ev.suspect is None and not _implausible_chain(ev.ref, fixes, deciding_rows, max_speed_mps):
         # Common case, vectorised: no spike to hold, so every fix is evaluated in order and a
         # rule whose fixes cannot move its episode is skipped without a Python loop.
         conds = ev.conditions_arrays(fixes, rows, activity)
         for key, c in conds.items():
             ev.run_rule(key, c, fixes, rows)
         ev.last_ts = float(ts_s[rows[-1]])
-        deciding = rows[(fixes.flags[rows] & FixFlag.NOT_DECIDING) == 0]
-        if len(deciding):
-            ev.ref = _fix_at(fixes, int(deciding[-1]))
+        if len(deciding_rows):
+            ev.ref = _fix_at(fixes, int(deciding_rows[-1]))
         return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
 
     candidates = [_fix_at(fixes, int(i)) for i in rows]
@@ -583,12 +586,7 @@ def evaluate_quiet(
         deciding = np.flatnonzero(can_decide).tolist()
     stored_ref = state.get("ref")
     ref = _Fix.from_json(stored_ref) if stored_ref else None
-    if len(deciding) <= 4:
-        chain = [ref] if ref is not None else []
-        chain.extend(_fix_at(fixes, i) for i in deciding)
-        if any(_required_speed(a, b) > profile.max_speed_mps for a, b in itertools.pairwise(chain)):
-            return None
-    elif _implausible_chain(ref, fixes, np.arange(n), profile.max_speed_mps):
+    if _implausible_chain(ref, fixes, deciding, profile.max_speed_mps):
         return None
     episodes = state.get("episodes", {})
     if profile.activity_area is not None:
