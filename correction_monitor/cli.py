@@ -63,28 +63,28 @@ def use_event_loop(name: str) -> str:
     return "asyncio"
 
 
-def _serve_worker(settings_json: str, sock: socket.socket | None) -> None:
-    from aiohttp import web
-
+def _serve_worker(settings_json: str, sock: socket.socket) -> None:
+    from correction_monitor.web import front
     from correction_monitor.web.app import init_app
 
     settings = Settings.model_validate_json(settings_json)
     configure_logging(settings.log_format, settings.log_level)
     use_event_loop(settings.event_loop)
-    app = init_app(settings)
-    if sock is not None:
-        web.run_app(
-            app, sock=sock, print=None, handle_signals=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
-    else:
-        web.run_app(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            print=None,
-            handle_signals=True,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        )
+    front.run(init_app(settings), sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """The service's listening socket, shared by its worker processes."""
+    infos = socket.getaddrinfo(
+        settings.http_host, settings.http_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(settings: Settings, workers: int) -> int:
@@ -95,15 +95,12 @@ def serve(settings: Settings, workers: int) -> int:
         flush=True,
     )
     if workers <= 1:
-        _serve_worker(settings.model_dump_json(), None)
+        with _listen(settings) as sock:
+            _serve_worker(settings.model_dump_json(), sock)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="cm-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.http_host, settings.http_port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
+    sock = _listen(settings)
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(target=_serve_worker, args=(settings.model_dump_json(), sock), daemon=False)

@@ -11,12 +11,16 @@ from correction_monitor.web.errors import forbidden, unauthorized
 from correction_monitor.web.keys import POOL, PRINCIPAL
 
 
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def parse_bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def bearer_token(request: web.Request) -> str | None:
+    return parse_bearer(request.headers.get("Authorization", ""))
 
 
 async def officer(request: web.Request, roles: frozenset[Role] | None = None) -> Principal:

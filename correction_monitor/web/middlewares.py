@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -59,13 +60,28 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def error_for(exc: Exception, path: str) -> ApiError:
+    """The answer to an exception a handler raised: its own for an ``ApiError``, 503 when
+    PostgreSQL is away (every route answers "retry later", never a 500), else a logged 500
+    that leaks no traceback."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        log.warning("database unavailable", path=path, error=repr(exc))
+        unavailable = ApiError(
+            503, "storage_unavailable", "the database is unavailable; retry shortly"
+        )
+        unavailable.headers["Retry-After"] = "5"
+        return unavailable
+    log.error("unhandled error", path=path, exc_info=exc)
+    return ApiError(500, "internal_error", "internal error; see server logs")
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as ``{"error": {"code", "message"}}``; nothing leaks a traceback."""
     try:
         return await handler(request)
-    except ApiError as err:
-        return error_response(err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -76,17 +92,29 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         }.get(exc.status, exc.reason.lower().replace(" ", "_"))
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         return error_response(ApiError(exc.status, code, message))
-    except DATABASE_UNAVAILABLE as exc:
-        # PostgreSQL is away: every route answers "retry later", never a 500.
-        log.warning("database unavailable", path=request.path, error=repr(exc))
-        unavailable = ApiError(
-            503, "storage_unavailable", "the database is unavailable; retry shortly"
-        )
-        unavailable.headers["Retry-After"] = "5"
-        return error_response(unavailable)
-    except Exception:
-        log.exception("unhandled error", path=request.path)
-        return error_response(ApiError(500, "internal_error", "internal error; see server logs"))
+    except Exception as exc:
+        return error_response(error_for(exc, request.path))
+
+
+# Labelled children, looked up once: ``labels()`` validates and hashes its arguments on every
+# call, which costs as much as the count itself on a route answering thousands a second.
+_REQUEST_COUNTS: dict[tuple[str, str, int], Any] = {}
+_REQUEST_LATENCY: dict[str, Any] = {}
+
+
+def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request and its latency (also for the ingest front)."""
+    key = (method, route, status)
+    counter = _REQUEST_COUNTS.get(key)
+    if counter is None:
+        if len(_REQUEST_COUNTS) > 10_000:  # arbitrary methods could grow it without bound
+            _REQUEST_COUNTS.clear()
+        counter = _REQUEST_COUNTS[key] = HTTP_REQUESTS.labels(method, route, str(status))
+    counter.inc()
+    latency = _REQUEST_LATENCY.get(route)
+    if latency is None:
+        latency = _REQUEST_LATENCY[route] = HTTP_LATENCY.labels(route)
+    latency.observe(seconds)
 
 
 @web.middleware
@@ -98,6 +126,4 @@ async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = response.status
         return response
     finally:
-        route = _route_name(request)
-        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+        record_request(request.method, _route_name(request), status, time.perf_counter() - started)

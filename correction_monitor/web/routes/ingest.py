@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.web_request import FileField
@@ -26,7 +26,7 @@ from correction_monitor.ingest.protocols.native import decode_native_batch
 from correction_monitor.ingest.protocols.osmand import decode_osmand_json, decode_osmand_query
 from correction_monitor.ingest.protocols.owntracks import decode_owntracks
 from correction_monitor.metrics import FIXES_REJECTED
-from correction_monitor.web.auth import bearer_token
+from correction_monitor.web.auth import parse_bearer
 from correction_monitor.web.errors import ApiError, bad_request, unauthorized
 from correction_monitor.web.jsonio import json_response
 from correction_monitor.web.keys import COMMITTER, DEVICES, POLICY
@@ -61,19 +61,19 @@ async def _ingest(
     request: web.Request, device: DeviceIdentity, decoded: Decoded, protocol: str
 ) -> tuple[int, int, list[Rejection]]:
     """Run the pipeline stages after decoding; returns (accepted, duplicates, rejected)."""
-    return await _ingest_batch(request, device, decoded.normalized(), protocol)
+    return await _ingest_batch(request.app, device, decoded.normalized(), protocol)
 
 
 async def _ingest_batch(
-    request: web.Request, device: DeviceIdentity, batch: FixBatch, protocol: str
+    app: web.Application, device: DeviceIdentity, batch: FixBatch, protocol: str
 ) -> tuple[int, int, list[Rejection]]:
     """The stages after normalize, for a decoded batch (decoder refusals in ``rejected``)."""
-    prepare_normalized(batch, time.time(), request.app[POLICY].ingest)
+    prepare_normalized(batch, time.time(), app[POLICY].ingest)
     rejected = batch.rejected
     for rejection in rejected:
         FIXES_REJECTED.labels(rejection.reason).inc()
     try:
-        result = await request.app[COMMITTER].submit(device, batch, protocol)
+        result = await app[COMMITTER].submit(device, batch, protocol)
     except Overloaded as exc:
         err = ApiError(503, "overloaded", "the service is busy; retry shortly")
         err.headers["Retry-After"] = str(exc.retry_after_s)
@@ -92,20 +92,33 @@ def _summary(accepted: int, duplicates: int, rejected: Sequence[Rejection]) -> d
     }
 
 
-@routes.post("/api/v1/fixes")
-async def post_fixes(request: web.Request) -> web.Response:
-    """Native batches (≤ 1000 fixes) from a phone holding a device bearer token."""
-    token = bearer_token(request)
+NATIVE_ROUTE = "/api/v1/fixes"
+
+
+async def ingest_native(
+    app: web.Application, authorization: str, read_body: Callable[[], Awaitable[bytes]]
+) -> dict[str, object]:
+    """A native batch through the whole pipeline, for this route and for the ingest front
+    (``web.front``), which answers phones without aiohttp's request machinery. The body is
+    read only once the token is known to be good."""
+    token = parse_bearer(authorization)
     if token is None:
         raise unauthorized("a device bearer token is required")
-    device = await _device(request.app[DEVICES].by_token(token))
+    device = await _device(app[DEVICES].by_token(token))
     if device is None:
         raise unauthorized("unknown or revoked device token")
     try:
-        batch = decode_native_batch(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
+        batch = decode_native_batch(await read_body(), max_fixes=MAX_FIXES_PER_REQUEST)
     except DecodeError as exc:
         raise _decode_error(exc) from exc
-    return json_response(_summary(*await _ingest_batch(request, device, batch, "native")))
+    return _summary(*await _ingest_batch(app, device, batch, "native"))
+
+
+@routes.post(NATIVE_ROUTE)
+async def post_fixes(request: web.Request) -> web.Response:
+    """Native batches (≤ 1000 fixes) from a phone holding a device bearer token."""
+    authorization = request.headers.get("Authorization", "")
+    return json_response(await ingest_native(request.app, authorization, request.read))
 
 
 async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
