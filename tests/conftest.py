@@ -7,7 +7,9 @@ a Redis key prefix of its own, so concurrent runs never collide.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,12 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import redis
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from correction_monitor.migrations import migrate
 from correction_monitor.service.bootstrap import create_officer
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
+from correction_monitor.web.front import FrontSite
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -101,11 +106,33 @@ def settings(
     )
 
 
+class FrontTestServer(TestServer):
+    """The app served as ``correction-monitor serve`` serves it: every connection starts at
+    the ingest front (``web.front``), which hands all but native uploads to aiohttp."""
+
+    async def start_server(
+        self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any
+    ) -> None:
+        if self.runner:
+            return
+        self._loop = loop
+        runner = await self._make_runner(handler_cancellation=True, **kwargs)
+        assert isinstance(runner, web.AppRunner)
+        self.runner = runner
+        await runner.setup()
+        sock = self.socket_factory(self.host, 0, socket.AF_INET)
+        self.host, self.port = sock.getsockname()[:2]
+        await FrontSite(runner, sock, grace_s=5.0).start()
+        self.scheme = "http"
+        self._root = URL(f"http://{self.host}:{self.port}")
+
+
 @pytest.fixture(scope="session")
 async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
-    """An HTTP client against the real app (real PostgreSQL and Redis)."""
+    """An HTTP client against the real app (real PostgreSQL and Redis), served as in
+    production."""
     app = init_app(settings)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(FrontTestServer(app)) as test_client:
         yield test_client
 
 
