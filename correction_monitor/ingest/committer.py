@@ -200,7 +200,6 @@ class GroupCommitter:
         job = _Job(device, batch, protocol, asyncio.get_running_loop().create_future())
         self._queues[lane].append(job)
         self._queued_fixes += len(batch)
-        INGEST_QUEUE.inc(len(batch))
         self._wakeups[lane].set()
         return await job.future
 
@@ -271,13 +270,15 @@ class GroupCommitter:
 
     def _fail(self, group: list[_Job], size: int, exc: BaseException) -> None:
         self._queued_fixes -= size
-        INGEST_QUEUE.dec(size)
+        INGEST_QUEUE.set(self._queued_fixes)
         for job in group:
             if not job.future.done():
                 job.future.set_exception(CommitFailed(repr(exc)))
 
     async def _commit_group(self, conn: asyncpg.Connection, group: list[_Job], size: int) -> None:
         started = time.perf_counter()
+        # The queue's gauge is set at each commit's start and end, not on every request.
+        INGEST_QUEUE.set(self._queued_fixes)
         try:
             events, positions = await self._commit(conn, group)
         except Exception as exc:
@@ -288,14 +289,22 @@ class GroupCommitter:
             return
         finally:
             self._queued_fixes -= size
-            INGEST_QUEUE.dec(size)
+            INGEST_QUEUE.set(self._queued_fixes)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         COMMIT_BATCH_SIZE.observe(size)
+        # Counted once per group and protocol: a metric update costs as much as a small
+        # request's share of the commit.
+        accepted: dict[str, int] = defaultdict(int)
+        duplicates = 0
         for job in group:
-            FIXES_ACCEPTED.labels(job.protocol).inc(job.accepted)
-            FIXES_DUPLICATE.inc(job.duplicates)
+            accepted[job.protocol] += job.accepted
+            duplicates += job.duplicates
             if not job.future.done():
                 job.future.set_result(IngestResult(job.accepted, job.duplicates))
+        for protocol, count in accepted.items():
+            FIXES_ACCEPTED.labels(protocol).inc(count)
+        if duplicates:
+            FIXES_DUPLICATE.inc(duplicates)
         self._publish(events, positions)
 
     def _publish(self, events: list[dict[str, Any]], positions: dict[int, dict[str, Any]]) -> None:
