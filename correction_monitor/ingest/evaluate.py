@@ -446,15 +446,16 @@ def _implausible_chain(
         chain = [ref] if ref is not None else []
         chain.extend(_fix_at(fixes, int(i)) for i in deciding)
         return any(_required_speed(a, b) > max_speed_mps for a, b in itertools.pairwise(chain))
-    ts = fixes.ts_us[deciding] / 1e6
-    lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
-    if ref is not None:
-        ts = np.concatenate(([ref.ts], ts))
-        lon = np.concatenate(([ref.lon], lon))
-        lat = np.concatenate(([ref.lat], lat))
-        acc = np.concatenate(([ref.acc], acc))
-    if len(ts) < 2:
+    if ref is not None and _required_speed(ref, _fix_at(fixes, int(deciding[0]))) > max_speed_mps:
+        return True
+    if len(deciding) < 2:
         return False
+    if len(deciding) == len(fixes):  # every fix decides (the rule): no copies
+        ts = fixes.ts_us / 1e6
+        lon, lat, acc = fixes.lon, fixes.lat, fixes.accuracy_m
+    else:
+        ts = fixes.ts_us[deciding] / 1e6
+        lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
     mean_lat = np.radians((lat[1:] + lat[:-1]) / 2.0)
     dx = np.radians(np.diff(lon)) * np.cos(mean_lat)
     dy = np.radians(np.diff(lat))
