@@ -155,7 +155,10 @@ class GroupCommitter:
     """Persists and evaluates fixes in groups; one instance per process.
 
     ``lanes`` commit loops run side by side, each owning the subjects whose id falls in its
-    lane, so one subject's fixes are always committed in arrival order by one loop.
+    lane, so one subject's fixes are always committed in arrival order by one loop. One
+    lane is the default: a process's whole queue then forms each group, and bigger groups
+    share the per-group round trips and work among more fixes (measured faster than two
+    lanes overlapping their round trips, see docs/benchmarks.md).
     """
 
     def __init__(
@@ -165,7 +168,7 @@ class GroupCommitter:
         hot_state: HotState,
         *,
         queue_limit: int,
-        lanes: int = 2,
+        lanes: int = 1,
         max_group_fixes: int = 20_000,
     ) -> None:
         self.pool = pool
@@ -234,12 +237,12 @@ class GroupCommitter:
                 await wakeup.wait()
                 wakeup.clear()
                 while queue[lane]:
-                    group: list[_Job] = []
-                    size = 0
-                    while queue[lane] and size < self.max_group_fixes:
-                        job = queue[lane].pop(0)
-                        group.append(job)
-                        size += len(job.batch)
+                    pending, taken, size = queue[lane], 0, 0
+                    while taken < len(pending) and size < self.max_group_fixes:
+                        size += len(pending[taken].batch)
+                        taken += 1
+                    group = pending[:taken]
+                    del pending[:taken]
                     # Each lane keeps one connection: no pool round trip per commit.
                     if conn is None or _closed(conn):
                         if conn is not None:
