@@ -40,6 +40,7 @@ from correction_monitor.ingest.evaluate import (
     newest_evaluated,
     replay_state,
     replay_subject,
+    steepest_steps,
 )
 from correction_monitor.ingest.profiles import ProfileCache, SubjectProfile
 from correction_monitor.metrics import (
@@ -361,7 +362,8 @@ class GroupCommitter:
     ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
         for job in group:
             job.duplicates = job.batch.duplicates
-        merged = merge_group(group)
+        group_fixes = merge_group(group)
+        merged = group_fixes.fixes
         days = {
             (EPOCH + timedelta(days=d)).date()
             for d in np.unique(
@@ -395,7 +397,13 @@ class GroupCommitter:
                 profile = profiles[sid]
                 start = _replay_start(row["state"], fixes)
                 if start is None:
-                    quiet = evaluate_quiet(profile, row["state"], fixes, activity.get(sid))
+                    quiet = evaluate_quiet(
+                        profile,
+                        row["state"],
+                        fixes,
+                        activity.get(sid),
+                        group_fixes.steepest_of(sid, fixes),
+                    )
                     outcome = quiet or evaluate_subject(
                         profile, row["state"], fixes, now, activity=activity.get(sid)
                     )
@@ -603,7 +611,21 @@ def lost_contact_key(since: datetime) -> str:
     return f"lost:{to_us(since) // 1000}"
 
 
-def merge_group(group: list[_Job]) -> dict[int, SubjectFixes]:
+@dataclass(slots=True)
+class MergedGroup:
+    """A commit group's fixes per subject, with each subject's highest step speed where
+    computed for the whole group at once (by fix count, so a subject whose fixes were
+    later cut no longer matches)."""
+
+    fixes: dict[int, SubjectFixes]
+    steepest: dict[int, tuple[int, float]]
+
+    def steepest_of(self, sid: int, fixes: SubjectFixes) -> float | None:
+        found = self.steepest.get(sid)
+        return found[1] if found is not None and found[0] == len(fixes) else None
+
+
+def merge_group(group: list[_Job]) -> MergedGroup:
     """Each subject's queued fixes from all the group's requests, in event-time order (then
     device, client key), each fix once; repeats are counted against their requests.
 
@@ -637,9 +659,21 @@ def merge_group(group: list[_Job]) -> dict[int, SubjectFixes]:
             for owner in whole.owner[drop].tolist():
                 group[owner].duplicates += 1
             whole, subject = whole.select(~drop), subject[~drop]
+    if len(whole) == 0:
+        return MergedGroup({}, {})
     cuts = (np.flatnonzero(np.diff(subject)) + 1).tolist()
     starts, ends = [0, *cuts], [*cuts, len(whole)]
-    return {int(subject[a]): whole.slice(a, b) for a, b in zip(starts, ends, strict=True) if a < b}
+    sids = subject[starts].tolist()
+    return MergedGroup(
+        {sid: whole.slice(a, b) for sid, a, b in zip(sids, starts, ends, strict=True)},
+        {
+            sid: (b - a, value)
+            for sid, a, b, value in zip(
+                sids, starts, ends, steepest_steps(whole, starts, ends), strict=True
+            )
+            if value is not None
+        },
+    )
 
 
 async def _drop_stored(

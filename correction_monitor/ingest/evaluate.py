@@ -432,37 +432,77 @@ def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> np
     return c
 
 
-def _implausible_chain(
-    ref: _Fix | None,
-    fixes: SubjectFixes,
-    deciding: npt.NDArray[np.intp] | list[int],
-    max_speed_mps: float,
-) -> bool:
-    """Whether any step between consecutive deciding fixes (rows ``deciding`` of ``fixes``,
-    in time order, from ``ref``) is implausible."""
-    if len(deciding) == 0:
-        return False
-    if len(deciding) <= 4:  # one fix per request is common; numpy costs more than it saves
-        chain = [ref] if ref is not None else []
-        chain.extend(_fix_at(fixes, int(i)) for i in deciding)
-        return any(_required_speed(a, b) > max_speed_mps for a, b in itertools.pairwise(chain))
-    if ref is not None and _required_speed(ref, _fix_at(fixes, int(deciding[0]))) > max_speed_mps:
-        return True
-    if len(deciding) < 2:
-        return False
-    if len(deciding) == len(fixes):  # every fix decides (the rule): no copies
-        ts = fixes.ts_us / 1e6
-        lon, lat, acc = fixes.lon, fixes.lat, fixes.accuracy_m
-    else:
-        ts = fixes.ts_us[deciding] / 1e6
-        lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
+def _step_speeds(
+    ts: npt.NDArray[np.float64],
+    lon: npt.NDArray[np.float64],
+    lat: npt.NDArray[np.float64],
+    acc: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """:func:`_required_speed` of each step between consecutive rows, on arrays (one shorter
+    than the inputs)."""
     mean_lat = np.radians((lat[1:] + lat[:-1]) / 2.0)
     dx = np.radians(np.diff(lon)) * np.cos(mean_lat)
     dy = np.radians(np.diff(lat))
     distance = _EARTH_RADIUS_M * np.hypot(dx, dy)
     gap = np.maximum(np.abs(np.diff(ts)), 1.0)
-    speed = np.maximum(0.0, distance - acc[1:] - acc[:-1]) / gap
-    return bool((speed > max_speed_mps).any())
+    speeds: npt.NDArray[np.float64] = np.maximum(0.0, distance - acc[1:] - acc[:-1]) / gap
+    return speeds
+
+
+SCALAR_CHAIN_MAX = 4
+"""Chains of at most this many deciding fixes are checked in scalars (numpy costs more)."""
+
+
+def _implausible_chain(
+    ref: _Fix | None,
+    fixes: SubjectFixes,
+    deciding: npt.NDArray[np.intp] | list[int],
+    max_speed_mps: float,
+    steepest: float | None = None,
+) -> bool:
+    """Whether any step between consecutive deciding fixes (rows ``deciding`` of ``fixes``,
+    in time order, from ``ref``) is implausible. ``steepest``, when given, is the highest
+    step speed among ``fixes`` already computed (:func:`steepest_steps`), valid when every
+    fix decides."""
+    if len(deciding) == 0:
+        return False
+    if len(deciding) <= SCALAR_CHAIN_MAX:
+        chain = [ref] if ref is not None else []
+        chain.extend(_fix_at(fixes, int(i)) for i in deciding)
+        return any(_required_speed(a, b) > max_speed_mps for a, b in itertools.pairwise(chain))
+    if ref is not None and _required_speed(ref, _fix_at(fixes, int(deciding[0]))) > max_speed_mps:
+        return True
+    every = len(deciding) == len(fixes)
+    if every and steepest is not None:
+        return steepest > max_speed_mps
+    if every:  # every fix decides (the rule): no copies
+        ts = fixes.ts_us / 1e6
+        lon, lat, acc = fixes.lon, fixes.lat, fixes.accuracy_m
+    else:
+        ts = fixes.ts_us[deciding] / 1e6
+        lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
+    return bool((_step_speeds(ts, lon, lat, acc) > max_speed_mps).any())
+
+
+def steepest_steps(whole: SubjectFixes, starts: list[int], ends: list[int]) -> list[float | None]:
+    """For each run ``whole[start:end]`` (one subject's fixes, in time order): the highest
+    speed between its consecutive fixes, as :func:`_implausible_chain` would compute it,
+    or None where that function would not use it (a run of few fixes, or one holding a fix
+    that does not decide). One pass over a commit group's arrays instead of one per subject.
+    """
+    if len(whole) < 2:
+        return [None] * len(starts)
+    speeds = _step_speeds(whole.ts_us / 1e6, whole.lon, whole.lat, whole.accuracy_m)
+    # The step into each next run belongs to no run: 0 is neutral for a maximum (speeds ≥ 0).
+    speeds = np.append(speeds, 0.0)
+    speeds[np.asarray(ends, dtype=np.intp) - 1] = 0.0
+    index = np.asarray(starts, dtype=np.intp)
+    highest = np.maximum.reduceat(speeds, index).tolist()
+    undecided = np.logical_or.reduceat((whole.flags & FixFlag.NOT_DECIDING) != 0, index).tolist()
+    return [
+        value if end - start > SCALAR_CHAIN_MAX and not skip else None
+        for value, skip, start, end in zip(highest, undecided, starts, ends, strict=True)
+    ]
 
 
 def _fix_at(fixes: SubjectFixes, i: int) -> _Fix:
@@ -554,6 +594,7 @@ def evaluate_quiet(
     state: dict[str, Any] | None,
     fixes: SubjectFixes,
     activity: npt.NDArray[np.int8] | None,
+    steepest: float | None = None,
 ) -> EvalOutcome | None:
     """:func:`evaluate_subject`'s outcome for the commonest case, without its machinery.
 
@@ -565,7 +606,8 @@ def evaluate_quiet(
     :func:`evaluate_subject`): a held suspect, a late fix, a rule other than the activity
     area (zones and curfew are evaluated per subject), a fix towards a breach or back.
     ``activity`` is the activity-area membership of ``fixes``, as for evaluate_subject;
-    ``fixes`` are sorted by time, as the committer's merge leaves them.
+    ``fixes`` are sorted by time, as the committer's merge leaves them; ``steepest`` is the
+    highest step speed among them when the merge computed it (:func:`steepest_steps`).
     """
     n = len(fixes)
     if n == 0 or profile.zones or (profile.home is not None and profile.curfew is not None):
@@ -587,7 +629,7 @@ def evaluate_quiet(
         deciding = np.flatnonzero(can_decide).tolist()
     stored_ref = state.get("ref")
     ref = _Fix.from_json(stored_ref) if stored_ref else None
-    if _implausible_chain(ref, fixes, deciding, profile.max_speed_mps):
+    if _implausible_chain(ref, fixes, deciding, profile.max_speed_mps, steepest):
         return None
     episodes = state.get("episodes", {})
     if profile.activity_area is not None:

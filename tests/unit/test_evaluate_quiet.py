@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.evaluate import (
+    SCALAR_CHAIN_MAX,
     SubjectFixes,
+    _implausible_chain,
     evaluate_quiet,
     evaluate_subject,
+    steepest_steps,
 )
 from geofences.classify import classify
 from tests.unit.test_evaluate import IN, NOW, OUT, PROFILE, T0, fixes_of
@@ -135,3 +138,64 @@ def test_whenever_the_shortcut_answers_it_equals_the_full_evaluation(
         assert quick.alert_ops == full.alert_ops == []
         assert quick.spikes == full.spikes == []
         assert quick.late == full.late == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(
+            st.tuples(st.floats(116.0, 116.8), st.floats(39.6, 40.2)),  # where the run starts
+            st.lists(  # steps of a few hundred metres at most, some seconds to minutes apart
+                st.tuples(
+                    st.floats(-0.003, 0.003),
+                    st.floats(-0.003, 0.003),
+                    st.floats(0.0, 120.0),
+                    st.sampled_from([0, 0, 0, FixFlag.MOCK]),
+                ),
+                min_size=1,
+                max_size=9,
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    acc=st.sampled_from([5.0, 30.0, 200.0]),
+    speed=st.sampled_from([1.0, 10.0, 80.0]),
+)
+def test_group_step_speeds_decide_as_each_subjects_own(
+    runs: list[tuple[tuple[float, float], list[tuple[float, float, float, int]]]],
+    acc: float,
+    speed: float,
+) -> None:
+    """``steepest_steps`` over a whole group decides every run as ``_implausible_chain``
+    decides it on that run alone, wherever it gives an answer (runs start far apart, so a
+    step counted across two runs would show)."""
+    lon = np.concatenate([start[0] + np.cumsum([s[0] for s in steps]) for start, steps in runs])
+    lat = np.concatenate([start[1] + np.cumsum([s[1] for s in steps]) for start, steps in runs])
+    times = np.concatenate([T0 + np.cumsum([s[2] for s in steps]) for _, steps in runs])
+    flags = [s[3] for _, steps in runs for s in steps]
+    whole = SubjectFixes(
+        ts_us=np.round(times * 1e6).astype(np.int64),
+        lon=lon,
+        lat=lat,
+        accuracy_m=np.full(len(flags), acc),
+        flags=np.array(flags, dtype=np.int16),
+        key=np.arange(len(flags), dtype=np.int32),
+        device=np.ones(len(flags), dtype=np.int32),
+        owner=np.zeros(len(flags), dtype=np.int32),
+    )
+    ends = np.cumsum([len(steps) for _, steps in runs]).tolist()
+    starts = [0, *ends[:-1]]
+    for (start, end), steepest in zip(
+        zip(starts, ends, strict=True), steepest_steps(whole, starts, ends), strict=True
+    ):
+        fixes = whole.slice(start, end)
+        every = (fixes.flags & FixFlag.NOT_DECIDING) == 0
+        deciding = np.flatnonzero(every).tolist()
+        if steepest is None:
+            assert len(fixes) <= SCALAR_CHAIN_MAX or not every.all()
+            continue
+        own = _implausible_chain(None, fixes, deciding, speed)
+        event("implausible" if own else "plausible")
+        assert (steepest > speed) == own
+        assert _implausible_chain(None, fixes, deciding, speed, steepest) == own
