@@ -44,6 +44,8 @@ class FixBatch:
     key: npt.NDArray[np.int32]
     rejected: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
+    # Set by the dedupe stage: the fixes are in strictly increasing time (to the microsecond).
+    increasing: bool = False
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -121,9 +123,11 @@ def validate(batch: FixBatch, now: float, policy: IngestPolicy) -> None:
 def dedupe_in_request(batch: FixBatch) -> None:
     """Stage 3a: a fix repeated inside one request counts once (the first is kept)."""
     if len(batch) < 2:
+        batch.increasing = True
         return
     ts_us = np.round(batch.ts * 1e6).astype(np.int64)
     if (ts_us[1:] > ts_us[:-1]).all():
+        batch.increasing = True
         return  # in strictly increasing time, as phones send them: no repeat possible
     order = np.lexsort((batch.key, ts_us))
     same = (np.diff(ts_us[order]) == 0) & (np.diff(batch.key[order]) == 0)
