@@ -71,7 +71,6 @@ OUTSIDE_LON: Final = WEST + SIZE + 0.05  # ~5 km east of the county
 WALK_LOW: Final = (WEST + 0.01, SOUTH + 0.01)  # lon, lat
 WALK_HIGH: Final = (WEST + SIZE - 0.01, SOUTH + SIZE - 0.01)
 STEP_DEG: Final = 2e-4
-ACCURACY_M: Final = 10  # fixes report 10–26 m: two digits, so a batch formats as arrays
 VECTOR_FROM: Final = 8  # batches of at least this many fixes are walked with numpy
 
 
@@ -155,7 +154,7 @@ class Phone:
         >>> phone = Phone(1, "t", 112.9, 28.1, False, 1_700_000_000.0, 1.0)
         >>> body, newest = phone.next_body(2, np.random.default_rng(0))
         >>> [(f["id"], f["ts"], f["accuracy_m"]) for f in orjson.loads(body)["fixes"]], newest
-        ([('1', 1700000000000, 11), ('2', 1700000001000, 12)], 1700000001000)
+        ([('1', 1700000000000, 9), ('2', 1700000001000, 10)], 1700000001000)
         """
         if n >= VECTOR_FROM:
             table = self.walk_table(n, rng)
@@ -185,7 +184,7 @@ class Phone:
             values += (self.seq, int(self.clock * 1000))
             values += divmod(round(lat * 1e7), 10**7)
             values += divmod(round(lon * 1e7), 10**7)
-            values.append(ACCURACY_M + self.seq % 17)
+            values.append(8 + self.seq % 17)
             self.clock += self.step_s
         return values
 
@@ -222,7 +221,7 @@ class Phone:
         degrees, fraction = np.divmod(np.rint(walk * 1e7).astype(np.int64), 10**7)
         table[:, 2], table[:, 3] = degrees[:, 1], fraction[:, 1]
         table[:, 4], table[:, 5] = degrees[:, 0], fraction[:, 0]
-        table[:, 6] = ACCURACY_M + seqs % 17
+        table[:, 6] = 8 + seqs % 17
         self.seq += n
         self.clock += n * self.step_s
         return table

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from correction_monitor.ingest.protocols.native import decode_native
 from correction_monitor.loadgen import (
-    ACCURACY_M,
     OUTSIDE_LON,
     STEP_DEG,
     WALK_HIGH,
@@ -59,7 +58,7 @@ def test_bodies_are_native_fixes_the_server_accepts(n: int, breaches: bool) -> N
     assert [f["id"] for f in fixes] == [str(151 + i) for i in range(n)]
     assert [f["ts"] for f in fixes] == [int(START * 1000) + 1000 * i for i in range(n)]
     assert newest == fixes[-1]["ts"]
-    assert [f["accuracy_m"] for f in fixes] == [ACCURACY_M + (151 + i) % 17 for i in range(n)]
+    assert [f["accuracy_m"] for f in fixes] == [8 + (151 + i) % 17 for i in range(n)]
     assert (p.seq, p.clock) == (150 + n, START + n)
 
 
