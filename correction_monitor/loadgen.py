@@ -46,7 +46,6 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import numpy as np
-import numpy.typing as npt
 import orjson
 import psutil
 
@@ -80,58 +79,6 @@ def body_template(n: int) -> bytes:
     return b'{"fixes":[' + b",".join([FIX_TEMPLATE] * n) + b"]}"
 
 
-# FIX_TEMPLATE cut at its fields: (text before the field, zero-padded width or 0 for natural).
-_FIX_FIELDS: Final = (
-    (b'{"id":"', 0),
-    (b'","ts":', 0),
-    (b',"lat":', 0),
-    (b".", 7),
-    (b',"lon":', 0),
-    (b".", 7),
-    (b',"accuracy_m":', 0),
-)
-_FIX_END: Final = b"},"
-
-
-@functools.cache
-def _row_layout(widths: tuple[int, ...]) -> tuple[npt.NDArray[np.uint8], tuple[int, ...]]:
-    """One formatted fix (plus its comma) as a byte row with the digits left blank, and
-    where each field's digits start, for fields of these digit counts."""
-    row, starts = bytearray(), []
-    for (text, _), width in zip(_FIX_FIELDS, widths, strict=True):
-        row += text
-        starts.append(len(row))
-        row += b"0" * width
-    row += _FIX_END
-    return np.frombuffer(bytes(row), dtype=np.uint8), tuple(starts)
-
-
-def format_fixes(table: npt.NDArray[np.int64]) -> bytes | None:
-    """``body_template(n) % values`` for a table of :data:`FIX_TEMPLATE` rows, written with a
-    few array operations per field instead of one conversion per value; None when some
-    field's digit count varies between rows (then the format string is used).
-
-    >>> table = np.array([[7, 1700000000000, 28, 1234567, 112, 7654321, 9]])
-    >>> format_fixes(table) == body_template(1) % tuple(table.ravel().tolist())
-    True
-    """
-    low, high = table.min(axis=0).tolist(), table.max(axis=0).tolist()
-    widths = []
-    for (_, padded), lo, hi in zip(_FIX_FIELDS, low, high, strict=True):
-        if lo < 0 or (padded and hi >= 10**padded):
-            return None
-        width = padded or len(str(hi))
-        if not padded and len(str(lo)) != width:
-            return None
-        widths.append(width)
-    template, starts = _row_layout(tuple(widths))
-    rows = np.tile(template, (len(table), 1))
-    for column, (start, width) in enumerate(zip(starts, widths, strict=True)):
-        powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-        rows[:, start : start + width] = (table[:, column, None] // powers) % 10 + 48
-    return b'{"fixes":[' + rows.tobytes()[:-1] + b"]}"
-
-
 @dataclass
 class Phone:
     """A simulated phone: a random walk inside the county or, for a breaching phone, 300 of
@@ -156,14 +103,8 @@ class Phone:
         >>> [(f["id"], f["ts"], f["accuracy_m"]) for f in orjson.loads(body)["fixes"]], newest
         ([('1', 1700000000000, 9), ('2', 1700000001000, 10)], 1700000001000)
         """
-        if n >= VECTOR_FROM:
-            table = self.walk_table(n, rng)
-            body = format_fixes(table)
-            if body is not None:
-                return body, int(table[-1, 1])
-            values: list[int] = table.ravel().tolist()
-        else:
-            values = self.walk(n)
+        big = n >= VECTOR_FROM
+        values: list[int] = self.walk_table(n, rng).ravel().tolist() if big else self.walk(n)
         return body_template(n) % tuple(values), values[-6]
 
     def walk(self, n: int) -> list[int]:

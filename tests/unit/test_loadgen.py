@@ -10,8 +10,6 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from correction_monitor.ingest.protocols.native import decode_native
 from correction_monitor.loadgen import (
@@ -23,8 +21,6 @@ from correction_monitor.loadgen import (
     Phone,
     Run,
     Slot,
-    body_template,
-    format_fixes,
     http_floor,
 )
 
@@ -342,38 +338,3 @@ async def test_the_http_floor_counts_answers_of_the_cheapest_route() -> None:
     assert out["ok"] == len(asked) > 3  # keep-alive connections asking again and again
     assert set(asked) == {"/healthz"}
     assert 0.3 <= out["wall_s"] < 5.0
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    rows=st.integers(1, 12),
-    seq=st.integers(0, 10**6),
-    accuracy=st.integers(0, 40),
-    degrees=st.tuples(st.integers(0, 120), st.integers(0, 179)),
-    data=st.data(),
-)
-def test_fixes_formatted_with_arrays_equal_the_format_string(
-    rows: int, seq: int, accuracy: int, degrees: tuple[int, int], data: st.DataObject
-) -> None:
-    fraction = st.integers(0, 10**7 - 1)
-    table = np.array(
-        [
-            [
-                seq + i,
-                1_700_000_000_000 + 1000 * i,
-                degrees[0],
-                data.draw(fraction),
-                degrees[1],
-                data.draw(fraction),
-                accuracy + data.draw(st.integers(0, 30)),
-            ]
-            for i in range(rows)
-        ],
-        dtype=np.int64,
-    )
-    expected = body_template(rows) % tuple(table.ravel().tolist())
-    body = format_fixes(table)
-    if body is None:  # a field whose digit count varies between rows
-        assert any(len({len(str(v)) for v in table[:, c].tolist()}) > 1 for c in (0, 6))
-    else:
-        assert body == expected
