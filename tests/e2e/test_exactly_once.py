@@ -16,12 +16,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from correction_monitor.ingest.batch import client_key
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
-from tests.conftest import Officers, bearer, unique
+from tests.conftest import FrontTestServer, Officers, bearer, unique
 from tests.e2e.helpers import (
     INSIDE,
     NEAR_INSIDE,
@@ -54,7 +54,7 @@ async def county(officers: Officers) -> County:
 async def second_client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
     """Another app instance on the same database: a second process's committer."""
     app = init_app(settings)
-    async with TestClient(TestServer(app)) as other:
+    async with TestClient(FrontTestServer(app)) as other:
         yield other
 
 

@@ -26,14 +26,14 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.service.jobs import HotStateWatch
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import COMMITTER, HOT_STATE, POOL
-from tests.conftest import Officers, bearer
+from tests.conftest import FrontTestServer, Officers, bearer
 from tests.e2e.fault_track import (
     BATCH,
     IN,
@@ -258,7 +258,7 @@ async def test_kill_and_restart_mid_load_loses_no_acked_fix_and_doubles_no_alert
 async def app_client(settings: Settings, **overrides: Any) -> AsyncIterator[TestClient[Any, Any]]:
     """An in-process app on the run's database with some settings changed."""
     app = init_app(settings.model_copy(update=overrides))
-    async with TestClient(TestServer(app)) as http:
+    async with TestClient(FrontTestServer(app)) as http:
         yield http
 
 

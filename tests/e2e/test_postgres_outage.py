@@ -24,13 +24,13 @@ from urllib.parse import urlencode
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from correction_monitor.migrations import migrate
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import COMMITTER
-from tests.conftest import Officers, bearer
+from tests.conftest import FrontTestServer, Officers, bearer
 from tests.e2e.fault_track import (
     BATCH,
     STEP_S,
@@ -114,7 +114,7 @@ async def test_postgres_outage_loses_no_acknowledged_fix_and_ingest_recovers(
     )
     # A client timeout turns a hanging request into a failure instead of a stuck run.
     timeout = aiohttp.ClientTimeout(total=20)
-    async with TestClient(TestServer(init_app(settings)), timeout=timeout) as http:
+    async with TestClient(FrontTestServer(init_app(settings)), timeout=timeout) as http:
         officers = Officers(url, http)
         county = await make_county(officers)
         world = await make_world(http, officers, in_county=county)

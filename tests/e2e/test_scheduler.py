@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
-from tests.conftest import Officers
+from tests.conftest import FrontTestServer, Officers
 from tests.e2e.helpers import alerts_of, make_world
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ async def test_scheduled_sweep_opens_lost_contact(
     policy = tmp_path / "drill.toml"
     policy.write_text("[levels.strict]\nlost_contact_after_s = 2\n", encoding="utf-8")
     app = init_app(settings.model_copy(update={"run_scheduler": True, "policy_file": policy}))
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(FrontTestServer(app)) as client:
         drill_officers = Officers(officers.database_url, client)
         world = await make_world(client, drill_officers, level="strict")  # enrolled, silent
         found: list[Any] = []
