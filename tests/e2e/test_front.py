@@ -12,11 +12,14 @@ import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Officers
+from correction_monitor.settings import Settings
+from correction_monitor.web.app import init_app
+from tests.conftest import FrontTestServer, Officers
 from tests.e2e.helpers import INSIDE, World, make_world, recent, track
 
 pytestmark = pytest.mark.e2e
@@ -239,3 +242,36 @@ async def test_front_answers_are_counted_like_the_routes(
     assert (await raw.response())[0] == 200
     after = count(await (await client.get("/metrics")).text())
     assert after == before + 1
+
+
+async def test_shutdown_lets_an_upload_being_committed_finish(
+    client: TestClient[Any, Any], officers: Officers, settings: Settings, database_url: str
+) -> None:
+    world = await make_world(client, officers, level="normal")
+    server = FrontTestServer(init_app(settings))
+    await server.start_server()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    conn = Raw(reader, writer)
+    await conn.send(upload(world, fixes_from(0)))  # creates the subject's state row
+    assert (await conn.response())[0] == 200
+    # Another session holds the subject's state row: the next commit must wait for it.
+    blocker = await asyncpg.connect(database_url)
+    held = blocker.transaction()
+    await held.start()
+    await blocker.execute(
+        "SELECT 1 FROM subject_eval_state WHERE subject_id = $1 FOR UPDATE", world.subject_id
+    )
+    try:
+        await conn.send(upload(world, fixes_from(5, 2)))
+        await asyncio.sleep(0.3)
+        closing = asyncio.create_task(server.close())
+        await asyncio.sleep(0.5)
+        assert not closing.done(), "the server stopped with an upload still being committed"
+    finally:
+        await held.rollback()
+        await blocker.close()
+    status, headers, body = await conn.response()
+    assert (status, orjson.loads(body)["accepted"]) == (200, 2)
+    assert headers["connection"] == "close"
+    await asyncio.wait_for(closing, 10)
+    writer.close()
