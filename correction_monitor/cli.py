@@ -78,6 +78,8 @@ def _listen(settings: Settings) -> socket.socket:
     infos = socket.getaddrinfo(
         settings.http_host, settings.http_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
+    # One socket: an IPv4 address when the name has one ("localhost" → 127.0.0.1).
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
