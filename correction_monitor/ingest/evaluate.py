@@ -621,9 +621,12 @@ def evaluate_quiet(
         return None
     # Scalars for a few fixes (a numpy call costs more than the loop), arrays for many.
     small = n <= 8
+    every = steepest is not None  # the group computes it only where every fix decides
     if small:
         flags = fixes.flags.tolist()
         deciding = [i for i in range(n) if not flags[i] & FixFlag.NOT_DECIDING]
+    elif every:
+        deciding = list(range(n))
     else:
         can_decide = (fixes.flags & FixFlag.NOT_DECIDING) == 0
         deciding = np.flatnonzero(can_decide).tolist()
@@ -647,6 +650,8 @@ def evaluate_quiet(
                 m == towards and not f & FixFlag.NOT_DECIDING
                 for m, f in zip(activity.tolist(), flags, strict=True)
             )
+        elif every:
+            moving = bool((activity == towards).any())
         else:
             moving = bool(((activity == towards) & can_decide).any())
         if moving:

@@ -36,6 +36,12 @@ def membership(fixes: SubjectFixes) -> Any:
 
 def run_both(state: dict[str, Any], fixes: SubjectFixes) -> tuple[Any, Any]:
     quick = evaluate_quiet(PROFILE, copy.deepcopy(state), fixes, membership(fixes))
+    # As the committer calls it, with the steepest step computed for the whole group.
+    steepest = steepest_steps(fixes, [0], [len(fixes)])[0]
+    grouped = evaluate_quiet(PROFILE, copy.deepcopy(state), fixes, membership(fixes), steepest)
+    assert (grouped is None) == (quick is None)
+    if quick is not None and grouped is not None:
+        assert grouped.state == quick.state
     full_fixes = fixes.select(np.arange(len(fixes)))
     full = evaluate_subject(
         PROFILE, copy.deepcopy(state), full_fixes, NOW, activity=membership(fixes)
@@ -199,3 +205,15 @@ def test_group_step_speeds_decide_as_each_subjects_own(
         event("implausible" if own else "plausible")
         assert (steepest > speed) == own
         assert _implausible_chain(None, fixes, deciding, speed, steepest) == own
+
+
+def test_the_group_form_also_sees_a_fix_towards_a_breach() -> None:
+    first = evaluate_subject(PROFILE, {}, fixes_of([IN] * 3), NOW)
+    breach = fixes_of([IN] * 11 + [OUT], t0=T0 + 600, step=600.0)
+    steepest = steepest_steps(breach, [0], [len(breach)])[0]
+    assert steepest is not None
+    assert steepest < PROFILE.max_speed_mps  # plausible: only the step out can matter
+    assert evaluate_quiet(PROFILE, first.state, breach, membership(breach), steepest) is None
+    inside = fixes_of([IN] * 12, t0=T0 + 600, step=600.0)
+    steepest = steepest_steps(inside, [0], [len(inside)])[0]
+    assert evaluate_quiet(PROFILE, first.state, inside, membership(inside), steepest) is not None
