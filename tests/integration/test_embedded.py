@@ -238,12 +238,16 @@ def test_stale_pid_files_do_not_block_a_start(shared_dir: Path) -> None:
         postgres.stop()
 
 
+# Ctrl-C at a terminal is what SIGINT models here; a process started from a background job
+# inherits SIGINT ignored (and then Python installs no KeyboardInterrupt for it), so the child
+# takes Python's own handler explicitly.
 SERVICES_SCRIPT = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from correction_monitor.embedded import embedded_services
 from correction_monitor.settings import Settings
 
+signal.signal(signal.SIGINT, signal.default_int_handler)
 settings = Settings(data_dir=Path(sys.argv[1]), database_url=None, redis_url=None)
 with embedded_services(settings) as urls:
     print(urls.database_url, urls.redis_url, flush=True)
