@@ -38,12 +38,20 @@ from correction_monitor.web.middlewares import (
     new_request_id,
     record_request,
 )
-from correction_monitor.web.routes.ingest import NATIVE_ROUTE, ingest_native
+from correction_monitor.web.routes.ingest import (
+    NATIVE_ROUTE,
+    ingest_native,
+    ingest_osmand_query,
+)
 
-# The request line taken: the native route, an optional query (ignored, as by the route),
-# HTTP/1.1. Anything else on the line is aiohttp's.
-_REQUEST_LINE = re.compile(rb"POST /api/v1/fixes(?:\?[!-~]*)? HTTP/1\.1")
-_PREFIX = b"POST /api/v1/fixes"
+# The request lines taken, HTTP/1.1 only; anything else on the line is aiohttp's.
+# - The native route, with an optional query (ignored, as by the route).
+_NATIVE_LINE = re.compile(rb"POST /api/v1/fixes(?:\?[!-~]*)? HTTP/1\.1")
+# - Traccar Client's report as a GET query of plain characters: no percent-escape, "+" or
+#   ";", so the parameters are the text between "&" and "=" with nothing to decode (any
+#   other query is decoded by aiohttp). Traccar Client sends one fix per request this way.
+_OSMAND_LINE = re.compile(rb"GET (/osmand/?)\?([A-Za-z0-9_.,:=&-]+) HTTP/1\.1")
+_PREFIXES = (b"POST /api/v1/fixes", b"GET /osmand")
 # A header field: a token name, a colon, a value of visible ASCII, spaces and tabs.
 _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([ -~\t]*?)[ \t]*")
 # Headers that change how the body is framed or read: such a request is aiohttp's.
@@ -61,33 +69,68 @@ log = structlog.get_logger("correction_monitor.http")
 
 
 class _Head:
-    """What the front needs of a recognised request head."""
+    """What the front needs of a recognised request head: the route (as the metrics name
+    it), an OsmAnd report's parameters (None for a native upload), the headers used."""
 
-    __slots__ = ("authorization", "close", "length", "request_id")
+    __slots__ = ("authorization", "close", "length", "params", "request_id", "route")
 
-    def __init__(self, authorization: str, request_id: str, length: int, close: bool) -> None:
+    def __init__(
+        self,
+        route: str,
+        params: dict[str, str] | None,
+        authorization: str,
+        request_id: str,
+        length: int,
+        close: bool,
+    ) -> None:
+        self.route = route
+        self.params = params
         self.authorization = authorization
         self.request_id = request_id
         self.length = length
         self.close = close
 
 
+def _query_params(query: bytes) -> dict[str, str] | None:
+    """``a=1&b=2`` as aiohttp reads it (the first of repeated names), or None when a part
+    is empty or has no name."""
+    params: dict[str, str] = {}
+    for part in query.decode("ascii").split("&"):
+        name, _, value = part.partition("=")
+        if not name:
+            return None
+        params.setdefault(name, value)
+    return params
+
+
 def parse_head(head: bytes) -> _Head | None:
-    """The native upload described by ``head`` (the bytes before the blank line), or None
-    when the request is not exactly the shape this front answers.
+    """The upload described by ``head`` (the bytes before the blank line), or None when the
+    request is not exactly a shape this front answers.
 
     >>> h = parse_head(b"POST /api/v1/fixes HTTP/1.1\\r\\nContent-Length: 2\\r\\n"
     ...                b"Authorization: Bearer abc")
-    >>> (h.length, h.authorization, h.close)
-    (2, 'Bearer abc', False)
+    >>> (h.route, h.length, h.authorization, h.close)
+    ('/api/v1/fixes', 2, 'Bearer abc', False)
+    >>> h = parse_head(b"GET /osmand/?id=12&lat=39.9&lon=116.3 HTTP/1.1\\r\\nHost: x")
+    >>> (h.route, h.params, h.length)
+    ('/osmand/', {'id': '12', 'lat': '39.9', 'lon': '116.3'}, 0)
     >>> parse_head(b"POST /api/v1/fixes HTTP/1.1\\r\\nTransfer-Encoding: chunked") is None
     True
     >>> parse_head(b"GET /healthz HTTP/1.1\\r\\nHost: x") is None
     True
     """
     lines = head.split(b"\r\n")
-    if _REQUEST_LINE.fullmatch(lines[0]) is None:
-        return None
+    params: dict[str, str] | None = None
+    if _NATIVE_LINE.fullmatch(lines[0]) is not None:
+        route = NATIVE_ROUTE
+    else:
+        osmand = _OSMAND_LINE.fullmatch(lines[0])
+        if osmand is None:
+            return None
+        route = osmand[1].decode("ascii")
+        params = _query_params(osmand[2])
+        if params is None:
+            return None
     fields: dict[bytes, bytes] = {}
     for line in lines[1:]:
         field = _FIELD.fullmatch(line)
@@ -97,8 +140,9 @@ def parse_head(head: bytes) -> _Head | None:
         if name in _NOT_TAKEN or (name in _SINGLE and name in fields):
             return None
         fields[name] = field[2]
-    length = fields.get(b"content-length")
-    if length is None or not length.isdigit() or len(length) > 8:
+    # A native upload states its length; an OsmAnd GET has no body.
+    length = fields.get(b"content-length", b"" if params is None else b"0")
+    if not length.isdigit() or len(length) > 8 or (params is not None and int(length) != 0):
         return None
     size = int(length)
     if size > MAX_BODY_BYTES:
@@ -107,6 +151,8 @@ def parse_head(head: bytes) -> _Head | None:
     if connection not in (b"keep-alive", b"close"):
         return None
     return _Head(
+        route,
+        params,
         fields.get(b"authorization", b"").decode("ascii"),
         fields.get(b"x-request-id", b"").decode("ascii"),
         size,
@@ -206,8 +252,9 @@ class FrontProtocol(asyncio.Protocol):
         buffer = self.buffer
         if not buffer or self.transport is None:
             return
-        if not _PREFIX.startswith(bytes(buffer[: len(_PREFIX)])):
-            self._hand_off()  # not a native upload: known from the first bytes
+        opening = bytes(buffer[:18])
+        if not any(prefix.startswith(opening[: len(prefix)]) for prefix in _PREFIXES):
+            self._hand_off()  # not an upload this front takes: known from the first bytes
             return
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
         if end < 0:
@@ -236,14 +283,18 @@ class FrontProtocol(asyncio.Protocol):
             return body
 
         try:
-            payload: Any = await ingest_native(self.site.app, head.authorization, read_body)
+            if head.params is None:
+                payload: Any = await ingest_native(self.site.app, head.authorization, read_body)
+            else:
+                payload = await ingest_osmand_query(self.site.app, head.params)
             status = 200
         except Exception as exc:
-            err = error_for(exc, NATIVE_ROUTE)
+            err = error_for(exc, head.route)
             status, payload, headers = err.status, err.body(), err.headers
         finally:
             self.busy = False
-        record_request("POST", NATIVE_ROUTE, status, time.perf_counter() - started)
+        method = "POST" if head.params is None else "GET"
+        record_request(method, head.route, status, time.perf_counter() - started)
         transport = self.transport
         if transport is None or transport.is_closing():
             return

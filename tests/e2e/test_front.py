@@ -275,3 +275,36 @@ async def test_shutdown_lets_an_upload_being_committed_finish(
     assert headers["connection"] == "close"
     await asyncio.wait_for(closing, 10)
     writer.close()
+
+
+def osmand_get(query: str, *extra: bytes) -> bytes:
+    return b"\r\n".join([b"GET /osmand/?" + query.encode() + b" HTTP/1.1", b"Host: test", *extra])
+
+
+async def test_a_traccar_report_is_answered_by_the_front_as_by_aiohttp(
+    raw: Raw, world: World, client: TestClient[Any, Any]
+) -> None:
+    moment = int(recent(minutes=30).timestamp())
+    query = f"id={world.osmand_id}&timestamp={moment}&lat=39.9&lon=116.3&speed=2.5&accuracy=12"
+    await raw.send(osmand_get(query) + b"\r\n\r\n")
+    status, headers, body = await raw.response()
+    assert (status, orjson.loads(body)) == (200, {"accepted": 1, "duplicates": 0, "rejected": []})
+    assert "server" not in headers
+    # The same report through aiohttp (a query it must decode) counts as the same fix.
+    resp = await client.get(f"/osmand/?{query.replace('lat=39.9', 'lat=%33%39.9')}")
+    assert resp.headers["Server"].count("aiohttp")
+    assert await resp.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+
+
+async def test_traccar_refusals_at_the_front_match_the_route(raw: Raw, world: World) -> None:
+    await raw.send(osmand_get("lat=39.9&lon=116.3") + b"\r\n\r\n")
+    status, headers, body = await raw.response()
+    assert (status, orjson.loads(body)["error"]["code"]) == (400, "missing_device_id")
+    assert "server" not in headers
+    await raw.send(osmand_get("id=0000000000&lat=39.9&lon=116.3") + b"\r\n\r\n")
+    status, _, body = await raw.response()
+    assert (status, orjson.loads(body)["error"]["code"]) == (401, "unauthorized")
+    # A query with escapes is decoded by aiohttp.
+    await raw.send(osmand_get(f"id={world.osmand_id}&lat=%2B39.9&lon=116.3") + b"\r\n\r\n")
+    status, headers, _ = await raw.response()
+    assert "aiohttp" in headers["server"]

@@ -108,3 +108,29 @@ def test_the_answer_has_the_routes_headers() -> None:
     assert names[b"WWW-Authenticate"] == b"Bearer"
     assert names[b"Connection"] == b"close"
     assert names[b"Date"].endswith(b" GMT")
+
+
+def test_a_plain_traccar_query_is_taken_with_the_first_of_repeated_names() -> None:
+    parsed = parse_head(head(b"Host: x", line=b"GET /osmand?id=7&lat=1&lat=2&flag HTTP/1.1"))
+    assert parsed is not None
+    assert parsed.route == "/osmand"
+    assert parsed.params == {"id": "7", "lat": "1", "flag": ""}
+
+
+@pytest.mark.parametrize(
+    ("line", "fields"),
+    [
+        (b"GET /osmand/?id=7&lat=%2B1 HTTP/1.1", ()),  # an escape: aiohttp decodes it
+        (b"GET /osmand/?id=7&t=2026-01-01+10:00 HTTP/1.1", ()),  # "+" is a space there
+        (b"GET /osmand/?id=7;lat=1 HTTP/1.1", ()),
+        (b"GET /osmand/?id=7&&lat=1 HTTP/1.1", ()),
+        (b"GET /osmand/?=7 HTTP/1.1", ()),
+        (b"GET /osmand/ HTTP/1.1", ()),  # no query: the route names what is missing
+        (b"GET /osmand/?id=7 HTTP/1.1", (b"Content-Length: 5",)),  # a GET with a body
+        (b"POST /osmand/?id=7 HTTP/1.1", (b"Content-Length: 0",)),
+        (b"HEAD /osmand/?id=7 HTTP/1.1", ()),
+        (b"GET /osmand/x?id=7 HTTP/1.1", ()),
+    ],
+)
+def test_other_traccar_requests_are_left_to_aiohttp(line: bytes, fields: tuple[bytes, ...]) -> None:
+    assert parse_head(head(*fields, line=line)) is None

@@ -145,12 +145,26 @@ async def osmand(request: web.Request) -> web.Response:
             decoded = decode_osmand_query(params)
     except DecodeError as exc:
         raise _decode_error(exc) from exc
+    return json_response(await _ingest_osmand(request.app, decoded))
+
+
+async def ingest_osmand_query(app: web.Application, params: dict[str, str]) -> dict[str, object]:
+    """A Traccar Client query-form report through the whole pipeline, for the route above
+    and for the ingest front (``web.front``)."""
+    try:
+        decoded = decode_osmand_query(params)
+    except DecodeError as exc:
+        raise _decode_error(exc) from exc
+    return await _ingest_osmand(app, decoded)
+
+
+async def _ingest_osmand(app: web.Application, decoded: Decoded) -> dict[str, object]:
     if decoded.device_ref is None:
         raise bad_request("missing_device_id", "the request names no device (id / deviceid)")
-    device = await _device(request.app[DEVICES].by_osmand_id(decoded.device_ref))
+    device = await _device(app[DEVICES].by_osmand_id(decoded.device_ref))
     if device is None:
         raise unauthorized(f"unknown device id {decoded.device_ref!r}")
-    return json_response(_summary(*await _ingest(request, device, decoded, "osmand")))
+    return _summary(*await _ingest_batch(app, device, decoded.normalized(), "osmand"))
 
 
 def _basic_auth(request: web.Request) -> tuple[str, str] | None:
