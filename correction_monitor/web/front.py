@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import re
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
@@ -52,6 +53,7 @@ _NATIVE_LINE = re.compile(rb"POST /api/v1/fixes(?:\?[!-~]*)? HTTP/1\.1")
 #   other query is decoded by aiohttp). Traccar Client sends one fix per request this way.
 _OSMAND_LINE = re.compile(rb"GET (/osmand/?)\?([A-Za-z0-9_.,:=&-]+) HTTP/1\.1")
 _PREFIXES = (b"POST /api/v1/fixes", b"GET /osmand")
+_PREFIX_BYTES = max(len(prefix) for prefix in _PREFIXES)
 # A header field: a token name, a colon, a value of visible ASCII, spaces and tabs.
 _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([ -~\t]*?)[ \t]*")
 # Headers that change how the body is framed or read: such a request is aiohttp's.
@@ -68,27 +70,17 @@ _SWEEP_EVERY_S = 15.0
 log = structlog.get_logger("correction_monitor.http")
 
 
+@dataclass(frozen=True, slots=True)
 class _Head:
     """What the front needs of a recognised request head: the route (as the metrics name
     it), an OsmAnd report's parameters (None for a native upload), the headers used."""
 
-    __slots__ = ("authorization", "close", "length", "params", "request_id", "route")
-
-    def __init__(
-        self,
-        route: str,
-        params: dict[str, str] | None,
-        authorization: str,
-        request_id: str,
-        length: int,
-        close: bool,
-    ) -> None:
-        self.route = route
-        self.params = params
-        self.authorization = authorization
-        self.request_id = request_id
-        self.length = length
-        self.close = close
+    route: str
+    params: dict[str, str] | None
+    authorization: str
+    request_id: str
+    length: int
+    close: bool
 
 
 def _query_params(query: bytes) -> dict[str, str] | None:
@@ -252,7 +244,7 @@ class FrontProtocol(asyncio.Protocol):
         buffer = self.buffer
         if not buffer or self.transport is None:
             return
-        opening = bytes(buffer[:18])
+        opening = bytes(buffer[:_PREFIX_BYTES])
         if not any(prefix.startswith(opening[: len(prefix)]) for prefix in _PREFIXES):
             self._hand_off()  # not an upload this front takes: known from the first bytes
             return

@@ -57,17 +57,11 @@ async def _device(lookup: Awaitable[DeviceIdentity | None]) -> DeviceIdentity | 
         raise _storage_unavailable() from exc
 
 
-async def _ingest(
-    request: web.Request, device: DeviceIdentity, decoded: Decoded, protocol: str
-) -> tuple[int, int, list[Rejection]]:
-    """Run the pipeline stages after decoding; returns (accepted, duplicates, rejected)."""
-    return await _ingest_batch(request.app, device, decoded.normalized(), protocol)
-
-
 async def _ingest_batch(
     app: web.Application, device: DeviceIdentity, batch: FixBatch, protocol: str
 ) -> tuple[int, int, list[Rejection]]:
-    """The stages after normalize, for a decoded batch (decoder refusals in ``rejected``)."""
+    """The stages after normalize, for a decoded batch (decoder refusals in ``rejected``);
+    returns (accepted, duplicates, rejected)."""
     prepare_normalized(batch, time.time(), app[POLICY].ingest)
     rejected = batch.rejected
     for rejection in rejected:
@@ -200,7 +194,9 @@ async def owntracks(request: web.Request) -> web.Response:
         decoded = decode_owntracks(await request.read(), max_fixes=MAX_FIXES_PER_REQUEST)
     except DecodeError as exc:
         raise _decode_error(exc) from exc
-    accepted, duplicates, rejected = await _ingest(request, device, decoded, "owntracks")
+    accepted, duplicates, rejected = await _ingest_batch(
+        request.app, device, decoded.normalized(), "owntracks"
+    )
     if rejected and not accepted and not duplicates:
         first = rejected[0]
         raise bad_request(first.reason, f"location message refused: {first.reason}")
