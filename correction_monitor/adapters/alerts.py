@@ -9,7 +9,10 @@ from typing import Any
 
 import asyncpg
 
+from correction_monitor.adapters import outbox
 from correction_monitor.adapters.errors import NotFound
+from correction_monitor.domain.alerts import AlertChange
+from correction_monitor.domain.events import DomainEvent, alert_event
 from correction_monitor.domain.timeutil import iso
 
 _COLUMNS = (
@@ -35,7 +38,6 @@ UPDATE alerts SET ended_at = $4, evidence = evidence || $5::jsonb
 WHERE subject_id = $1 AND type = $2 AND episode_key = $3 AND ended_at IS NULL
 RETURNING id
 """
-EVENT = "INSERT INTO alert_events (alert_id, org_unit_id, kind) VALUES ($1, $2, $3) RETURNING id"
 GET = f"SELECT {_COLUMNS} FROM alerts a WHERE a.id = $1"
 LIST = f"""
 SELECT {_COLUMNS} FROM alerts a
@@ -60,10 +62,12 @@ UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = $2, di
 WHERE id = $1 AND status <> 'resolved'
 RETURNING id
 """
+# The feed's events: the event log's alert events (ids in commit order, adapters/outbox.py).
 EVENTS_AFTER = f"""
-SELECT e.id AS event_id, e.kind, {_COLUMNS}
-FROM alert_events e JOIN alerts a ON a.id = e.alert_id
-WHERE e.id > $1 AND ($2::int[] IS NULL OR e.org_unit_id = ANY($2::int[]))
+SELECT e.id AS event_id, substr(e.name, 7) AS kind, {_COLUMNS}
+FROM events e JOIN alerts a ON a.id = e.alert_id
+WHERE e.id > $1 AND e.alert_id IS NOT NULL
+  AND ($2::int[] IS NULL OR e.org_unit_id = ANY($2::int[]))
 ORDER BY e.id
 LIMIT $3
 """
@@ -82,7 +86,6 @@ UPDATE alerts SET retracted_at = now(),
     evidence = evidence || '{"retracted": "late fixes showed the episode did not happen"}'::jsonb
 WHERE id = $1 AND retracted_at IS NULL
 """
-LAST_EVENT_ID = "SELECT COALESCE(max(id), 0) FROM alert_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +117,30 @@ class AlertEnd:
 AlertOp = AlertOpen | AlertEnd
 
 
-async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[tuple[int, str, AlertOp]]:
-    """Write alert openings and endings; returns (event id, kind, op) of the changes made
-    (an op that changes nothing, such as re-opening a known episode, yields no event).
-    Opening an episode whose alert a replay retracted restores that alert (``reopened``)."""
-    events: list[tuple[int, str, AlertOp]] = []
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change made to an alert, still to be told as an event (:func:`event_of`)."""
+
+    alert_id: int
+    kind: AlertChange
+    op: AlertOp
+
+
+def event_of(change: Change) -> DomainEvent:
+    """The domain event telling ``change``; the caller appends it to the event log
+    (``outbox.append``) as the transaction's last write."""
+    op = change.op
+    return alert_event(
+        change.kind, change.alert_id, op.org_unit_id, op.subject_id, {"type": op.type}
+    )
+
+
+async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[Change]:
+    """Write alert openings and endings; returns the changes made (an op that changes
+    nothing, such as re-opening a known episode, yields none). Opening an episode whose
+    alert a replay retracted restores that alert (``reopened``). The caller appends the
+    changes' events (:func:`event_of`) last in its transaction."""
+    events: list[Change] = []
     for op in ops:
         if isinstance(op, AlertOpen):
             alert_id = await conn.fetchval(
@@ -132,18 +154,17 @@ async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[tuple[
                 op.started_at,
                 op.evidence,
             )
-            kind = "opened"
+            kind = AlertChange.OPENED
             if alert_id is None:
                 alert_id = await conn.fetchval(UNRETRACT, op.subject_id, op.type, op.episode_key)
-                kind = "reopened"
+                kind = AlertChange.REOPENED
         else:
             alert_id = await conn.fetchval(
                 END, op.subject_id, op.type, op.episode_key, op.ended_at, op.evidence
             )
-            kind = "ended"
+            kind = AlertChange.ENDED
         if alert_id is not None:
-            event_id = await conn.fetchval(EVENT, alert_id, op.org_unit_id, kind)
-            events.append((event_id, kind, op))
+            events.append(Change(alert_id, kind, op))
     return events
 
 
@@ -153,7 +174,7 @@ async def reconcile_episodes(
     types: list[str],
     since: datetime,
     replayed: list[AlertOp],
-) -> list[tuple[int, str, AlertOp]]:
+) -> list[Change]:
     """Make a subject's episode alerts started after ``since`` match a replay's.
 
     A replayed episode already raised keeps its alert (its end is corrected if it moved); a
@@ -169,7 +190,7 @@ async def reconcile_episodes(
     }
     opens = [op for op in replayed if isinstance(op, AlertOpen)]
     ends = {(op.type, op.episode_key): op for op in replayed if isinstance(op, AlertEnd)}
-    events: list[tuple[int, str, AlertOp]] = []
+    events: list[Change] = []
     for op in opens:
         key = (op.type, op.episode_key)
         end = ends.get(key)
@@ -180,20 +201,17 @@ async def reconcile_episodes(
         wanted = end.ended_at if end else None
         if row["retracted_at"] is not None:
             await conn.execute(RESTORE, row["id"], wanted, end.evidence if end else {})
-            events.append(
-                (await record_event(conn, row["id"], op.org_unit_id, "reopened"), "reopened", op)
-            )
+            events.append(Change(row["id"], AlertChange.REOPENED, op))
         elif row["ended_at"] != wanted:
             await conn.execute(SET_ENDED, row["id"], wanted, end.evidence if end else {})
-            kind = "ended" if wanted else "reopened"
-            events.append((await record_event(conn, row["id"], op.org_unit_id, kind), kind, op))
+            kind = AlertChange.ENDED if wanted else AlertChange.REOPENED
+            events.append(Change(row["id"], kind, op))
     for row in existing.values():
         if row["retracted_at"] is not None:
             continue  # retracted by an earlier replay
         await conn.execute(RETRACT, row["id"])
-        event_id = await record_event(conn, row["id"], row["org_unit_id"], "retracted")
         gone = AlertEnd(subject_id, row["org_unit_id"], row["type"], row["episode_key"], since, {})
-        events.append((event_id, "retracted", gone))
+        events.append(Change(row["id"], AlertChange.RETRACTED, gone))
     return events
 
 
@@ -253,7 +271,10 @@ async def resolve(
 
 
 async def record_event(conn: asyncpg.Connection, alert_id: int, org_unit_id: int, kind: str) -> int:
-    event_id: int = await conn.fetchval(EVENT, alert_id, org_unit_id, kind)
+    """Append one alert event now: only as the transaction's last write (outbox.append)."""
+    subject_id: int = await conn.fetchval("SELECT subject_id FROM alerts WHERE id = $1", alert_id)
+    event = alert_event(AlertChange(kind), alert_id, org_unit_id, subject_id)
+    (event_id,) = await outbox.append(conn, [event])
     return event_id
 
 
@@ -265,5 +286,5 @@ async def events_after(
 
 
 async def last_event_id(conn: asyncpg.Connection) -> int:
-    value: int = await conn.fetchval(LAST_EVENT_ID)
-    return value
+    """Where a feed that starts now begins: the event log's newest position."""
+    return await outbox.last_id(conn)

@@ -27,9 +27,10 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from correction_monitor.adapters import alerts
+from correction_monitor.adapters import alerts, outbox
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
+from correction_monitor.domain.alerts import AlertChange
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.evaluate import (
@@ -379,7 +380,7 @@ class GroupCommitter:
         spikes: list[tuple[int, int, datetime, int]] = []
         saved: tuple[list[Any], ...] = ([], [], [], [], [])
         positions: dict[int, dict[str, Any]] = {}
-        reconciled: list[tuple[int, str, alerts.AlertOp]] = []
+        reconciled: list[alerts.Change] = []
         async with conn.transaction():
             rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             if len(rows) < len(subject_ids):  # subjects created before their state row
@@ -473,14 +474,17 @@ class GroupCommitter:
             devices = self._devices_to_touch(group, now)
             if devices:
                 await conn.execute(DEVICE_SEEN, devices, now)
+            # Last: appending takes the event log's ordering lock until the commit.
+            event_ids = await outbox.append(conn, [alerts.event_of(c) for c in changes])
         events = []
-        for event_id, kind, op in changes:
-            if kind == "opened":
+        for event_id, change in zip(event_ids, changes, strict=True):
+            op = change.op
+            if change.kind is AlertChange.OPENED:
                 ALERTS_RAISED.labels(op.type).inc()
             events.append(
                 {
                     "event_id": event_id,
-                    "kind": kind,
+                    "kind": change.kind.value,
                     "org_unit_id": op.org_unit_id,
                     "subject_id": op.subject_id,
                     "type": op.type,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from correction_monitor.adapters import alerts
+from correction_monitor.adapters import alerts, outbox
 from correction_monitor.ingest.committer import lost_contact_key
 from correction_monitor.policy import Policy
 
@@ -88,5 +88,7 @@ async def sweep(pool: asyncpg.Pool, policy: Policy, now: datetime | None = None)
                     },
                 )
             )
-        opened = len(await alerts.apply(conn, ops))
+        changes = await alerts.apply(conn, ops)
+        await outbox.append(conn, [alerts.event_of(c) for c in changes])
+        opened = len(changes)
     return opened

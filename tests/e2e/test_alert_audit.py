@@ -370,7 +370,7 @@ async def test_opening_the_stream_is_audited_once_with_where_it_resumes(
     client: Client, seeded: Seeded, db: asyncpg.Connection
 ) -> None:
     first_event = await db.fetchval(
-        "SELECT min(e.id) FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+        "SELECT min(e.id) FROM events e JOIN alerts a ON a.id = e.alert_id "
         "WHERE a.subject_id = $1",
         seeded.world.subject_id,
     )

@@ -70,8 +70,8 @@ async def alert_events(database_url: str, subject_id: int) -> list[tuple[str, st
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT a.type, a.started_at, e.kind FROM alerts a"
-            " JOIN alert_events e ON e.alert_id = a.id WHERE a.subject_id = $1",
+            "SELECT a.type, a.started_at, substr(e.name, 7) AS kind FROM alerts a"
+            " JOIN events e ON e.alert_id = a.id WHERE a.subject_id = $1",
             subject_id,
         )
     finally:

@@ -34,7 +34,10 @@ EXPECTED_TABLES = {
     "fixes",
     "subject_eval_state",
     "alerts",
-    "alert_events",
+    "events",
+    "event_cursors",
+    "timers",
+    "job_runs",
     "audit_log",
     "alembic_version",
 }

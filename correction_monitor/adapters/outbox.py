@@ -1,0 +1,129 @@
+"""The event log (the transactional outbox) in PostgreSQL, read in commit order.
+
+Events are appended by the transaction that made their change, as its **last** act:
+:func:`append` takes a transaction-scoped advisory lock, draws the ids, and the lock stays
+held until that transaction ends. Two transactions appending events therefore draw their ids
+one after the other and commit in that same order, so id order is commit order: a reader
+that has seen id N will never see a smaller id appear later (with a plain sequence, id 100
+could commit after id 101 and a reader resuming after 101 would never see it).
+
+Because the lock is taken after every row lock the transaction holds and nothing is locked
+after it, no cycle of waits can form through it. It serialises only the moment between
+appending and committing, and only for transactions that have events to write: a group of
+fixes that changes no alert never takes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from correction_monitor.domain.events import DomainEvent
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key derived from a name.
+
+    >>> lock_key("events") == lock_key("events") != lock_key("jobs")
+    True
+    """
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+ORDER_LOCK = lock_key("cm:events:order")
+TAKE_ORDER_LOCK = "SELECT pg_advisory_xact_lock($1)"
+APPEND = """
+INSERT INTO events (id, name, org_unit_id, subject_id, alert_id, data)
+SELECT nextval('events_id_seq'), u.name, u.org_unit_id, u.subject_id, u.alert_id, u.data
+FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::jsonb[])
+    WITH ORDINALITY AS u(name, org_unit_id, subject_id, alert_id, data, n)
+ORDER BY u.n
+RETURNING id
+"""
+READ_AFTER = """
+SELECT id, name, occurred_at, org_unit_id, subject_id, alert_id, data FROM events
+WHERE id > $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]))
+ORDER BY id LIMIT $3
+"""
+LAST_ID = "SELECT COALESCE(max(id), 0) FROM events"
+LOCK_CURSOR = """
+INSERT INTO event_cursors (consumer) VALUES ($1) ON CONFLICT DO NOTHING
+"""
+TAKE_CURSOR = """
+SELECT position FROM event_cursors WHERE consumer = $1 FOR UPDATE SKIP LOCKED
+"""
+ADVANCE_CURSOR = """
+UPDATE event_cursors SET position = $2, updated_at = now() WHERE consumer = $1
+"""
+POSITIONS = "SELECT consumer, position FROM event_cursors ORDER BY consumer"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the log, with its position (``id``)."""
+
+    id: int
+    name: str
+    occurred_at: datetime
+    org_unit_id: int | None
+    subject_id: int | None
+    alert_id: int | None
+    data: dict[str, Any]
+
+
+async def append(conn: asyncpg.Connection, events: Sequence[DomainEvent]) -> list[int]:
+    """Write ``events`` in order; returns their ids. Must be the transaction's last write
+    (see the module docstring): the ordering lock it takes is held until commit."""
+    if not events:
+        return []
+    await conn.execute(TAKE_ORDER_LOCK, ORDER_LOCK)
+    rows = await conn.fetch(
+        APPEND,
+        [e.name for e in events],
+        [e.org_unit_id for e in events],
+        [e.subject_id for e in events],
+        [e.alert_id for e in events],
+        [e.data for e in events],
+    )
+    return [r["id"] for r in rows]
+
+
+async def read_after(
+    conn: asyncpg.Connection,
+    after_id: int,
+    *,
+    names: Sequence[str] | None = None,
+    limit: int = 500,
+) -> list[StoredEvent]:
+    """Events after position ``after_id``, oldest first (only ``names`` when given)."""
+    rows = await conn.fetch(READ_AFTER, after_id, list(names) if names else None, limit)
+    return [StoredEvent(**dict(r)) for r in rows]
+
+
+async def last_id(conn: asyncpg.Connection) -> int:
+    """The newest event's position (0 when the log is empty)."""
+    value: int = await conn.fetchval(LAST_ID)
+    return value
+
+
+async def take_cursor(conn: asyncpg.Connection, consumer: str) -> int | None:
+    """Lock ``consumer``'s position for this transaction and return it; None when another
+    transaction holds it (another process is consuming: let it)."""
+    await conn.execute(LOCK_CURSOR, consumer)
+    position: int | None = await conn.fetchval(TAKE_CURSOR, consumer)
+    return position
+
+
+async def advance_cursor(conn: asyncpg.Connection, consumer: str, position: int) -> None:
+    await conn.execute(ADVANCE_CURSOR, consumer, position)
+
+
+async def positions(conn: asyncpg.Connection) -> dict[str, int]:
+    """Every consumer's position (for metrics and operators)."""
+    return {r["consumer"]: r["position"] for r in await conn.fetch(POSITIONS)}

@@ -1,0 +1,171 @@
+"""The alert lifecycle: types, severities, statuses and the changes allowed between them.
+
+An alert describes one episode (a breach of a rule, a silence, a missed check-in). Two
+things happen to it, independently:
+
+- the *episode* moves with the evidence: it is **opened** when a breach is confirmed,
+  **ended** when the subject is confirmed back, **retracted** when fixes that arrived later
+  show it did not happen as first seen, and **reopened** when it turns out not to have ended
+  (or to have happened after all);
+- the *case* moves with officers: ``open`` → ``acknowledged`` → ``resolved`` with a
+  disposition (confirmed / justified / false alarm). Only an officer closes a case, whatever
+  the evidence later says, so nothing officers have seen disappears from their lists.
+
+Every change is one :class:`AlertChange`, written as an ``alert.<change>`` domain event in
+the transaction that made it. This module is pure: no I/O, no framework.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class AlertType(StrEnum):
+    """What an alert is about (CONTRACT.md; more may be added)."""
+
+    LEFT_ACTIVITY_AREA = "left_activity_area"
+    """越界: confirmed outside the activity area (活动区域)."""
+    ENTERED_EXCLUSION_ZONE = "entered_exclusion_zone"
+    """Confirmed inside a 禁止令 place while its schedule applies."""
+    CURFEW_VIOLATION = "curfew_violation"
+    """Confirmed away from home during curfew hours."""
+    LOST_CONTACT = "lost_contact"
+    """失联: no accepted fix for longer than the level's threshold (server clock)."""
+    MISSED_CHECKIN = "missed_checkin"
+    """A check-in window closed unanswered."""
+    LEAVE_OVERDUE = "leave_overdue"
+    """Still away after an approved leave (外出) ended, beyond its grace."""
+    DEVICE_INTEGRITY = "device_integrity"
+    """人机分离 signals: mock locations, contradicting accounts, device changes."""
+
+
+class Severity(StrEnum):
+    """How urgently officers must look: sets the acknowledgement SLA (policy)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+
+
+SEVERITY: dict[AlertType, Severity] = {
+    AlertType.LEFT_ACTIVITY_AREA: Severity.HIGH,
+    AlertType.ENTERED_EXCLUSION_ZONE: Severity.HIGH,
+    AlertType.CURFEW_VIOLATION: Severity.NORMAL,
+    AlertType.LOST_CONTACT: Severity.HIGH,
+    AlertType.MISSED_CHECKIN: Severity.NORMAL,
+    AlertType.LEAVE_OVERDUE: Severity.HIGH,
+    AlertType.DEVICE_INTEGRITY: Severity.NORMAL,
+}
+
+EPISODE_TYPES = (
+    AlertType.LEFT_ACTIVITY_AREA,
+    AlertType.ENTERED_EXCLUSION_ZONE,
+    AlertType.CURFEW_VIOLATION,
+)
+"""Types raised by the fix evaluation's episode machines (replayed when fixes come late)."""
+
+
+class AlertStatus(StrEnum):
+    """Where officers are with an alert (the ``status`` field)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Disposition(StrEnum):
+    """How officers closed an alert; feeds the alert-quality report and the legal ladder."""
+
+    CONFIRMED = "confirmed"
+    JUSTIFIED = "justified"
+    FALSE_ALARM = "false_alarm"
+
+
+class AlertChange(StrEnum):
+    """A change of an alert, as told on the feed (SSE ``event:``) and in the event log."""
+
+    OPENED = "opened"
+    ENDED = "ended"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    RETRACTED = "retracted"
+    REOPENED = "reopened"
+
+    @property
+    def event_name(self) -> str:
+        """The domain event's name, e.g. ``alert.opened``."""
+        return f"alert.{self.value}"
+
+
+class TransitionRefused(Exception):
+    """An officer's change that the alert's status does not allow; ``code`` is the slug."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def acknowledge(status: AlertStatus) -> AlertStatus | None:
+    """The status after an officer acknowledges an alert in ``status``.
+
+    Returns None when nothing changes (already acknowledged: answering again is harmless).
+
+    Raises
+    ------
+    TransitionRefused
+        ``alert_resolved`` when the alert is already resolved.
+
+    Examples
+    --------
+    >>> acknowledge(AlertStatus.OPEN)
+    <AlertStatus.ACKNOWLEDGED: 'acknowledged'>
+    >>> acknowledge(AlertStatus.ACKNOWLEDGED) is None
+    True
+    """
+    if status is AlertStatus.RESOLVED:
+        raise TransitionRefused("alert_resolved", "the alert is already resolved")
+    if status is AlertStatus.ACKNOWLEDGED:
+        return None
+    return AlertStatus.ACKNOWLEDGED
+
+
+def resolve(status: AlertStatus) -> AlertStatus:
+    """The status after an officer resolves an alert in ``status`` (open or acknowledged;
+    resolving implies acknowledging).
+
+    Raises
+    ------
+    TransitionRefused
+        ``alert_resolved`` when the alert is already resolved.
+
+    Examples
+    --------
+    >>> resolve(AlertStatus.OPEN)
+    <AlertStatus.RESOLVED: 'resolved'>
+    """
+    if status is AlertStatus.RESOLVED:
+        raise TransitionRefused("alert_resolved", "the alert is already resolved")
+    return AlertStatus.RESOLVED
+
+
+def episode_key(rule: str, started_at_s: float) -> str:
+    """Identity of a fix-evaluation episode: its rule and its first fix's time (epoch ms).
+
+    Re-evaluating the same fixes gives the same key, so an episode is raised once.
+
+    >>> episode_key("area", 1_790_000_000.25)
+    'area:1790000000250'
+    """
+    return f"{rule}:{round(started_at_s * 1000)}"
+
+
+def lost_contact_key(since: datetime) -> str:
+    """Identity of a lost-contact episode: when the silence began (epoch ms).
+
+    >>> lost_contact_key(datetime(2026, 1, 1, tzinfo=UTC))
+    'lost:1767225600000'
+    """
+    delta = since - _EPOCH
+    return f"lost:{(delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000}"

@@ -1,0 +1,58 @@
+"""Domain events: facts recorded with the change that caused them.
+
+A handler (or the ingest commit) collects events while it changes state; the unit of work
+writes them to the event log (the outbox, ``adapters/outbox.py``) in the same transaction,
+so an event exists exactly when its change does. Consumers (the live feed, tasks,
+notifications) read the log in commit order with cursors of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from correction_monitor.domain.alerts import AlertChange
+
+
+class EventName(StrEnum):
+    """Names of the events in the log: ``<aggregate>.<what happened>``."""
+
+    ALERT_OPENED = AlertChange.OPENED.event_name
+    ALERT_ENDED = AlertChange.ENDED.event_name
+    ALERT_ACKNOWLEDGED = AlertChange.ACKNOWLEDGED.event_name
+    ALERT_RESOLVED = AlertChange.RESOLVED.event_name
+    ALERT_RETRACTED = AlertChange.RETRACTED.event_name
+    ALERT_REOPENED = AlertChange.REOPENED.event_name
+    SUBJECT_CREATED = "subject.created"
+    SUBJECT_UPDATED = "subject.updated"
+    DEVICE_ENROLLED = "device.enrolled"
+    DEVICE_REVOKED = "device.revoked"
+    FENCE_CREATED = "fence.created"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """One fact, as consumers need it.
+
+    ``org_unit_id`` places the event in a jurisdiction (feeds and notification channels
+    filter by it); ``data`` carries what a consumer needs without reading the aggregate
+    back (JSON-serialisable).
+    """
+
+    name: str
+    org_unit_id: int | None
+    subject_id: int | None = None
+    alert_id: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def alert_event(
+    change: AlertChange,
+    alert_id: int,
+    org_unit_id: int,
+    subject_id: int,
+    data: dict[str, Any] | None = None,
+) -> DomainEvent:
+    """The event recording ``change`` of an alert."""
+    return DomainEvent(change.event_name, org_unit_id, subject_id, alert_id, data or {})
