@@ -7,8 +7,9 @@ degrades to a no-op (counted in ``cm_redis_errors_total``) when Redis is unreach
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -148,12 +149,44 @@ class HotState:
         self.healthy = True
         return True
 
+    async def follow_feed(self, wake: Callable[[], None], *, retry_s: float = 2.0) -> None:
+        """Call ``wake`` whenever any process publishes a feed change, until cancelled.
+
+        This holds one pub/sub connection for as long as it runs; a process runs it once (the
+        feed hub) and fans the wake-ups out in memory. It also calls ``wake`` on each
+        (re)subscription: what was published while it was not subscribed was missed, and the
+        caller's next read catches up. A lost connection is counted like any other failure and
+        retried after ``retry_s``.
+        """
+        while True:
+            try:
+                async with self.client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.key(FEED_CHANNEL))
+                    wake()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            wake()
+            except (RedisError, OSError) as exc:
+                self._failed("follow_feed", exc)
+            await asyncio.sleep(retry_s)
+
     async def close(self) -> None:
         await self.client.aclose()
 
 
+def client_name(prefix: str) -> str:
+    """The name every connection of a process using ``prefix`` gives itself (``CLIENT
+    SETNAME``), so ``CLIENT LIST`` shows which deployment holds which connections. Names may
+    not contain spaces or control characters: those become ``_``."""
+    return "correction-monitor:" + "".join(c if "!" <= c <= "~" else "_" for c in prefix)
+
+
 def connect(redis_url: str, prefix: str = "cm:") -> HotState:
     client = aioredis.Redis.from_url(
-        redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=10
+        redis_url,
+        socket_connect_timeout=1.0,
+        socket_timeout=2.0,
+        health_check_interval=10,
+        client_name=client_name(prefix),
     )
     return HotState(client, prefix)

@@ -25,6 +25,13 @@ FROM officer_tokens t JOIN officers o ON o.id = t.officer_id
 WHERE t.token_hash = $1 AND t.expires_at > now() AND o.active
 """
 PURGE_EXPIRED = "DELETE FROM officer_tokens WHERE expires_at < now() - interval '1 day'"
+# Revocation deletes the row: a token is valid exactly while its row says so.
+REVOKE = "DELETE FROM officer_tokens WHERE token_hash = $1 RETURNING officer_id"
+EXPIRES_AT = "SELECT expires_at FROM officer_tokens WHERE token_hash = $1"
+LIVE = """
+SELECT t.token_hash FROM officer_tokens t JOIN officers o ON o.id = t.officer_id
+WHERE t.token_hash = ANY($1::bytea[]) AND t.expires_at > now() AND o.active
+"""
 
 
 def _officer(row: asyncpg.Record) -> Officer:
@@ -82,3 +89,20 @@ async def by_token(conn: asyncpg.Connection, digest: bytes) -> Officer | None:
 
 async def purge_expired_tokens(conn: asyncpg.Connection) -> None:
     await conn.execute(PURGE_EXPIRED)
+
+
+async def revoke_token(conn: asyncpg.Connection, digest: bytes) -> bool:
+    """Revoke a token at once; False when there was no such token."""
+    return await conn.fetchval(REVOKE, digest) is not None
+
+
+async def token_expires_at(conn: asyncpg.Connection, digest: bytes) -> datetime | None:
+    """When this token expires, or None when there is no such token (revoked)."""
+    value: datetime | None = await conn.fetchval(EXPIRES_AT, digest)
+    return value
+
+
+async def live_tokens(conn: asyncpg.Connection, digests: list[bytes]) -> set[bytes]:
+    """Those of ``digests`` that still authenticate an active officer (neither expired,
+    revoked, nor held by a deactivated officer), in one query."""
+    return {bytes(row["token_hash"]) for row in await conn.fetch(LIVE, digests)}

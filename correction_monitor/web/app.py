@@ -14,12 +14,14 @@ from correction_monitor.ingest.committer import GroupCommitter
 from correction_monitor.ingest.devices import DeviceDirectory
 from correction_monitor.ingest.profiles import ProfileCache
 from correction_monitor.policy import load_policy
+from correction_monitor.service.feed import FeedHub
 from correction_monitor.service.jobs import build_scheduler, ensure_partitions
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
 from correction_monitor.web.keys import (
     COMMITTER,
     DEVICES,
+    FEED_HUB,
     HOT_STATE,
     POLICY,
     POOL,
@@ -65,6 +67,19 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
             await watch
 
 
+async def _feed(app: web.Application) -> AsyncIterator[None]:
+    app[FEED_HUB] = FeedHub(app[POOL], app[HOT_STATE])
+    await app[FEED_HUB].start()
+    yield
+    await app[FEED_HUB].close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Open streams never finish on their own: end them before the server waits for its
+    # requests, so shutdown need not wait out its timeout.
+    app[FEED_HUB].end_streams()
+
+
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].run_scheduler:
         yield
@@ -84,7 +99,8 @@ def init_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)
-    app.cleanup_ctx.extend([_database, _redis, _ingest, _scheduler])
+    app.cleanup_ctx.extend([_database, _redis, _ingest, _feed, _scheduler])
+    app.on_shutdown.append(_end_streams)
     for module in (health, auth, admin, track, status, ingest, alerts):
         app.router.add_routes(module.routes)
     return app

@@ -12,7 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from correction_monitor.adapters.hot_state import FEED_CHANNEL
-from correction_monitor.web.keys import HOT_STATE
+from correction_monitor.web.keys import FEED_HUB
 from tests.conftest import Officers, bearer
 from tests.e2e.helpers import (
     NEAR_INSIDE,
@@ -269,27 +269,26 @@ async def test_a_closed_stream_lets_go_of_its_resources(
     client: TestClient[Any, Any], officers: Officers, county: County
 ) -> None:
     """Consoles reconnect often (EventSource retries on every network blip): a stream whose
-    client has gone must stop polling and unsubscribe promptly, not at its next keep-alive."""
-    hot = client.app[HOT_STATE]
-    channel = hot.key(FEED_CHANNEL)
+    client has gone must leave the feed promptly, not at its next keep-alive. The process's
+    one Redis subscription stays, whatever the streams do."""
+    hub = client.app[FEED_HUB]
+    channel = hub.hot.key(FEED_CHANNEL)
 
     async def subscribers() -> int:
-        counts = await hot.client.pubsub_numsub(channel)
+        counts = await hub.hot.client.pubsub_numsub(channel)
         return int(counts[0][1])
 
-    baseline = await subscribers()
+    baseline = len(hub.subscriptions)
     stream = await open_stream(client, county.admin_token)
-    for _ in range(50):
-        if await subscribers() > baseline:
-            break
-        await asyncio.sleep(0.05)
-    assert await subscribers() == baseline + 1
+    assert len(hub.subscriptions) == baseline + 1
+    assert await subscribers() == 1
     stream.close()
     for _ in range(60):
-        if await subscribers() == baseline:
+        if len(hub.subscriptions) == baseline:
             break
         await asyncio.sleep(0.05)
-    assert await subscribers() == baseline, "the stream outlived its client"
+    assert len(hub.subscriptions) == baseline, "the stream outlived its client"
+    assert await subscribers() == 1
 
 
 async def test_streams_closed_at_once_all_let_go(
@@ -297,20 +296,14 @@ async def test_streams_closed_at_once_all_let_go(
 ) -> None:
     """A console that gives up right after connecting (a page reload, a flaky network) must
     not leave its stream behind, however early in its start-up the stream is cut off."""
-    hot = client.app[HOT_STATE]
-    channel = hot.key(FEED_CHANNEL)
-
-    async def subscribers() -> int:
-        counts = await hot.client.pubsub_numsub(channel)
-        return int(counts[0][1])
-
-    baseline = await subscribers()
+    hub = client.app[FEED_HUB]
+    baseline = len(hub.subscriptions)
     for _ in range(40):
         resp = await client.get(STREAM, headers=bearer(county.admin_token))
         assert resp.status == 200
         resp.close()
     for _ in range(60):
-        if await subscribers() == baseline:
+        if len(hub.subscriptions) == baseline:
             break
         await asyncio.sleep(0.05)
-    assert await subscribers() == baseline, "streams outlived their clients"
+    assert len(hub.subscriptions) == baseline, "streams outlived their clients"

@@ -6,31 +6,30 @@ as ``alert.read`` and the opening of the feed as ``alert.stream``, each with the
 ``purpose`` query parameter. The audit row is written on the connection that did the read, so
 a read that cannot be audited answers an error instead of the alerts.
 
-The feed replays ``alert_events`` (PostgreSQL, the truth) after the client's Last-Event-ID and
-then follows new events. Redis pub/sub only wakes the stream early; when Redis is down the
-stream still advances by polling, so no event is lost across processes or outages.
+The feed replays the event log's alert events (PostgreSQL, the truth) after the client's
+Last-Event-ID and then follows new events through the process's feed hub
+(``service/feed.py``), which holds the process's one Redis subscription and reads new events
+once for all its streams; when Redis is down the hub still advances by polling, so no event
+is lost across processes or outages. A stream ends when its token expires or is revoked.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 
-from correction_monitor.adapters import alerts, audit
+from correction_monitor.adapters import alerts, audit, officers
 from correction_monitor.adapters.errors import NotFound
-from correction_monitor.adapters.hot_state import FEED_CHANNEL
 from correction_monitor.domain.access import CASEWORK_ROLES, Principal
-from correction_monitor.web.auth import officer
-from correction_monitor.web.errors import bad_request, conflict, not_found
+from correction_monitor.service.auth import token_hash
+from correction_monitor.service.feed import FeedEvent, StreamEnded
+from correction_monitor.web.auth import bearer_token, officer
+from correction_monitor.web.errors import bad_request, conflict, not_found, unauthorized
 from correction_monitor.web.jsonio import json_response, parse_model, read_json, refuse_nul
-from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
+from correction_monitor.web.keys import FEED_HUB, POOL, REQUEST_ID
 from correction_monitor.web.routes.admin import PG_INT_MAX, int_param
 
 routes = web.RouteTableDef()
@@ -48,7 +47,6 @@ ALERT_TYPES = frozenset(
 )
 STATUSES = frozenset({"open", "acknowledged", "resolved"})
 PG_BIGINT_MAX = 2**63 - 1
-POLL_INTERVAL_S = 1.0
 KEEPALIVE_S = 15.0
 # An audit entry names at most this many alert ids and subject ids (it always has the counts).
 AUDIT_IDS_MAX = 200
@@ -183,27 +181,29 @@ async def resolve(request: web.Request) -> web.Response:
     return json_response(alerts.to_json(row))
 
 
-def _sse(event_id: int, kind: str, data: dict[str, Any]) -> bytes:
-    return f"id: {event_id}\nevent: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+def _sse(event: FeedEvent) -> bytes:
+    return f"id: {event.id}\nevent: {event.kind}\ndata: ".encode() + event.data + b"\n\n"
 
 
 @routes.get("/api/v1/alerts/stream")
 async def stream(request: web.Request) -> web.StreamResponse:
     """``text/event-stream`` of alert changes in the caller's jurisdiction.
 
-    Each event's id is the ``alert_events`` id; reconnecting with ``Last-Event-ID`` resumes
-    right after it. Without it the stream starts with what happens from now on
-    (``?since=0`` replays everything retained).
+    Each event's id is its position in the event log (commit order); reconnecting with
+    ``Last-Event-ID`` resumes right after it. Without it the stream starts with what happens
+    from now on (``?since=0`` replays everything retained).
 
     Opening the stream is audited once (``alert.stream``, with where it starts), not each
     event it carries.
     """
     who = await officer(request)
-    pool = request.app[POOL]
+    token = bearer_token(request)
+    assert token is not None, "officer() admitted the request"
+    digest = token_hash(token)
     purpose = _purpose(request)
     header_last = request.headers.get("Last-Event-ID") or None
     raw_last = header_last or request.query.get("since")
-    async with pool.acquire() as conn:
+    async with request.app[POOL].acquire() as conn:
         if raw_last is not None and raw_last != "":
             try:
                 last_id = int(raw_last)
@@ -216,6 +216,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
         else:
             last_id = await alerts.last_event_id(conn)
             start = "now"
+        expires_at = await officers.token_expires_at(conn, digest)
+        if expires_at is None:
+            # Revoked between authentication and here.
+            raise unauthorized("the bearer token is unknown or has expired")
         await audit.record(
             conn,
             officer_id=who.officer_id,
@@ -231,64 +235,27 @@ async def stream(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    await response.write(b": connected\nretry: 2000\n\n")
-    wakeup = asyncio.Event()
-    listener = asyncio.create_task(_listen(request, wakeup))
-    try:
-        idle = 0.0
-        while True:
-            async with pool.acquire() as conn:
-                rows = await alerts.events_after(conn, last_id, who.scope)
-            for row in rows:
-                last_id = row["event_id"]
-                await response.write(_sse(last_id, row["kind"], alerts.to_json(row)))
-            if rows:
-                idle = 0.0
-                continue
-            wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), POLL_INTERVAL_S)
-            idle += POLL_INTERVAL_S
-            if idle >= KEEPALIVE_S:
-                await response.write(b": keepalive\n\n")
-                idle = 0.0
-    except ConnectionResetError:
-        # The client went away; cancellation (server shutdown) propagates through finally.
-        pass
-    finally:
-        await _stop(listener)
-    return response
-
-
-async def _stop(listener: asyncio.Task[None]) -> None:
-    """Cancel the Redis listener and wait until it has really finished.
-
-    redis-py can swallow a cancellation that lands while it is connecting or subscribing
-    (redis/redis-py#2028); the listener then carries on into ``listen()`` and awaiting it
-    would never return, leaving the stream and a Redis connection behind. So cancel again
-    until it is done.
-    """
-    while not listener.done():
-        listener.cancel()
-        await asyncio.wait({listener}, timeout=0.5)
-    if not listener.cancelled():
-        with contextlib.suppress(RedisError, OSError):
-            listener.result()
-
-
-async def _listen(request: web.Request, wakeup: asyncio.Event) -> None:
-    """Wake the stream whenever any process publishes an alert change."""
-    hot = request.app[HOT_STATE]
-    while True:
+    hub = request.app[FEED_HUB]
+    async with hub.subscribe(last_id, who.scope, digest, expires_at.timestamp()) as feed:
+        await response.prepare(request)
+        await response.write(b": connected\nretry: 2000\n\n")
         try:
-            async with hot.client.pubsub() as pubsub:
-                await pubsub.subscribe(hot.key(FEED_CHANNEL))
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        wakeup.set()
-        except (RedisError, OSError):
-            await asyncio.sleep(2.0)
+            while True:
+                try:
+                    events = await feed.next(KEEPALIVE_S)
+                except StreamEnded as ended:
+                    # A comment, so clients that only know the contract's events ignore it;
+                    # the reconnect that follows is refused (401) unless the token is live.
+                    await response.write(f": end {ended.reason.value}\n\n".encode())
+                    break
+                if not events:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                await response.write(b"".join(_sse(event) for event in events))
+        except ConnectionResetError:
+            # The client went away; cancellation (server shutdown) propagates.
+            pass
+    return response
 
 
 @routes.get("/api/v1/alerts/{id}")

@@ -1,4 +1,5 @@
-"""POST /api/v1/auth/token: officers trade a password for a short-lived bearer token."""
+"""Officers' bearer tokens: ``POST /api/v1/auth/token`` trades a password for a short-lived
+token, ``POST /api/v1/auth/logout`` revokes the caller's token at once."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from correction_monitor.adapters import officers
 from correction_monitor.adapters.errors import NotFound
 from correction_monitor.domain.timeutil import iso
 from correction_monitor.service.auth import new_token, token_hash, verify_password
-from correction_monitor.web.errors import ApiError
+from correction_monitor.web.auth import bearer_token, officer
+from correction_monitor.web.errors import ApiError, unauthorized
 from correction_monitor.web.jsonio import json_response, parse_model, read_object
-from correction_monitor.web.keys import POOL, SETTINGS
+from correction_monitor.web.keys import FEED_HUB, POOL, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -53,3 +55,19 @@ async def issue_token(request: web.Request) -> web.Response:
             "role": found.role,
         }
     )
+
+
+@routes.post("/api/v1/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the caller's token: every later request with it is refused (401), and the
+    live-feed streams it opened end (at once in this process, within seconds elsewhere)."""
+    await officer(request)
+    token = bearer_token(request)
+    assert token is not None, "officer() admitted the request"
+    digest = token_hash(token)
+    async with request.app[POOL].acquire() as conn:
+        if not await officers.revoke_token(conn, digest):
+            # Another request revoked it since this one was authenticated.
+            raise unauthorized("the bearer token is unknown or has expired")
+    request.app[FEED_HUB].token_revoked(digest)
+    return web.Response(status=204)

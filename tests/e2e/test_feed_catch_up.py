@@ -1,0 +1,90 @@
+"""A stream resuming from before the feed hub's buffer catches up from PostgreSQL with its own
+reads, then follows the buffer: every event in its scope arrives once, in order, while new
+events keep arriving during the hand-over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from correction_monitor.adapters import alerts
+from correction_monitor.service.feed import FeedEvent, FeedHub
+from correction_monitor.web.keys import HOT_STATE, POOL
+from tests.conftest import Officers
+from tests.e2e.helpers import make_world
+
+pytestmark = pytest.mark.e2e
+
+NEW_ALERT = """
+INSERT INTO alerts (subject_id, org_unit_id, type, severity, episode_key, started_at)
+SELECT id, org_unit_id, 'left_activity_area', 'high', $2, now() FROM subjects WHERE id = $1
+RETURNING id, org_unit_id
+"""
+# A scope no event is in: org unit ids are positive.
+NOBODY = frozenset({-1})
+
+
+async def test_a_stream_older_than_the_buffer_catches_up_and_hands_over_exactly(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    world = await make_world(client, officers)
+    pool = client.app[POOL]
+    async with pool.acquire() as conn:
+        start = await alerts.last_event_id(conn)
+        alert = await conn.fetchrow(NEW_ALERT, world.subject_id, "catch-up")
+    scope = frozenset({alert["org_unit_id"]})
+
+    recorded: list[int] = []
+
+    async def record(count: int) -> None:
+        for _ in range(count):
+            async with pool.acquire() as conn, conn.transaction():
+                recorded.append(
+                    await alerts.record_event(
+                        conn, alert["id"], alert["org_unit_id"], "acknowledged"
+                    )
+                )
+            await asyncio.sleep(0)
+
+    # Events only PostgreSQL holds, then a hub whose buffer keeps four and whose reads
+    # return three, so the stream needs pages of its own and the buffer moves on under it.
+    await record(7)
+    hub = FeedHub(pool, client.app[HOT_STATE], poll_s=0.05, buffer_size=4, page=3)
+    await hub.start()
+    try:
+        await record(6)
+        for _ in range(200):
+            if hub.head == recorded[-1]:
+                break
+            await asyncio.sleep(0.02)
+        # The buffer holds the last four: the stream starts well before it.
+        assert hub.floor == recorded[-5]
+
+        delivered: list[FeedEvent] = []
+        expires = time.time() + 60
+        async with (
+            hub.subscribe(start, scope, b"catching-up", expires) as sub,
+            hub.subscribe(start, NOBODY, b"nobody", expires) as other,
+        ):
+            writer = asyncio.create_task(record(9))
+            try:
+                while len(delivered) < 7 + 6 + 9:
+                    delivered += await sub.next(10.0)
+            finally:
+                await writer
+            assert await other.next(0.3) == []
+            # Nothing more was made, so nothing more comes.
+            assert await sub.next(0.3) == []
+    finally:
+        await hub.close()
+
+    async with pool.acquire() as conn:
+        truth = await alerts.events_after(conn, start, scope, 1000)
+    assert [e.id for e in delivered] == [r["event_id"] for r in truth]
+    assert len(truth) == 7 + 6 + 9
+    assert {e.kind for e in delivered} == {"acknowledged"}
+    assert {e.org_unit_id for e in delivered} == set(scope)
