@@ -8,6 +8,7 @@ import orjson
 import pydantic
 from aiohttp import web
 
+from correction_monitor.domain.jsontext import json_refusal
 from correction_monitor.web.errors import ApiError, bad_request
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -28,9 +29,9 @@ def error_response(err: ApiError) -> web.Response:
     return json_response(err.body(), status=err.status, headers=err.headers or None)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body parsed as JSON, or a 400 naming what is wrong with it."""
-    body = await request.read()
+def parse_json(body: bytes) -> Any:
+    """``body`` parsed as JSON, or a 400 naming what is wrong with it: ``empty_body``,
+    ``invalid_text`` (U+0000), ``invalid_utf8``, ``too_deeply_nested`` or ``invalid_json``."""
     if not body:
         raise bad_request("empty_body", "the request body is empty; a JSON document is expected")
     if b"\\u0000" in body:
@@ -39,7 +40,16 @@ async def read_json(request: web.Request) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request("invalid_json", f"the request body is not valid JSON: {exc}") from exc
+        refusal = json_refusal(body, exc)
+        if refusal is not None:
+            raise bad_request(*refusal) from None
+        raise bad_request("invalid_json", f"the request body is not valid JSON: {exc}") from None
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body parsed as JSON (:func:`parse_json`); a body over the route's limit
+    is refused with 413 by the body-limit middleware while it is read."""
+    return parse_json(await request.read())
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:

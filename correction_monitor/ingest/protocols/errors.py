@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from typing import Final
 
+import orjson
+
+from correction_monitor.domain.jsontext import INVALID_UTF8, TOO_DEEP, json_refusal
+
 MALFORMED_JSON: Final = "malformed_json"
-"""The body is not JSON (or not UTF-8)."""
+"""The body is not JSON."""
 INVALID_BODY: Final = "invalid_body"
 """The body is JSON but not of the protocol's shape (not an object, no ``fixes`` list...)."""
 TOO_MANY_FIXES: Final = "too_many_fixes"
 """More fixes in one request than the decoder accepts; the HTTP layer answers 413."""
 
-DECODE_ERROR_CODES: Final[tuple[str, ...]] = (MALFORMED_JSON, INVALID_BODY, TOO_MANY_FIXES)
+DECODE_ERROR_CODES: Final[tuple[str, ...]] = (
+    MALFORMED_JSON,
+    INVALID_UTF8,
+    TOO_DEEP,
+    INVALID_BODY,
+    TOO_MANY_FIXES,
+)
 """Every code a :class:`DecodeError` can carry."""
 
 MISSING_FIELD: Final = "missing_field"
@@ -75,3 +85,12 @@ class FixRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def malformed(body: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
+    """The refusal of a body orjson could not parse: ``invalid_utf8`` or
+    ``too_deeply_nested`` when that is why, else ``malformed_json`` with orjson's words."""
+    refusal = json_refusal(body, exc)
+    if refusal is not None:
+        return DecodeError(*refusal)
+    return DecodeError(MALFORMED_JSON, f"body is not valid JSON: {exc}")

@@ -31,11 +31,11 @@ from correction_monitor.ingest.protocols.errors import (
     BAD_TYPE,
     BAD_VALUE,
     INVALID_BODY,
-    MALFORMED_JSON,
     MISSING_FIELD,
     TOO_MANY_FIXES,
     DecodeError,
     FixRefused,
+    malformed,
 )
 from correction_monitor.ingest.protocols.fields import (
     FAST_EPOCH_MS_LIMIT,
@@ -126,6 +126,11 @@ def _fast_batch(body: bytes, max_fixes: int) -> FixBatch | None:
         fixes = _FAST_DECODER.decode(body).fixes
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+    except (UnicodeDecodeError, RecursionError):
+        # msgspec's own refusals of invalid UTF-8 in a string it reads and of nesting deeper
+        # than the interpreter's recursion limit; the per-fix path's JSON parser then names
+        # the request's fault (or, nested less than its own limit, decodes it).
+        return None
     n = len(fixes)
     if n > max_fixes:
         return None
@@ -197,7 +202,7 @@ def decode_native(body: bytes, *, max_fixes: int = DEFAULT_MAX_FIXES) -> Decoded
     try:
         root = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(MALFORMED_JSON, f"body is not valid JSON: {exc}") from None
+        raise malformed(body, exc) from None
     if type(root) is not dict:
         raise DecodeError(INVALID_BODY, 'body must be a JSON object {"fixes": [...]}')
     items = root.get("fixes")
@@ -323,7 +328,10 @@ def _timestamp(raw: Any) -> datetime:
     """
     if type(raw) is str:
         if raw.isascii() and raw.isdigit():
-            ts = from_epoch_ms(int(raw))
+            try:
+                ts = from_epoch_ms(int(raw))
+            except ValueError:  # more digits than Python converts (sys.int_info)
+                raise FixRefused(BAD_TIMESTAMP) from None
         else:
             if len(raw) <= 10:  # a date alone says nothing about when the fix was taken
                 raise FixRefused(BAD_TIMESTAMP)

@@ -33,11 +33,11 @@ from correction_monitor.ingest.protocols.errors import (
     BAD_TIMESTAMP,
     BAD_TYPE,
     INVALID_BODY,
-    MALFORMED_JSON,
     MISSING_FIELD,
     TOO_MANY_FIXES,
     DecodeError,
     FixRefused,
+    malformed,
 )
 from correction_monitor.ingest.protocols.fields import (
     KNOT_MPS,
@@ -154,7 +154,7 @@ def decode_osmand_json(
     try:
         root = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(MALFORMED_JSON, f"body is not valid JSON: {exc}") from None
+        raise malformed(body, exc) from None
     if type(root) is not dict:
         raise DecodeError(INVALID_BODY, "body must be a JSON object")
     device_ref = next(
@@ -258,7 +258,10 @@ def _query_fix(
 
 def _query_timestamp(text: str, naive_tz: tzinfo) -> datetime | None:
     if _INTEGER.fullmatch(text):
-        number = int(text)
+        try:
+            number = int(text)
+        except ValueError:  # more digits than Python converts (sys.int_info)
+            return None
         return from_epoch_ms(number * 1000 if number < _SECONDS_BELOW else number)
     if "T" in text:
         return parse_iso8601(text, naive_tz)

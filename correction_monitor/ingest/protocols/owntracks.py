@@ -27,11 +27,11 @@ from correction_monitor.ingest.protocols.errors import (
     BAD_TIMESTAMP,
     BAD_TYPE,
     INVALID_BODY,
-    MALFORMED_JSON,
     MISSING_FIELD,
     TOO_MANY_FIXES,
     DecodeError,
     FixRefused,
+    malformed,
 )
 from correction_monitor.ingest.protocols.fields import (
     KMH_MPS,
@@ -96,7 +96,7 @@ def decode_owntracks(body: bytes, *, max_fixes: int = DEFAULT_MAX_FIXES) -> Deco
     try:
         root = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(MALFORMED_JSON, f"body is not valid JSON: {exc}") from None
+        raise malformed(body, exc) from None
     if type(root) is dict:
         messages = [root]
     elif type(root) is list:
@@ -176,6 +176,9 @@ def _tst_seconds(raw: Any) -> int | float:
         return raw
     if type(raw) is str:
         if raw.isascii() and raw.isdigit():
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError:  # more digits than Python converts (sys.int_info)
+                pass
         raise FixRefused(BAD_TIMESTAMP)
     raise FixRefused(BAD_TYPE)

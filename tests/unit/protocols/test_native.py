@@ -198,7 +198,7 @@ def test_empty_batch() -> None:
         (b"", "malformed_json"),
         (b"{fixes: []}", "malformed_json"),
         (b'{"fixes": [1e400]}', "malformed_json"),
-        (b"\xff\xfe", "malformed_json"),
+        (b"\xff\xfe", "invalid_utf8"),
         (b"[]", "invalid_body"),
         (b"{}", "invalid_body"),
         (b'{"fixes": {"ts": 1}}', "invalid_body"),
