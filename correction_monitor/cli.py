@@ -47,7 +47,8 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-# Live feeds (SSE) never finish on their own; on shutdown they get this long, then are cut.
+# On shutdown, requests being answered get this long to finish, then are cut (open live
+# feeds are ended at once by the application itself).
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -73,8 +74,8 @@ def _serve_worker(settings_json: str, sock: socket.socket) -> None:
     front.run(init_app(settings), sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 
 
-def _listen(settings: Settings) -> socket.socket:
-    """The service's listening socket, shared by its worker processes."""
+def listen(settings: Settings) -> socket.socket:
+    """The service's listening socket, shared by its worker processes (and the demo's)."""
     infos = socket.getaddrinfo(
         settings.http_host, settings.http_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
@@ -97,12 +98,12 @@ def serve(settings: Settings, workers: int) -> int:
         flush=True,
     )
     if workers <= 1:
-        with _listen(settings) as sock:
+        with listen(settings) as sock:
             _serve_worker(settings.model_dump_json(), sock)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="cm-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    sock = _listen(settings)
+    sock = listen(settings)
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(target=_serve_worker, args=(settings.model_dump_json(), sock), daemon=False)

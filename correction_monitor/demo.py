@@ -1,9 +1,10 @@
 """The newcomer's demo: a seeded county, XX县, served with simulated phones that misbehave.
 
 ``correction-monitor demo`` (``python3 dev.py demo``) migrates the database, starts the HTTP
-service in this process, seeds a demo world *through the service's own API* (so demo data is
-validated exactly like real data), prints where everything is, and then runs simulated
-phones until Ctrl-C or SIGTERM.
+service in this process exactly as ``correction-monitor serve`` serves it (the same listening
+socket, ingest front and shutdown), seeds a demo world *through the service's own API* (so
+demo data is validated exactly like real data), prints where everything is, and then runs
+simulated phones until Ctrl-C or SIGTERM.
 
 The world (everything is synthetic; the logins are for the demo only):
 
@@ -41,6 +42,7 @@ import math
 import os
 import random
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +53,6 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from aiohttp import web
 
 from correction_monitor.migrations import migrate
 from correction_monitor.service.bootstrap import create_officer
@@ -972,13 +973,8 @@ def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> st
     return "\n".join(lines)
 
 
-def _listen_address(runner: web.AppRunner, settings: Settings) -> str:
-    port = settings.http_port
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            port = int(address[1])
-            break
-    host = settings.http_host
+def _listen_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
     # A wildcard address is not somewhere to send requests: talk to ourselves on loopback.
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
@@ -988,56 +984,57 @@ def _listen_address(runner: web.AppRunner, settings: Settings) -> str:
 
 
 async def _serve(settings: Settings, phones: bool, stop: asyncio.Event) -> int:
+    """Serve exactly as ``correction-monitor serve`` does (its listening socket, the ingest
+    front, the same shutdown), with the demo world seeded and its phones running."""
+    from correction_monitor.cli import SHUTDOWN_TIMEOUT_S, listen
     from correction_monitor.web.app import init_app
+    from correction_monitor.web.front import serving
 
     assert settings.database_url
-    # Open live feeds (SSE) only notice a closed server at their next keep-alive: give
-    # requests in flight a moment, then cancel the rest instead of waiting 60 s.
-    runner = web.AppRunner(
-        init_app(settings), access_log=None, handle_signals=False, shutdown_timeout=2.0
-    )
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        sock = listen(settings)
+    except OSError as exc:
+        print(
+            f"demo: cannot listen on {settings.http_host}:{settings.http_port} ({exc}); "
+            f"choose another port with --port or CM_HTTP_PORT",
+            file=sys.stderr,
+        )
+        return 1
+    with sock:
+        base = _listen_address(sock)
+        async with serving(init_app(settings), sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S):
+            return await _run_world(settings, base, phones, stop)
+
+
+async def _run_world(settings: Settings, base: str, phones: bool, stop: asyncio.Event) -> int:
+    assert settings.database_url
+    tasks: list[asyncio.Task[Any]] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        api = DemoApi(session, base)
         try:
-            await site.start()
-        except OSError as exc:
-            print(
-                f"demo: cannot listen on {settings.http_host}:{settings.http_port} ({exc}); "
-                f"choose another port with --port or CM_HTTP_PORT",
-                file=sys.stderr,
-            )
+            world = await seed(api, settings.database_url, Path(settings.data_dir))
+        except DemoError as exc:
+            print(f"demo: seeding failed: {exc}", file=sys.stderr)
             return 1
-        base = _listen_address(runner, settings)
-        tasks: list[asyncio.Task[Any]] = []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            api = DemoApi(session, base)
-            try:
-                world = await seed(api, settings.database_url, Path(settings.data_dir))
-            except DemoError as exc:
-                print(f"demo: seeding failed: {exc}", file=sys.stderr)
-                return 1
-            if world.created:
-                print(f"demo: created {len(world.created)} demo records", flush=True)
-            else:
-                print("demo: demo data already present; reusing it", flush=True)
-            print(_banner(settings, base, world, phones), flush=True)
-            names = {s.subject_id: s.plan.name for s in world.subjects}
-            tasks.append(asyncio.create_task(follow_alerts(api, LOGINS[0], names, sys.stdout)))
-            if phones:
-                tasks.append(asyncio.create_task(run_phones(api, world.subjects)))
-            try:
-                await stop.wait()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        print("demo: stopping", flush=True)
-        return 0
-    finally:
-        await runner.cleanup()
+        if world.created:
+            print(f"demo: created {len(world.created)} demo records", flush=True)
+        else:
+            print("demo: demo data already present; reusing it", flush=True)
+        print(_banner(settings, base, world, phones), flush=True)
+        names = {s.subject_id: s.plan.name for s in world.subjects}
+        tasks.append(asyncio.create_task(follow_alerts(api, LOGINS[0], names, sys.stdout)))
+        if phones:
+            tasks.append(asyncio.create_task(run_phones(api, world.subjects)))
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    print("demo: stopping", flush=True)
+    return 0
 
 
 async def _main(settings: Settings, phones: bool) -> int:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -394,16 +395,29 @@ class FrontSite(web.BaseSite):
                 conn.transport.abort()
 
 
-async def _serve(app: web.Application, sock: Any, shutdown_timeout: float) -> None:
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application, sock: Any, *, shutdown_timeout: float, handle_signals: bool = False
+) -> AsyncIterator[None]:
+    """Serve ``app`` on the listening socket ``sock``, with the ingest front in front of it,
+    for as long as the block runs; then shut down as described on :class:`FrontSite`.
+
+    ``correction-monitor serve`` (through :func:`run`) and the demo both serve this way.
+    """
     runner = web.AppRunner(
-        app, handle_signals=True, shutdown_timeout=shutdown_timeout, access_log=None
+        app, handle_signals=handle_signals, shutdown_timeout=shutdown_timeout, access_log=None
     )
     await runner.setup()
     try:
         await FrontSite(runner, sock, grace_s=shutdown_timeout).start()
-        await asyncio.Event().wait()  # until the signal handler raises GracefulExit
+        yield
     finally:
         await runner.cleanup()
+
+
+async def _serve(app: web.Application, sock: Any, shutdown_timeout: float) -> None:
+    async with serving(app, sock, shutdown_timeout=shutdown_timeout, handle_signals=True):
+        await asyncio.Event().wait()  # until the signal handler raises GracefulExit
 
 
 def run(app: web.Application, sock: Any, *, shutdown_timeout: float) -> None:

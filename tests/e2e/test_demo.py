@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
+import os
+import signal
 import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from shapely.geometry import Point, shape
 
 from correction_monitor import demo
-from tests.conftest import bearer
+from tests.conftest import REPO_ROOT, bearer
+from tests.e2e.procs import SERVE, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -229,3 +234,99 @@ def test_phone_plan_routes_repeat_and_silence_holds() -> None:
     fix = demo.fixes_for_tick(replace(wanderer, key="x"), 3, 45.0, now)[0]
     assert 5.0 <= fix["accuracy_m"] <= 30.0
     assert fix == demo.fixes_for_tick(replace(wanderer, key="x"), 3, 45.0, now)[0]
+
+
+class _Output:
+    """Everything a child process prints, gathered as it comes (the pipe never fills)."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.text = ""
+        self.arrived = asyncio.Event()
+        self.task = asyncio.create_task(self._gather(stream))
+
+    async def _gather(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.text += line.decode(errors="replace")
+            self.arrived.set()
+
+    async def wait_for(self, text: str, timeout_s: float = 60.0) -> None:
+        async def seen() -> None:
+            while text not in self.text:
+                assert not self.task.done(), f"the process ended:\n{self.text[-3000:]}"
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        try:
+            await asyncio.wait_for(seen(), timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"{text!r} never printed:\n{self.text[-3000:]}") from None
+
+
+async def test_the_demo_serves_through_the_ingest_front_as_serve_does(
+    database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """``correction-monitor demo`` answers phones' native uploads at the ingest front, as
+    ``serve`` does: the front's answers carry no ``Server`` header, aiohttp's do. Stopping it
+    ends an open live feed at once rather than waiting for it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")} | {
+        "CM_DATABASE_URL": database_url,
+        "CM_REDIS_URL": redis_url,
+        "CM_REDIS_PREFIX": f"{redis_prefix}demo:",
+        "CM_RUN_SCHEDULER": "false",
+        "CM_DATA_DIR": str(tmp_path / "data"),
+        "CM_HTTP_HOST": "127.0.0.1",
+        "CM_LOG_LEVEL": "WARNING",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(SERVE),
+        "demo",
+        "--no-phones",
+        "--port",
+        str(port),
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    output = _Output(proc.stdout)
+    try:
+        await output.wait_for("is being served at")
+        devices_file = tmp_path / "data" / demo.DEVICES_FILE
+        devices = json.loads(await asyncio.to_thread(devices_file.read_text))["subjects"]
+        token = devices["wanderer"]["token"]
+        fix = demo.fixes_for_tick(_plan("wanderer"), 0, 0.0, datetime.now(UTC))
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=30)) as s:
+            async with s.post("/api/v1/fixes", json={"fixes": fix}, headers=bearer(token)) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["accepted"] == 1
+                assert "Server" not in r.headers, "aiohttp answered, not the ingest front"
+            async with s.get("/healthz") as r:
+                assert r.status == 200
+                assert "aiohttp" in r.headers["Server"]
+
+            admin = demo.LOGINS[0]
+            answer = await s.post(
+                "/api/v1/auth/token", json={"username": admin.username, "password": admin.password}
+            )
+            feed = await s.get(
+                "/api/v1/alerts/stream", headers=bearer((await answer.json())["access_token"])
+            )
+            assert feed.status == 200
+            assert (await feed.content.readline()).startswith(b": connected")
+            proc.send_signal(signal.SIGTERM)
+            rest = await asyncio.wait_for(feed.content.read(), 10)
+            feed.close()
+        assert b": end shutdown" in rest
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await output.task
+        assert "demo: stopping" in output.text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        output.task.cancel()
