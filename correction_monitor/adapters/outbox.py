@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from correction_monitor.domain.events import DomainEvent
+from correction_monitor.domain.events import DomainEvent, StoredEvent
 
 
 def lock_key(name: str) -> int:
@@ -62,19 +59,6 @@ ADVANCE_CURSOR = """
 UPDATE event_cursors SET position = $2, updated_at = now() WHERE consumer = $1
 """
 POSITIONS = "SELECT consumer, position FROM event_cursors ORDER BY consumer"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as read back from the log, with its position (``id``)."""
-
-    id: int
-    name: str
-    occurred_at: datetime
-    org_unit_id: int | None
-    subject_id: int | None
-    alert_id: int | None
-    data: dict[str, Any]
 
 
 async def append(conn: asyncpg.Connection, events: Sequence[DomainEvent]) -> list[int]:
@@ -127,3 +111,24 @@ async def advance_cursor(conn: asyncpg.Connection, consumer: str, position: int)
 async def positions(conn: asyncpg.Connection) -> dict[str, int]:
     """Every consumer's position (for metrics and operators)."""
     return {r["consumer"]: r["position"] for r in await conn.fetch(POSITIONS)}
+
+
+class PostgresEvents:
+    """The event log as seen from one unit of work's transaction (``uow.events``)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def take_cursor(self, consumer: str) -> int | None:
+        return await take_cursor(self._conn, consumer)
+
+    async def advance_cursor(self, consumer: str, position: int) -> None:
+        await advance_cursor(self._conn, consumer, position)
+
+    async def read_after(
+        self, after_id: int, *, names: Sequence[str] | None = None, limit: int = 500
+    ) -> list[StoredEvent]:
+        return await read_after(self._conn, after_id, names=names, limit=limit)
+
+    async def last_id(self) -> int:
+        return await last_id(self._conn)

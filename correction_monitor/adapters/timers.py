@@ -27,7 +27,7 @@ ON CONFLICT (kind, key) DO UPDATE SET
 CANCEL = "DELETE FROM timers WHERE kind = $1 AND key = $2 AND fired_at IS NULL"
 TAKE_DUE = """
 SELECT id, kind, key, due_at, payload, attempts FROM timers
-WHERE fired_at IS NULL AND due_at <= $1
+WHERE fired_at IS NULL AND due_at <= $1 AND kind = ANY($3::text[])
 ORDER BY due_at, id
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -62,9 +62,12 @@ async def cancel(conn: asyncpg.Connection, kind: str, key: str) -> bool:
     return str(await conn.execute(CANCEL, kind, key)) != "DELETE 0"
 
 
-async def take_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[DueTimer]:
-    """Lock up to ``limit`` due timers for this transaction (others' locked ones skipped)."""
-    rows = await conn.fetch(TAKE_DUE, now, limit)
+async def take_due(
+    conn: asyncpg.Connection, now: datetime, limit: int, kinds: Sequence[str]
+) -> list[DueTimer]:
+    """Lock up to ``limit`` due timers of ``kinds`` for this transaction (timers others hold
+    are skipped)."""
+    rows = await conn.fetch(TAKE_DUE, now, limit, list(kinds))
     return [DueTimer(**dict(r)) for r in rows]
 
 
@@ -91,3 +94,22 @@ async def pending(conn: asyncpg.Connection) -> int:
 async def purge_fired(conn: asyncpg.Connection, before: datetime) -> int:
     """Forget timers that fired before ``before``; returns how many."""
     return int(str(await conn.execute(PURGE_FIRED, before)).split()[-1])
+
+
+class PostgresTimers:
+    """The timers of one unit of work's transaction (``uow.timers``)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def take_due(self, now: datetime, limit: int, kinds: Sequence[str]) -> list[DueTimer]:
+        return await take_due(self._conn, now, limit, kinds)
+
+    async def mark_fired(self, timer_id: int, at: datetime) -> None:
+        await mark_fired(self._conn, timer_id, at)
+
+    async def mark_failed(self, timer_id: int, error: str, retry_at: datetime) -> None:
+        await mark_failed(self._conn, timer_id, error, retry_at)
+
+    async def cancel(self, kind: str, key: str) -> bool:
+        return await cancel(self._conn, kind, key)

@@ -9,6 +9,7 @@ notifications) read the log in commit order with cursors of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +46,19 @@ class DomainEvent:
     subject_id: int | None = None
     alert_id: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the log, with its position (``id``, commit order)."""
+
+    id: int
+    name: str
+    occurred_at: datetime
+    org_unit_id: int | None
+    subject_id: int | None
+    alert_id: int | None
+    data: dict[str, Any]
 
 
 def alert_event(

@@ -36,6 +36,9 @@ class IngestPolicy:
     max_age_s: float
     max_speed_mps: float
     max_decision_accuracy_m: float
+    # Consecutive fixes of one device at most this far apart (seconds) cover the span
+    # between them: a late fix inside it is a contradicting account, not a gap fill.
+    covered_gap_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class Policy:
     lost_contact_warning_after_s: float
     lost_contact_revocation_after_s: float
     lost_contact_reset: str
+    lost_contact_action: str
+    lost_contact_article: str
 
     def level(self, level: SupervisionLevel | str) -> LevelPolicy:
         return self.levels[SupervisionLevel(level)]
@@ -65,6 +70,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
             lost_contact_warning_after_s=float(data["lost_contact"]["warning_after_s"]),
             lost_contact_revocation_after_s=float(data["lost_contact"]["revocation_after_s"]),
             lost_contact_reset=str(data["lost_contact"]["reset"]),
+            lost_contact_action=str(data["lost_contact"]["action"]),
+            lost_contact_article=str(data["lost_contact"]["article"]),
         )
     except (KeyError, TypeError) as exc:
         raise PolicyError(f"policy file is incomplete or malformed: {exc}") from exc

@@ -1,12 +1,28 @@
-"""Background jobs: lost-contact sweeps, fix partition upkeep, hot-state rebuilds.
+"""Scheduled work, each job declaring where it runs: in every process, or once across all.
 
-apscheduler runs them in every process; each job that must run once across processes guards
-itself with a PostgreSQL advisory lock, so scaling out needs no extra coordination.
+The registry (:func:`standard_jobs`) lists every periodic job of the service with its
+interval and its guarantee:
+
+- **once across processes** (``once_across_processes=True``): time is cut into slots of the
+  job's interval (aligned to the epoch, so every process computes the same slots). Whichever
+  process comes first in a slot claims it in ``job_runs`` while holding a transaction-scoped
+  advisory lock derived from the job's name, runs the job, records how it went, and commits.
+  Other processes find the lock taken or the slot claimed and skip it. A claimed slot is never
+  run again after a restart; a process that dies mid-run leaves its claim uncommitted, so
+  the slot is run again by the next process to reach it.
+- **in every process**: work on the process's own state (its Redis copies' health), or work
+  that is already safe to share, such as firing durable timers (``SKIP LOCKED``).
+
+apscheduler only ticks the jobs (:func:`build_scheduler`); :class:`JobRunner` holds the
+guarantees, so tests run jobs directly with a moved clock.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import structlog
@@ -14,8 +30,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from correction_monitor.adapters import officers
 from correction_monitor.adapters.hot_state import HotState
+from correction_monitor.adapters.outbox import lock_key
+from correction_monitor.domain.clock import Clock
 from correction_monitor.policy import Policy
 from correction_monitor.service import lost_contact
+from correction_monitor.service.consumers import ConsumerRunner
+from correction_monitor.service.timers import TimerService
 
 log = structlog.get_logger("correction_monitor.jobs")
 
@@ -26,9 +46,11 @@ JOIN subjects s ON s.id = e.subject_id WHERE e.state->'ref' IS NOT NULL
 """
 
 
-async def ensure_partitions(pool: asyncpg.Pool, days_ahead: int = 2) -> None:
+async def ensure_partitions(
+    pool: asyncpg.Pool, days_ahead: int = 2, today: date | None = None
+) -> None:
     """Create today's and the next days' fix partitions ahead of the first fix."""
-    today = datetime.now(UTC).date()
+    today = today or datetime.now(UTC).date()
     async with pool.acquire() as conn:
         for offset in range(-1, days_ahead + 1):
             await conn.execute(
@@ -99,44 +121,116 @@ def sweep_interval_s(policy: Policy) -> float:
     return float(min(60.0, max(5.0, shortest / 4)))
 
 
-def build_scheduler(pool: asyncpg.Pool, policy: Policy, hot: HotState) -> AsyncIOScheduler:
-    scheduler = AsyncIOScheduler(timezone="UTC")
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A periodic job: ``run`` every ``every_s`` seconds, where ``once_across_processes``
+    says (see the module docstring); ``at_start`` runs it as soon as the process starts."""
+
+    name: str
+    every_s: float
+    run: Callable[[], Awaitable[object]]
+    once_across_processes: bool
+    at_start: bool = False
+
+    @property
+    def lock_key(self) -> int:
+        return lock_key(f"cm:job:{self.name}")
+
+    def slot(self, now: datetime) -> datetime:
+        """The start of the interval ``now`` falls in (epoch-aligned).
+
+        >>> job = Job("x", 60, lambda: None, True)  # type: ignore[arg-type,return-value]
+        >>> job.slot(datetime(2026, 1, 1, 0, 1, 59, tzinfo=UTC)).isoformat()
+        '2026-01-01T00:01:00+00:00'
+        """
+        epoch_s = now.timestamp()
+        return datetime.fromtimestamp(math.floor(epoch_s / self.every_s) * self.every_s, UTC)
+
+
+CLAIM_SLOT = """
+INSERT INTO job_runs (name, slot, started_at) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE SET slot = EXCLUDED.slot, started_at = EXCLUDED.started_at,
+    finished_at = NULL, outcome = NULL, runs = job_runs.runs + 1
+WHERE job_runs.slot < EXCLUDED.slot
+RETURNING name
+"""
+FINISH_SLOT = "UPDATE job_runs SET finished_at = $2, outcome = $3 WHERE name = $1"
+
+
+class JobRunner:
+    """Runs jobs with their declared guarantee, against an injectable clock."""
+
+    def __init__(self, pool: asyncpg.Pool, clock: Clock) -> None:
+        self.pool = pool
+        self.clock = clock
+
+    async def run(self, job: Job) -> bool:
+        """Run ``job`` now if its guarantee allows; True when this process ran it."""
+        if not job.once_across_processes:
+            await job.run()
+            return True
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", job.lock_key):
+                return False  # another process is running it
+            now = self.clock.now()
+            if await conn.fetchval(CLAIM_SLOT, job.name, job.slot(now), now) is None:
+                return False  # this slot has run already
+            outcome = "ok"
+            try:
+                await job.run()
+            except Exception as exc:
+                # The slot stays claimed: the next slot tries again, as a tick would.
+                outcome = f"failed: {exc!r}"[:500]
+                log.exception("scheduled job failed", job=job.name)
+            await conn.execute(FINISH_SLOT, job.name, self.clock.now(), outcome)
+        return True
+
+
+def standard_jobs(
+    pool: asyncpg.Pool,
+    policy: Policy,
+    hot: HotState,
+    clock: Clock,
+    timers: TimerService,
+    consumers: ConsumerRunner,
+) -> list[Job]:
+    """Every periodic job of a service process."""
     watch = HotStateWatch(pool, hot)
-    scheduler.add_job(
-        lost_contact.sweep,
-        "interval",
-        seconds=sweep_interval_s(policy),
-        args=(pool, policy),
-        id="lost-contact-sweep",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        ensure_partitions,
-        "interval",
-        hours=1,
-        args=(pool,),
-        id="fix-partitions",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        watch.tick,
-        "interval",
-        seconds=5,
-        id="hot-state-watch",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        purge_expired_tokens,
-        "interval",
-        hours=1,
-        args=(pool,),
-        id="token-purge",
-        max_instances=1,
-        coalesce=True,
-    )
+
+    async def sweep() -> int:
+        return await lost_contact.sweep(pool, policy, clock.now())
+
+    return [
+        Job("lost-contact-sweep", sweep_interval_s(policy), sweep, once_across_processes=True),
+        Job(
+            "fix-partitions",
+            3600,
+            lambda: ensure_partitions(pool, today=clock.now().date()),
+            once_across_processes=True,
+            at_start=True,
+        ),
+        Job("token-purge", 3600, lambda: purge_expired_tokens(pool), once_across_processes=True),
+        # Each process watches its own Redis client's failures (see HotStateWatch).
+        Job("hot-state-watch", 5, watch.tick, once_across_processes=False, at_start=True),
+        # Shared safely: due timers are taken with SKIP LOCKED.
+        Job("timers", 1, timers.fire_due, once_across_processes=False, at_start=True),
+        # Shared safely: each consumer's cursor is taken with SKIP LOCKED.
+        Job("event-consumers", 1, consumers.run_all, once_across_processes=False),
+    ]
+
+
+def build_scheduler(runner: JobRunner, jobs: Iterable[Job]) -> AsyncIOScheduler:
+    """An apscheduler that ticks each job at its interval through ``runner``."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for job in jobs:
+        scheduler.add_job(
+            runner.run,
+            "interval",
+            seconds=job.every_s,
+            args=(job,),
+            id=job.name,
+            max_instances=1,
+            coalesce=True,
+            **({"next_run_time": datetime.now(UTC)} if job.at_start else {}),
+        )
     return scheduler

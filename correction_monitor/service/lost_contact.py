@@ -13,10 +13,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from correction_monitor.adapters import alerts, outbox
-from correction_monitor.ingest.committer import lost_contact_key
+from correction_monitor.domain.alerts import SEVERITY, AlertType, lost_contact_key
 from correction_monitor.policy import Policy
-
-SWEEP_LOCK = 7402115
 
 CANDIDATES = """
 SELECT s.id, s.org_unit_id, s.supervision_level,
@@ -45,15 +43,13 @@ RETURNING subject_id
 async def sweep(pool: asyncpg.Pool, policy: Policy, now: datetime | None = None) -> int:
     """Open lost-contact alerts that are due; returns how many were opened.
 
-    Runs in one process at a time (a transaction-scoped advisory lock); a sweep that finds
-    the lock taken does nothing.
+    The job registry runs it in one process at a time (service/jobs.py); two sweeps at once
+    would still open one alert per silence (``MARK_LOST`` and the alert's unique episode).
     """
     now = now or datetime.now(UTC)
     shortest = min(level.lost_contact_after_s for level in policy.levels.values())
     opened = 0
     async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
-            return 0
         rows = await conn.fetch(CANDIDATES, now - timedelta(seconds=shortest))
         ops: list[alerts.AlertOp] = []
         for row in rows:
@@ -69,8 +65,8 @@ async def sweep(pool: asyncpg.Pool, policy: Policy, now: datetime | None = None)
                 alerts.AlertOpen(
                     subject_id=row["id"],
                     org_unit_id=row["org_unit_id"],
-                    type="lost_contact",
-                    severity="high",
+                    type=AlertType.LOST_CONTACT,
+                    severity=SEVERITY[AlertType.LOST_CONTACT],
                     fence_id=None,
                     episode_key=lost_contact_key(row["last_contact"]),
                     started_at=row["last_contact"],
@@ -84,7 +80,8 @@ async def sweep(pool: asyncpg.Pool, policy: Policy, now: datetime | None = None)
                         "lost_contact_clock_s": round(clock_s),
                         "beyond_10_days": clock_s > policy.lost_contact_warning_after_s,
                         "beyond_1_month": clock_s > policy.lost_contact_revocation_after_s,
-                        "action": "立即组织查找 (search at once), 社区矫正法 第30条",
+                        "action": policy.lost_contact_action,
+                        "article": policy.lost_contact_article,
                     },
                 )
             )
