@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from correction_monitor.domain.models import AuditEntry
 from correction_monitor.metrics import AUDIT_WRITES
 
 INSERT = """
@@ -39,6 +41,20 @@ async def record(
 ) -> None:
     await conn.execute(INSERT, officer_id, action, subject_id, purpose, request_id, detail or {})
     AUDIT_WRITES.labels(action).inc()
+
+
+async def write(conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` in order, in the caller's transaction."""
+    for entry in entries:
+        await record(
+            conn,
+            officer_id=entry.officer_id,
+            action=entry.action,
+            subject_id=entry.subject_id,
+            purpose=entry.purpose,
+            request_id=entry.request_id,
+            detail=entry.detail,
+        )
 
 
 async def entries(

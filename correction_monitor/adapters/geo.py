@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any
 
 import asyncpg
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from correction_monitor.adapters.errors import NotFound
-from correction_monitor.domain.models import GeofenceRecord
+from correction_monitor.domain.models import AdminAreaRecord, GeofenceRecord, NewFence
+from geofences.geojson import AdminArea
 
 INSERT_GEOMETRY = """
 INSERT INTO geometries (sha256, wkb, vertices, min_lon, min_lat, max_lon, max_lat)
@@ -88,7 +88,7 @@ async def load_geometry(
 
     The cache is keyed by the geometry's content hash, not its row id, so processes (or
     tests) talking to several databases can never mix two databases' shapes. Callers that
-    already read the hash (``admin_area_rows``) pass it and save the lookup.
+    already read the hash (``admin_area_shapes``) pass it and save the lookup.
     """
     if digest is None:
         digest = await conn.fetchval(GET_GEOMETRY_DIGEST, geometry_id)
@@ -117,8 +117,34 @@ async def upsert_admin_area(
     await conn.execute(UPSERT_AREA, adcode, name, parent_adcode, level, geometry_id, source_crs)
 
 
-async def admin_area_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return list(await conn.fetch(ALL_AREAS))
+def _area(row: asyncpg.Record) -> AdminAreaRecord:
+    return AdminAreaRecord(
+        adcode=row["adcode"],
+        name=row["name"],
+        parent_adcode=row["parent_adcode"],
+        level=row["level"],
+        geometry_id=row["geometry_id"],
+    )
+
+
+async def admin_areas(conn: asyncpg.Connection) -> list[AdminAreaRecord]:
+    return [_area(r) for r in await conn.fetch(ALL_AREAS)]
+
+
+async def admin_area_shapes(conn: asyncpg.Connection) -> dict[str, AdminArea]:
+    """Every imported area with its boundary, by adcode (boundaries decoded once per
+    process, see :func:`load_geometry`)."""
+    areas = {}
+    for row in await conn.fetch(ALL_AREAS):
+        geometry = await load_geometry(conn, row["geometry_id"], bytes(row["sha256"]))
+        areas[row["adcode"]] = AdminArea(
+            adcode=row["adcode"],
+            name=row["name"],
+            parent_adcode=row["parent_adcode"],
+            level=row["level"],
+            geometry=geometry,  # type: ignore[arg-type,unused-ignore]
+        )
+    return areas
 
 
 def _fence(row: asyncpg.Record) -> GeofenceRecord:
@@ -137,33 +163,21 @@ def _fence(row: asyncpg.Record) -> GeofenceRecord:
     )
 
 
-async def create_fence(
-    conn: asyncpg.Connection,
-    *,
-    name: str,
-    kind: str,
-    org_unit_id: int,
-    geometry_id: int | None,
-    circle: tuple[float, float, float] | None,
-    adcodes: list[str] | None,
-    source_crs: str,
-    schedule: dict[str, Any] | None,
-    created_by: int | None,
-) -> GeofenceRecord:
-    lon, lat, radius = circle if circle is not None else (None, None, None)
+async def create_fence(conn: asyncpg.Connection, new: NewFence) -> GeofenceRecord:
+    lon, lat, radius = new.circle if new.circle is not None else (None, None, None)
     row = await conn.fetchrow(
         INSERT_FENCE,
-        name,
-        kind,
-        org_unit_id,
-        geometry_id,
+        new.name,
+        new.kind,
+        new.org_unit_id,
+        new.geometry_id,
         lon,
         lat,
         radius,
-        adcodes,
-        source_crs,
-        schedule,
-        created_by,
+        list(new.adcodes) if new.adcodes is not None else None,
+        new.source_crs,
+        new.schedule,
+        new.created_by,
     )
     assert row is not None
     return _fence(row)

@@ -31,6 +31,7 @@ WITH RECURSIVE up AS (
 SELECT id FROM up
 """
 CODES = "SELECT id, code FROM org_units WHERE id = ANY($1::int[])"
+ALL = f"SELECT {_COLUMNS} FROM org_units ORDER BY id"
 
 
 def _unit(row: asyncpg.Record) -> OrgUnit:
@@ -70,6 +71,11 @@ async def subtree_ids(conn: asyncpg.Connection, root_id: int) -> frozenset[int]:
 async def lineage_ids(conn: asyncpg.Connection, unit_id: int) -> frozenset[int]:
     """Ids of the unit and every unit above it (station → county → ...)."""
     return frozenset(r["id"] for r in await conn.fetch(ANCESTORS, unit_id))
+
+
+async def all_units(conn: asyncpg.Connection) -> list[OrgUnit]:
+    """Every org unit, oldest first (a province has a few thousand at most)."""
+    return [_unit(r) for r in await conn.fetch(ALL)]
 
 
 async def codes_by_id(conn: asyncpg.Connection, ids: list[int]) -> dict[int, str]:

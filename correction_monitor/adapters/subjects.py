@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import datetime
 
 import asyncpg
 
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
 from correction_monitor.domain.models import (
     Curfew,
+    Device,
     Home,
+    NewSubject,
     Subject,
     SubjectCategory,
     SupervisionLevel,
@@ -43,9 +45,10 @@ LIST = f"""
 SELECT {_COLUMNS} FROM subjects s
 WHERE ($1::int[] IS NULL OR s.org_unit_id = ANY($1::int[])) ORDER BY s.id LIMIT $2 OFFSET $3
 """
-INSERT_DEVICE = """
+_DEVICE_COLUMNS = "id, subject_id, osmand_id, platform, created_at, revoked_at"
+INSERT_DEVICE = f"""
 INSERT INTO devices (subject_id, token_hash, osmand_id, platform) VALUES ($1, $2, $3, $4)
-RETURNING id
+RETURNING {_DEVICE_COLUMNS}
 """
 DEVICE_BY_DIGEST = """
 SELECT d.id, d.subject_id, d.osmand_id, s.org_unit_id FROM devices d
@@ -57,16 +60,15 @@ SELECT d.id, d.subject_id, d.osmand_id, s.org_unit_id, d.token_hash FROM devices
 JOIN subjects s ON s.id = d.subject_id
 WHERE d.osmand_id = $1 AND d.revoked_at IS NULL
 """
-REVOKE_DEVICE = """
+REVOKE_DEVICE = f"""
 UPDATE devices SET revoked_at = now() WHERE id = $1 AND subject_id = $2 AND revoked_at IS NULL
-RETURNING id
+RETURNING {_DEVICE_COLUMNS}
 """
 REVOKED_SINCE = """
 SELECT id, revoked_at FROM devices WHERE revoked_at > $1 ORDER BY revoked_at
 """
-LIST_DEVICES = """
-SELECT id, osmand_id, platform, created_at, revoked_at FROM devices WHERE subject_id = $1
-ORDER BY id
+LIST_DEVICES = f"""
+SELECT {_DEVICE_COLUMNS} FROM devices WHERE subject_id = $1 ORDER BY id
 """
 
 
@@ -106,44 +108,39 @@ def _subject(row: asyncpg.Record) -> Subject:
     )
 
 
-async def create(
-    conn: asyncpg.Connection,
-    *,
-    name: str,
-    org_unit_id: int,
-    level: SupervisionLevel,
-    category: SubjectCategory,
-    term_start: date,
-    term_end: date,
-    activity_area_id: int | None,
-    exclusion_zone_ids: list[int],
-    home: Home | None,
-    home_crs: str | None,
-    curfew_start: time | None,
-    curfew_end: time | None,
-    responsible_officer_id: int | None,
-    responsible_supervisor_id: int | None,
-) -> Subject:
+def _device(row: asyncpg.Record) -> Device:
+    return Device(
+        id=row["id"],
+        subject_id=row["subject_id"],
+        osmand_id=row["osmand_id"],
+        platform=row["platform"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def create(conn: asyncpg.Connection, new: NewSubject) -> Subject:
+    home, curfew = new.home, new.curfew
     subject_id: int = await conn.fetchval(
         INSERT,
-        name,
-        org_unit_id,
-        level.value,
-        category.value,
-        term_start,
-        term_end,
-        activity_area_id,
+        new.name,
+        new.org_unit_id,
+        new.supervision_level.value,
+        new.category.value,
+        new.term_start,
+        new.term_end,
+        new.activity_area_id,
         home.lon if home else None,
         home.lat if home else None,
         home.radius_m if home else None,
-        home_crs,
-        curfew_start,
-        curfew_end,
-        responsible_officer_id,
-        responsible_supervisor_id,
+        new.home_crs,
+        curfew.start if curfew else None,
+        curfew.end if curfew else None,
+        new.responsible_officer_id,
+        new.responsible_supervisor_id,
     )
-    if exclusion_zone_ids:
-        await conn.execute(INSERT_ZONES, subject_id, exclusion_zone_ids)
+    if new.exclusion_zone_ids:
+        await conn.execute(INSERT_ZONES, subject_id, sorted(set(new.exclusion_zone_ids)))
     await conn.execute(INSERT_EVAL_STATE, subject_id)
     return await get(conn, subject_id)
 
@@ -169,12 +166,19 @@ async def list_in(
 
 async def enrol_device(
     conn: asyncpg.Connection, subject_id: int, digest: bytes, osmand_id: str, platform: str | None
-) -> int:
+) -> Device:
+    """Store a device; AlreadyExists when its token or OsmAnd id is taken.
+
+    The insert runs in a savepoint of its own, so that inside a caller's transaction a
+    collision costs only this statement and the caller may try other identifiers.
+    """
     try:
-        device_id: int = await conn.fetchval(INSERT_DEVICE, subject_id, digest, osmand_id, platform)
+        async with conn.transaction():
+            row = await conn.fetchrow(INSERT_DEVICE, subject_id, digest, osmand_id, platform)
     except asyncpg.UniqueViolationError as exc:
         raise AlreadyExists("device identifier collision; retry") from exc
-    return device_id
+    assert row is not None
+    return _device(row)
 
 
 async def device_by_token(conn: asyncpg.Connection, digest: bytes) -> DeviceIdentity | None:
@@ -194,9 +198,12 @@ async def device_by_osmand_id(
     return identity, bytes(row["token_hash"])
 
 
-async def revoke_device(conn: asyncpg.Connection, subject_id: int, device_id: int) -> None:
-    if await conn.fetchval(REVOKE_DEVICE, device_id, subject_id) is None:
+async def revoke_device(conn: asyncpg.Connection, subject_id: int, device_id: int) -> Device:
+    """Revoke a device of this subject; NotFound when it has no such unrevoked device."""
+    row = await conn.fetchrow(REVOKE_DEVICE, device_id, subject_id)
+    if row is None:
         raise NotFound(f"device {device_id}")
+    return _device(row)
 
 
 async def revoked_since(conn: asyncpg.Connection, since: datetime) -> list[tuple[int, datetime]]:
@@ -204,5 +211,5 @@ async def revoked_since(conn: asyncpg.Connection, since: datetime) -> list[tuple
     return [(r["id"], r["revoked_at"]) for r in await conn.fetch(REVOKED_SINCE, since)]
 
 
-async def list_devices(conn: asyncpg.Connection, subject_id: int) -> list[asyncpg.Record]:
-    return list(await conn.fetch(LIST_DEVICES, subject_id))
+async def list_devices(conn: asyncpg.Connection, subject_id: int) -> list[Device]:
+    return [_device(r) for r in await conn.fetch(LIST_DEVICES, subject_id)]

@@ -1,11 +1,15 @@
-"""The supervision domain's records: org units, officers, subjects, devices, fences."""
+"""The supervision domain's records: org units, officers, subjects, devices, fences, alerts
+and audit entries."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any
+
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.timeutil import iso
 
 
 class SupervisionLevel(StrEnum):
@@ -122,6 +126,68 @@ class Subject:
 
 
 @dataclass(frozen=True, slots=True)
+class NewSubject:
+    """A subject about to be registered: a :class:`Subject` before it has an id.
+
+    ``home_crs`` records the system the home was given in (the home itself is WGS-84).
+    """
+
+    name: str
+    org_unit_id: int
+    supervision_level: SupervisionLevel
+    category: SubjectCategory
+    term_start: date
+    term_end: date
+    activity_area_id: int | None
+    exclusion_zone_ids: tuple[int, ...]
+    home: Home | None
+    home_crs: str | None
+    curfew: Curfew | None
+    responsible_officer_id: int | None
+    responsible_supervisor_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A phone enrolled for a subject. Its bearer token is kept only as a digest and never
+    appears here; ``osmand_id`` is what Traccar Client sends as its identifier."""
+
+    id: int
+    subject_id: int
+    osmand_id: str
+    platform: str | None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAreaRecord:
+    """An imported administrative area (行政区划), without its geometry."""
+
+    adcode: str
+    name: str | None
+    parent_adcode: str | None
+    level: str | None
+    geometry_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewFence:
+    """A fence about to be stored. A polygonal fence names its shared geometry; a circle
+    carries ``circle`` = (lon, lat) WGS-84 and radius in metres."""
+
+    name: str
+    kind: str
+    org_unit_id: int
+    geometry_id: int | None
+    circle: tuple[float, float, float] | None
+    adcodes: tuple[str, ...] | None
+    source_crs: str
+    schedule: dict[str, Any] | None
+    created_by: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class GeofenceRecord:
     """A stored fence. Polygonal fences point at a shared geometry row; circles carry their own
     centre (WGS-84) and radius (metres)."""
@@ -137,3 +203,67 @@ class GeofenceRecord:
     adcodes: tuple[str, ...] | None
     source_crs: str
     schedule: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert as officers handle it: the episode it describes and where the case is.
+
+    Times are aware UTC datetimes; ``evidence`` is the JSON stored with it (positions,
+    distances, the policy that applied).
+    """
+
+    id: int
+    subject_id: int
+    org_unit_id: int
+    type: AlertType
+    severity: str
+    status: AlertStatus
+    fence_id: int | None
+    episode_key: str
+    started_at: datetime
+    detected_at: datetime
+    ended_at: datetime | None
+    evidence: dict[str, Any]
+    acknowledged_at: datetime | None = None
+    acknowledged_by: int | None = None
+    resolved_at: datetime | None = None
+    resolved_by: int | None = None
+    disposition: Disposition | None = None
+    note: str | None = None
+    retracted_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The Alert of CONTRACT.md."""
+        return {
+            "id": self.id,
+            "subject_id": self.subject_id,
+            "type": self.type.value,
+            "severity": self.severity,
+            "status": self.status.value,
+            "started_at": iso(self.started_at),
+            "detected_at": iso(self.detected_at),
+            "ended_at": iso(self.ended_at),
+            "fence_id": self.fence_id,
+            "evidence": self.evidence,
+            "acknowledged_at": iso(self.acknowledged_at),
+            "acknowledged_by": self.acknowledged_by,
+            "resolved_at": iso(self.resolved_at),
+            "resolved_by": self.resolved_by,
+            "disposition": self.disposition.value if self.disposition else None,
+            "note": self.note,
+            "retracted_at": iso(self.retracted_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the append-only audit log (RULES.md §4): who did or read what, about
+    which subject, for which purpose, in which request."""
+
+    officer_id: int | None
+    action: str
+    subject_id: int | None = None
+    purpose: str | None = None
+    request_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

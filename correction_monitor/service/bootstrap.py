@@ -1,14 +1,87 @@
-"""Creating the first officers and org units from the command line."""
+"""The composition root: which handler serves which command, with what it depends on.
+
+The aiohttp app (``web/app.py``), the command line and the tests all build their
+:class:`Services` here; they differ only in the unit of work they pass (PostgreSQL, or the
+in-memory one of ``tests/fakes.py``) and the clock.
+"""
 
 from __future__ import annotations
 
-import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar, cast
 
-from correction_monitor.adapters import officers, org_units
 from correction_monitor.adapters.db import create_pool
-from correction_monitor.adapters.errors import AlreadyExists, NotFound
-from correction_monitor.domain.access import Role
-from correction_monitor.service.auth import hash_password
+from correction_monitor.domain.clock import Clock, SystemClock
+from correction_monitor.policy import Policy, load_policy
+from correction_monitor.service import (
+    alerts,
+    boundaries,
+    devices,
+    fences,
+    officers,
+    org_units,
+    subjects,
+)
+from correction_monitor.service.command import Command, Handler
+from correction_monitor.service.errors import ServiceError
+from correction_monitor.service.unit_of_work import PostgresUnitOfWork, UnitOfWork
+
+R = TypeVar("R")
+
+DEFAULT_TOKEN_TTL_S = 8 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Runs commands: each through its one handler, with a fresh unit of work."""
+
+    uow: Callable[[], UnitOfWork]
+    handlers: Mapping[type[Command[Any]], Handler]
+
+    async def handle(self, command: Command[R]) -> R:
+        handler = self.handlers[type(command)]
+        return cast(R, await handler(command, self.uow()))
+
+
+def bootstrap(
+    uow: Callable[[], UnitOfWork],
+    *,
+    policy: Policy,
+    token_ttl_s: float = DEFAULT_TOKEN_TTL_S,
+    clock: Clock | None = None,
+    device_credentials: devices.Credentials = devices.new_credentials,
+) -> Services:
+    """Wire every handler to its dependencies.
+
+    ``uow`` makes a unit of work per command; ``policy`` supplies the numbers handlers
+    apply (the default home radius); ``token_ttl_s`` is how long an officer's token lives;
+    ``device_credentials`` draws a new device's token and OsmAnd id.
+    """
+    clock = clock or SystemClock()
+    handlers: dict[type[Command[Any]], Handler] = {
+        org_units.CreateOrgUnit: org_units.create_org_unit,
+        org_units.ListOrgUnits: org_units.list_org_units,
+        officers.CreateOfficer: officers.create_officer,
+        officers.IssueToken: partial(officers.issue_token, ttl_s=token_ttl_s, clock=clock),
+        boundaries.ImportBoundaries: boundaries.import_boundaries,
+        boundaries.ListBoundaries: boundaries.list_boundaries,
+        fences.CreateFence: fences.create_fence,
+        fences.GetFence: fences.get_fence,
+        fences.ListFences: fences.list_fences,
+        subjects.CreateSubject: partial(
+            subjects.create_subject, default_home_radius_m=policy.default_home_radius_m
+        ),
+        subjects.GetSubject: subjects.get_subject,
+        subjects.ListSubjects: subjects.list_subjects,
+        devices.EnrolDevice: partial(devices.enrol_device, credentials=device_credentials),
+        devices.ListDevices: devices.list_devices,
+        devices.RevokeDevice: devices.revoke_device,
+        alerts.AcknowledgeAlert: alerts.acknowledge_alert,
+        alerts.ResolveAlert: alerts.resolve_alert,
+    }
+    return Services(uow, handlers)
 
 
 async def create_officer(
@@ -22,36 +95,29 @@ async def create_officer(
     parent_code: str | None = None,
     timezone: str = "Asia/Shanghai",
 ) -> int:
-    """Create an officer, creating their org unit first when it does not exist.
+    """Create an officer, creating their org unit first when it does not exist; returns the
+    officer's id. For the command line, the demo and test set-ups, which hold a database
+    URL and nothing else.
 
     Raises ValueError with a readable message for a bad role, a duplicate username, an
     unknown parent or a weak password.
     """
-    Role(role)  # raises ValueError for an unknown role
-    if len(password) < 8:
-        raise ValueError("the password must have at least 8 characters")
-    zoneinfo.ZoneInfo(timezone)
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            try:
-                unit = await org_units.get_by_code(conn, org_code)
-            except NotFound:
-                parent_id = None
-                if parent_code is not None:
-                    try:
-                        parent_id = (await org_units.get_by_code(conn, parent_code)).id
-                    except NotFound as exc:
-                        raise ValueError(f"parent org unit {parent_code!r} does not exist") from exc
-                unit = await org_units.create(
-                    conn, org_code, org_name or org_code, parent_id, timezone
-                )
-            try:
-                created = await officers.create(
-                    conn, username, hash_password(password), role, unit.id
-                )
-            except AlreadyExists as exc:
-                raise ValueError(str(exc)) from exc
-            return created.id
+        services = bootstrap(lambda: PostgresUnitOfWork(pool), policy=load_policy())
+        officer = await services.handle(
+            officers.CreateOfficer(
+                username=username,
+                password=password,
+                role=role,
+                org_code=org_code,
+                org_name=org_name,
+                parent_code=parent_code,
+                timezone=timezone,
+            )
+        )
+    except ServiceError as exc:
+        raise ValueError(exc.message) from exc
     finally:
         await pool.close()
+    return officer.id

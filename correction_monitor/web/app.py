@@ -14,8 +14,10 @@ from correction_monitor.ingest.committer import GroupCommitter
 from correction_monitor.ingest.devices import DeviceDirectory
 from correction_monitor.ingest.profiles import ProfileCache
 from correction_monitor.policy import load_policy
+from correction_monitor.service.bootstrap import bootstrap
 from correction_monitor.service.feed import FeedHub
 from correction_monitor.service.jobs import build_scheduler, ensure_partitions
+from correction_monitor.service.unit_of_work import PostgresUnitOfWork
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
 from correction_monitor.web.keys import (
@@ -26,6 +28,7 @@ from correction_monitor.web.keys import (
     POLICY,
     POOL,
     PROFILES,
+    SERVICES,
     SETTINGS,
 )
 from correction_monitor.web.routes import admin, alerts, auth, health, ingest, status, track
@@ -39,6 +42,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = await create_pool(settings.database_url, max_size=settings.db_pool_size)
     yield
     await app[POOL].close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    pool = app[POOL]
+    app[SERVICES] = bootstrap(
+        lambda: PostgresUnitOfWork(pool),
+        policy=app[POLICY],
+        token_ttl_s=app[SETTINGS].token_ttl_s,
+    )
+    yield
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
@@ -99,7 +112,7 @@ def init_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)
-    app.cleanup_ctx.extend([_database, _redis, _ingest, _feed, _scheduler])
+    app.cleanup_ctx.extend([_database, _services, _redis, _ingest, _feed, _scheduler])
     app.on_shutdown.append(_end_streams)
     for module in (health, auth, admin, track, status, ingest, alerts):
         app.router.add_routes(module.routes)

@@ -13,12 +13,14 @@ from correction_monitor.settings import Settings
 if TYPE_CHECKING:
     from correction_monitor.adapters.hot_state import HotState
     from correction_monitor.policy import Policy
+    from correction_monitor.service.bootstrap import Services
     from correction_monitor.service.feed import FeedHub
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 HOT_STATE: web.AppKey[HotState] = web.AppKey("hot_state")
 POLICY: web.AppKey[Policy] = web.AppKey("policy")
+SERVICES: web.AppKey[Services] = web.AppKey("services")
 FEED_HUB: web.AppKey[FeedHub] = web.AppKey("feed_hub")
 
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,51 +1,42 @@
-"""The administration API of CONTRACT.md: org units, boundaries, geofences, subjects, devices."""
+"""The administration API of CONTRACT.md: org units, boundaries, geofences, subjects, devices.
+
+Each route parses and checks its request, authorises the caller's role, runs one command of
+the service layer and renders the answer; the rules live in the handlers.
+"""
 
 from __future__ import annotations
 
-import secrets
 import zoneinfo
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-import asyncpg
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
-from correction_monitor.adapters import geo, officers, org_units, subjects
-from correction_monitor.adapters.errors import AlreadyExists, NotFound
-from correction_monitor.domain.access import CASEWORK_ROLES, CONFIGURATION_ROLES, Principal
+from correction_monitor.domain.access import CASEWORK_ROLES, CONFIGURATION_ROLES
 from correction_monitor.domain.models import (
+    Curfew,
+    Device,
     GeofenceRecord,
-    Home,
-    OrgUnit,
-    Subject,
     SubjectCategory,
     SupervisionLevel,
 )
-from correction_monitor.domain.timeutil import BadInstant, parse_clock, parse_instant
-from correction_monitor.service.auth import new_token, token_hash
-from correction_monitor.service.fences import (
-    FenceInputError,
-    build_shape,
-    circle_centre,
-    shape_as_geojson,
-)
+from correction_monitor.domain.timeutil import BadInstant, iso, parse_clock, parse_instant
+from correction_monitor.service import boundaries, devices, fences, org_units, subjects
+from correction_monitor.service.errors import ServiceError
+from correction_monitor.service.fences import shape_as_geojson
 from correction_monitor.web.auth import officer
-from correction_monitor.web.errors import ApiError, bad_request, conflict, forbidden, not_found
+from correction_monitor.web.dispatch import handle
+from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, parse_model, read_json, read_object
-from correction_monitor.web.keys import DEVICES, POLICY, POOL
+from correction_monitor.web.keys import DEVICES, REQUEST_ID
+from correction_monitor.web.params import PG_INT_MAX, RowId, int_param
 from geofences.crs import CRS
-from geofences.errors import GeometryError
-from geofences.geojson import parse_datav
 
 routes = web.RouteTableDef()
 
 CrsName = Literal["wgs84", "gcj02", "bd09"]
-
-# Row ids are PostgreSQL ``integer``s: anything outside names no row, and would not even
-# reach the database (asyncpg refuses to encode it).
-PG_INT_MAX = 2**31 - 1
-RowId = Annotated[int, Field(ge=1, le=PG_INT_MAX)]
 
 
 def _crs(value: str | None, default: CRS) -> CRS:
@@ -57,36 +48,6 @@ def _crs(value: str | None, default: CRS) -> CRS:
         raise bad_request(
             "invalid_crs", f"crs must be one of wgs84, gcj02, bd09, not {value!r}"
         ) from exc
-
-
-async def _visible_unit(conn: asyncpg.Connection, who: Principal, code: str) -> OrgUnit:
-    try:
-        unit = await org_units.get_by_code(conn, code)
-    except NotFound as exc:
-        raise bad_request("unknown_org_unit", f"org unit {code!r} does not exist") from exc
-    if not who.sees(unit.id):
-        raise forbidden(f"org unit {code!r} is outside your jurisdiction")
-    return unit
-
-
-async def visible_subject(conn: asyncpg.Connection, who: Principal, subject_id: int) -> Subject:
-    """The subject if the caller's jurisdiction covers it; 404 otherwise (never reveal others)."""
-    try:
-        subject = await subjects.get(conn, subject_id)
-    except NotFound as exc:
-        raise not_found(f"subject {subject_id}") from exc
-    if not who.sees(subject.org_unit_id):
-        raise not_found(f"subject {subject_id}")
-    return subject
-
-
-def int_param(request: web.Request, name: str) -> int:
-    """A row id from the URL path; anything that cannot be one is a 404."""
-    raw = request.match_info[name]
-    # isascii: int() would also take "1_000", " 7" and non-ASCII digits.
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= PG_INT_MAX:
-        raise not_found(f"{name} {raw!r}")
-    return int(raw)
 
 
 # --- org units -------------------------------------------------------------------------------
@@ -112,39 +73,27 @@ class OrgUnitIn(BaseModel):
 async def create_org_unit(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
     body = parse_model(OrgUnitIn, await read_object(request))
-    async with request.app[POOL].acquire() as conn:
-        parent_id = None
-        if body.parent_code is not None:
-            parent_id = (await _visible_unit(conn, who, body.parent_code)).id
-        elif who.scope is not None:
-            raise forbidden("only an administrator may create a top-level org unit")
-        try:
-            unit = await org_units.create(conn, body.code, body.name, parent_id, body.timezone)
-        except AlreadyExists as exc:
-            raise conflict("org_unit_exists", str(exc)) from exc
-    return json_response(unit.to_json(body.parent_code) | {"id": unit.id}, status=201)
+    placed = await handle(
+        request,
+        org_units.CreateOrgUnit(
+            actor=who,
+            code=body.code,
+            name=body.name,
+            parent_code=body.parent_code,
+            timezone=body.timezone,
+            request_id=request.get(REQUEST_ID),
+        ),
+    )
+    return json_response(placed.unit.to_json(placed.parent_code) | {"id": placed.unit.id}, 201)
 
 
 @routes.get("/api/v1/org-units")
 async def list_org_units(request: web.Request) -> web.Response:
     who = await officer(request)
-    async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT o.id, o.code, o.name, o.timezone, p.code AS parent_code FROM org_units o "
-            "LEFT JOIN org_units p ON p.id = o.parent_id ORDER BY o.id"
-        )
-    units = [
-        {
-            "id": r["id"],
-            "code": r["code"],
-            "name": r["name"],
-            "parent_code": r["parent_code"],
-            "timezone": r["timezone"],
-        }
-        for r in rows
-        if who.sees(r["id"])
-    ]
-    return json_response({"org_units": units})
+    placed = await handle(request, org_units.ListOrgUnits(actor=who))
+    return json_response(
+        {"org_units": [{"id": p.unit.id} | p.unit.to_json(p.parent_code) for p in placed]}
+    )
 
 
 # --- administrative boundaries ---------------------------------------------------------------
@@ -187,45 +136,33 @@ def repair_mode(request: web.Request) -> tuple[bool, float | None]:
     raise bad_request("invalid_request", "repair must be true or false")
 
 
-def _repair_hint(problem: str | None, mode: tuple[bool, float | None]) -> str:
-    if problem not in REPAIRABLE or (mode[0] and mode[1] is None):
-        return ""
-    return " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
+def _repair_hint(mode: tuple[bool, float | None]) -> Callable[[ServiceError], str]:
+    """What to add to the message of a refused geometry: how to have it repaired, when a
+    repair could help and was not already asked for."""
+
+    def hint(exc: ServiceError) -> str:
+        if exc.extra.get("problem") not in REPAIRABLE or (mode[0] and mode[1] is None):
+            return ""
+        return " (add ?repair=true to rebuild it with make_valid; repairs are reported)"
+
+    return hint
 
 
 @routes.post("/api/v1/boundaries/import")
 async def import_boundaries(request: web.Request) -> web.Response:
     """Import a DataV FeatureCollection (GCJ-02 unless ``?crs=`` says otherwise)."""
-    await officer(request, CONFIGURATION_ROLES)
+    who = await officer(request, CONFIGURATION_ROLES)
     crs = _crs(request.query.get("crs"), CRS.GCJ02)
     mode = repair_mode(request)
-    data = await read_json(request)
-    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
-        raise bad_request("invalid_geojson", "the body must be a GeoJSON FeatureCollection")
-    try:
-        areas = parse_datav(data, crs=crs, repair=mode[0], max_repair_area_change=mode[1])
-    except GeometryError as exc:
-        raise ApiError(
-            400,
-            "invalid_geometry",
-            f"{exc}{_repair_hint(exc.problem, mode)}",
-            problem=exc.problem,
-            feature=exc.feature,
-        ) from exc
-    if not areas:
-        raise bad_request("invalid_geojson", "the FeatureCollection has no features")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        for area in areas:
-            geometry_id = await geo.store_geometry(conn, area.geometry)
-            await geo.upsert_admin_area(
-                conn,
-                adcode=area.adcode,
-                name=area.name,
-                parent_adcode=area.parent_adcode,
-                level=area.level,
-                geometry_id=geometry_id,
-                source_crs=crs.value,
-            )
+    command = boundaries.ImportBoundaries(
+        actor=who,
+        collection=await read_json(request),
+        crs=crs,
+        repair=mode[0],
+        max_repair_area_change=mode[1],
+        request_id=request.get(REQUEST_ID),
+    )
+    areas = await handle(request, command, hint=_repair_hint(mode))
     return json_response(
         {
             "imported": len(areas),
@@ -240,19 +177,18 @@ async def import_boundaries(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/boundaries")
 async def list_boundaries(request: web.Request) -> web.Response:
-    await officer(request)
-    async with request.app[POOL].acquire() as conn:
-        rows = await geo.admin_area_rows(conn)
+    who = await officer(request)
+    areas = await handle(request, boundaries.ListBoundaries(actor=who))
     return json_response(
         {
             "areas": [
                 {
-                    "adcode": r["adcode"],
-                    "name": r["name"],
-                    "parent_adcode": r["parent_adcode"],
-                    "level": r["level"],
+                    "adcode": a.adcode,
+                    "name": a.name,
+                    "parent_adcode": a.parent_adcode,
+                    "level": a.level,
                 }
-                for r in rows
+                for a in areas
             ]
         }
     )
@@ -327,67 +263,39 @@ async def create_geofence(request: web.Request) -> web.Response:
     who = await officer(request, CONFIGURATION_ROLES)
     body = parse_model(GeofenceIn, await read_object(request))
     mode = repair_mode(request)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        unit = await _visible_unit(conn, who, body.org_unit)
-        try:
-            shape = await build_shape(
-                conn,
-                geometry=body.geometry,
-                radius_m=body.radius_m,
-                adcodes=body.adcodes,
-                crs=CRS(body.crs),
-                repair=mode[0],
-                max_repair_area_change=mode[1],
-            )
-        except FenceInputError as exc:
-            hint = _repair_hint(exc.problem, mode)
-            extra = {"problem": exc.problem} if exc.problem else {}
-            raise bad_request(exc.code, f"{exc}{hint}", **extra) from exc
-        fence = await geo.create_fence(
-            conn,
-            name=body.name,
-            kind=body.kind,
-            org_unit_id=unit.id,
-            geometry_id=shape.geometry_id,
-            circle=shape.circle,
-            adcodes=body.adcodes,
-            source_crs=body.crs,
-            schedule=body.schedule.model_dump() if body.schedule else None,
-            created_by=who.officer_id,
-        )
-    return json_response(fence_json(fence, unit.code, shape.repairs), status=201)
+    command = fences.CreateFence(
+        actor=who,
+        name=body.name,
+        kind=body.kind,
+        org_unit=body.org_unit,
+        geometry=body.geometry,
+        radius_m=body.radius_m,
+        adcodes=tuple(body.adcodes) if body.adcodes is not None else None,
+        crs=CRS(body.crs),
+        schedule=body.schedule.model_dump() if body.schedule else None,
+        repair=mode[0],
+        max_repair_area_change=mode[1],
+        request_id=request.get(REQUEST_ID),
+    )
+    placed = await handle(request, command, hint=_repair_hint(mode))
+    return json_response(fence_json(placed.fence, placed.org_code, placed.repairs), status=201)
 
 
 @routes.get("/api/v1/geofences/{id}")
 async def get_geofence(request: web.Request) -> web.Response:
     who = await officer(request)
-    fence_id = int_param(request, "id")
-    async with request.app[POOL].acquire() as conn:
-        try:
-            fence = await geo.get_fence(conn, fence_id)
-        except NotFound as exc:
-            raise not_found(f"geofence {fence_id}") from exc
-        if not who.sees(fence.org_unit_id) and fence.org_unit_id not in (
-            await org_units.lineage_ids(conn, who.org_unit_id)
-        ):
-            raise not_found(f"geofence {fence_id}")
-        unit = await org_units.get_by_id(conn, fence.org_unit_id)
-        out = fence_json(fence, unit.code)
-        if fence.geometry_id is not None:
-            out["geometry"] = shape_as_geojson(await geo.load_geometry(conn, fence.geometry_id))
+    placed = await handle(request, fences.GetFence(actor=who, fence_id=int_param(request, "id")))
+    out = fence_json(placed.fence, placed.org_code)
+    if placed.geometry is not None:
+        out["geometry"] = shape_as_geojson(placed.geometry)
     return json_response(out)
 
 
 @routes.get("/api/v1/geofences")
 async def list_geofences(request: web.Request) -> web.Response:
     who = await officer(request)
-    async with request.app[POOL].acquire() as conn:
-        scope = who.scope
-        if scope is not None:
-            scope = scope | await org_units.lineage_ids(conn, who.org_unit_id)
-        fences = await geo.list_fences(conn, scope)
-        codes = await org_units.codes_by_id(conn, list({f.org_unit_id for f in fences}))
-    return json_response({"geofences": [fence_json(f, codes[f.org_unit_id]) for f in fences]})
+    placed = await handle(request, fences.ListFences(actor=who))
+    return json_response({"geofences": [fence_json(p.fence, p.org_code) for p in placed]})
 
 
 # --- subjects --------------------------------------------------------------------------------
@@ -408,7 +316,7 @@ class CurfewIn(BaseModel):
 def _term_day(value: Any) -> date | datetime:
     """A term day as sent: ``YYYY-MM-DD`` is that date; an instant (epoch milliseconds, or
     ISO-8601 with an offset) becomes an aware UTC datetime, read as a calendar day in the
-    station's time zone once that is known (:func:`local_day`).
+    station's time zone once that is known (``service.subjects.local_day``).
 
     Midnight in Beijing is 16:00 UTC the day before, so a day sent as the epoch
     milliseconds of its local midnight must be neither refused nor shifted as a UTC day.
@@ -439,13 +347,6 @@ TermDay = Annotated[date | datetime, BeforeValidator(_term_day)]
 """A calendar day of a term: a date, or an instant within it (see :func:`_term_day`)."""
 
 
-def local_day(value: date | datetime, timezone: str) -> date:
-    """The calendar day ``value`` falls on in ``timezone`` (a plain date is that day)."""
-    if isinstance(value, datetime):
-        return value.astimezone(zoneinfo.ZoneInfo(timezone)).date()
-    return value
-
-
 class SubjectIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     org_unit: str
@@ -461,100 +362,33 @@ class SubjectIn(BaseModel):
     responsible_supervisor_id: RowId | None = None
 
 
-async def _check_fences(
-    conn: asyncpg.Connection, who: Principal, body: SubjectIn, unit_id: int
-) -> None:
-    """The fences exist, are of the right kind, and are usable for a subject of ``unit_id``:
-    defined within the caller's jurisdiction or by a unit above the subject's station (a
-    county's activity area serves every station of the county)."""
-    wanted = set(body.exclusion_zone_ids)
-    if body.activity_area_id is not None:
-        wanted.add(body.activity_area_id)
-    found = {f.id: f for f in await geo.get_fences(conn, wanted)}
-    for fence_id in sorted(wanted - found.keys()):
-        raise bad_request("unknown_geofence", f"geofence {fence_id} does not exist")
-    if body.activity_area_id is not None:
-        area = found[body.activity_area_id]
-        if area.kind != "activity_area":
-            raise bad_request(
-                "wrong_geofence_kind",
-                f"geofence {area.id} is a {area.kind!r} fence, not an activity_area",
-            )
-    for zone_id in body.exclusion_zone_ids:
-        if found[zone_id].kind != "exclusion":
-            raise bad_request(
-                "wrong_geofence_kind",
-                f"geofence {zone_id} is a {found[zone_id].kind!r} fence, not an exclusion zone",
-            )
-    lineage = await org_units.lineage_ids(conn, unit_id)
-    for fence in found.values():
-        if not who.sees(fence.org_unit_id) and fence.org_unit_id not in lineage:
-            raise bad_request("unknown_geofence", f"geofence {fence.id} does not exist")
-
-
-async def _check_responsible(conn: asyncpg.Connection, who: Principal, body: SubjectIn) -> None:
-    """The responsible officer and supervisor must exist within the caller's jurisdiction."""
-    for field, officer_id in (
-        ("responsible_officer_id", body.responsible_officer_id),
-        ("responsible_supervisor_id", body.responsible_supervisor_id),
-    ):
-        if officer_id is None:
-            continue
-        message = f"{field}: officer {officer_id} does not exist"
-        try:
-            found = await officers.get_by_id(conn, officer_id)
-        except NotFound as exc:
-            raise bad_request("unknown_officer", message) from exc
-        # Someone outside the jurisdiction is answered alike: their existence is not revealed.
-        if not found.active or not who.sees(found.org_unit_id):
-            raise bad_request("unknown_officer", message)
-
-
 @routes.post("/api/v1/subjects")
 async def create_subject(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     body = parse_model(SubjectIn, await read_object(request))
-    if body.curfew is not None and body.home is None:
-        raise bad_request("invalid_request", "a curfew needs a home to be kept at")
-    policy = request.app[POLICY]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        unit = await _visible_unit(conn, who, body.org_unit)
-        try:
-            term_start = local_day(body.term_start, unit.timezone)
-            term_end = local_day(body.term_end, unit.timezone)
-        except OverflowError as exc:
-            raise bad_request("invalid_request", "a term date is out of range") from exc
-        if term_end < term_start:
-            raise bad_request("invalid_request", "term_end is before term_start")
-        await _check_fences(conn, who, body, unit.id)
-        await _check_responsible(conn, who, body)
-        home = None
-        if body.home is not None:
-            try:
-                lon, lat = circle_centre(
-                    {"coordinates": [body.home.lon, body.home.lat]}, CRS(body.home.crs)
-                )
-            except FenceInputError as exc:
-                raise bad_request("invalid_request", str(exc)) from exc
-            home = Home(lon, lat, body.home.radius_m or policy.default_home_radius_m)
-        subject = await subjects.create(
-            conn,
-            name=body.name,
-            org_unit_id=unit.id,
-            level=body.supervision_level,
-            category=body.category,
-            term_start=term_start,
-            term_end=term_end,
-            activity_area_id=body.activity_area_id,
-            exclusion_zone_ids=sorted(set(body.exclusion_zone_ids)),
-            home=home,
-            home_crs=body.home.crs if body.home else None,
-            curfew_start=parse_clock(body.curfew.start) if body.curfew else None,
-            curfew_end=parse_clock(body.curfew.end) if body.curfew else None,
-            responsible_officer_id=body.responsible_officer_id or who.officer_id,
-            responsible_supervisor_id=body.responsible_supervisor_id,
-        )
-    return json_response(subject.to_json(unit.code), status=201)
+    home = body.home
+    command = subjects.CreateSubject(
+        actor=who,
+        name=body.name,
+        org_unit=body.org_unit,
+        supervision_level=body.supervision_level,
+        category=body.category,
+        term_start=body.term_start,
+        term_end=body.term_end,
+        activity_area_id=body.activity_area_id,
+        exclusion_zone_ids=tuple(body.exclusion_zone_ids),
+        home=subjects.HomeRequest(home.lat, home.lon, CRS(home.crs), home.radius_m)
+        if home
+        else None,
+        curfew=Curfew(parse_clock(body.curfew.start), parse_clock(body.curfew.end))
+        if body.curfew
+        else None,
+        responsible_officer_id=body.responsible_officer_id,
+        responsible_supervisor_id=body.responsible_supervisor_id,
+        request_id=request.get(REQUEST_ID),
+    )
+    placed = await handle(request, command)
+    return json_response(placed.subject.to_json(placed.org_code), status=201)
 
 
 @routes.get("/api/v1/subjects")
@@ -569,20 +403,16 @@ async def list_subjects(request: web.Request) -> web.Response:
         raise bad_request("invalid_request", "limit must be at least 1 and offset at least 0")
     # PostgreSQL takes LIMIT and OFFSET as bigint; past a billion rows the page is empty anyway.
     limit, offset = min(limit, 1000), min(offset, PG_INT_MAX)
-    async with request.app[POOL].acquire() as conn:
-        found = await subjects.list_in(conn, who.scope, limit=limit, offset=offset)
-        codes = await org_units.codes_by_id(conn, list({s.org_unit_id for s in found}))
-    return json_response({"subjects": [s.to_json(codes[s.org_unit_id]) for s in found]})
+    placed = await handle(request, subjects.ListSubjects(actor=who, limit=limit, offset=offset))
+    return json_response({"subjects": [p.subject.to_json(p.org_code) for p in placed]})
 
 
 @routes.get("/api/v1/subjects/{id}")
 async def get_subject(request: web.Request) -> web.Response:
     who = await officer(request)
-    subject_id = int_param(request, "id")
-    async with request.app[POOL].acquire() as conn:
-        subject = await visible_subject(conn, who, subject_id)
-        unit = await org_units.get_by_id(conn, subject.org_unit_id)
-    return json_response(subject.to_json(unit.code))
+    command = subjects.GetSubject(actor=who, subject_id=int_param(request, "id"))
+    placed = await handle(request, command)
+    return json_response(placed.subject.to_json(placed.org_code))
 
 
 # --- devices ---------------------------------------------------------------------------------
@@ -592,9 +422,14 @@ class DeviceIn(BaseModel):
     platform: str | None = Field(default=None, max_length=64)
 
 
-def _new_osmand_id() -> str:
-    # Traccar Client's identifier field is typed on a phone: keep it short and numeric.
-    return str(secrets.randbelow(9 * 10**9) + 10**9)
+def device_json(device: Device) -> dict[str, Any]:
+    return {
+        "device_id": device.id,
+        "osmand_id": device.osmand_id,
+        "platform": device.platform,
+        "created_at": iso(device.created_at),
+        "revoked_at": iso(device.revoked_at),
+    }
 
 
 @routes.post("/api/v1/subjects/{id}/devices")
@@ -603,26 +438,20 @@ async def enrol_device(request: web.Request) -> web.Response:
     subject_id = int_param(request, "id")
     raw = await request.read()
     body = parse_model(DeviceIn, await read_object(request)) if raw.strip() else DeviceIn()
-    async with request.app[POOL].acquire() as conn:
-        await visible_subject(conn, who, subject_id)
-        for _attempt in range(5):
-            token, osmand_id = new_token(), _new_osmand_id()
-            try:
-                device_id = await subjects.enrol_device(
-                    conn, subject_id, token_hash(token), osmand_id, body.platform
-                )
-                break
-            except AlreadyExists:
-                continue
-        else:
-            raise ApiError(503, "try_again", "could not allocate a device identifier; retry")
+    command = devices.EnrolDevice(
+        actor=who,
+        subject_id=subject_id,
+        platform=body.platform,
+        request_id=request.get(REQUEST_ID),
+    )
+    enrolled = await handle(request, command)
     return json_response(
         {
-            "device_id": device_id,
-            "token": token,
-            "osmand_id": osmand_id,
-            "subject_id": subject_id,
-            "platform": body.platform,
+            "device_id": enrolled.device.id,
+            "token": enrolled.token,
+            "osmand_id": enrolled.device.osmand_id,
+            "subject_id": enrolled.device.subject_id,
+            "platform": enrolled.device.platform,
         },
         status=201,
     )
@@ -631,37 +460,20 @@ async def enrol_device(request: web.Request) -> web.Response:
 @routes.get("/api/v1/subjects/{id}/devices")
 async def list_devices(request: web.Request) -> web.Response:
     who = await officer(request)
-    subject_id = int_param(request, "id")
-    async with request.app[POOL].acquire() as conn:
-        await visible_subject(conn, who, subject_id)
-        rows = await subjects.list_devices(conn, subject_id)
-    return json_response(
-        {
-            "devices": [
-                {
-                    "device_id": r["id"],
-                    "osmand_id": r["osmand_id"],
-                    "platform": r["platform"],
-                    "created_at": r["created_at"].isoformat(),
-                    "revoked_at": r["revoked_at"].isoformat() if r["revoked_at"] else None,
-                }
-                for r in rows
-            ]
-        }
-    )
+    command = devices.ListDevices(actor=who, subject_id=int_param(request, "id"))
+    return json_response({"devices": [device_json(d) for d in await handle(request, command)]})
 
 
 @routes.delete("/api/v1/subjects/{id}/devices/{device_id}")
 async def revoke_device(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
-    subject_id = int_param(request, "id")
-    device_id = int_param(request, "device_id")
-    async with request.app[POOL].acquire() as conn:
-        await visible_subject(conn, who, subject_id)
-        try:
-            await subjects.revoke_device(conn, subject_id, device_id)
-        except NotFound as exc:
-            raise not_found(f"device {device_id}") from exc
+    command = devices.RevokeDevice(
+        actor=who,
+        subject_id=int_param(request, "id"),
+        device_id=int_param(request, "device_id"),
+        request_id=request.get(REQUEST_ID),
+    )
+    device = await handle(request, command)
     # This process forgets it now; the others within DeviceDirectory.watch_every_s.
-    request.app[DEVICES].forget({device_id})
+    request.app[DEVICES].forget({device.id})
     return web.Response(status=204)

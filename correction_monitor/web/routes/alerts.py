@@ -15,7 +15,7 @@ is lost across processes or outages. A stream ends when its token expires or is 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -24,13 +24,16 @@ from pydantic import BaseModel, Field
 from correction_monitor.adapters import alerts, audit, officers
 from correction_monitor.adapters.errors import NotFound
 from correction_monitor.domain.access import CASEWORK_ROLES, Principal
+from correction_monitor.domain.alerts import Disposition
+from correction_monitor.service.alerts import AcknowledgeAlert, ResolveAlert
 from correction_monitor.service.auth import token_hash
 from correction_monitor.service.feed import FeedEvent, StreamEnded
 from correction_monitor.web.auth import bearer_token, officer
-from correction_monitor.web.errors import bad_request, conflict, not_found, unauthorized
+from correction_monitor.web.dispatch import handle
+from correction_monitor.web.errors import bad_request, not_found, unauthorized
 from correction_monitor.web.jsonio import json_response, parse_model, read_json, refuse_nul
 from correction_monitor.web.keys import FEED_HUB, POOL, REQUEST_ID
-from correction_monitor.web.routes.admin import PG_INT_MAX, int_param
+from correction_monitor.web.params import PG_INT_MAX, int_param
 
 routes = web.RouteTableDef()
 
@@ -133,29 +136,14 @@ async def _visible_alert(conn: asyncpg.Connection, who: Principal, alert_id: int
 @routes.post("/api/v1/alerts/{id}/acknowledge")
 async def acknowledge(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
-    alert_id = int_param(request, "id")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await _visible_alert(conn, who, alert_id)
-        changed = await alerts.acknowledge(conn, alert_id, who.officer_id)
-        if changed:
-            await alerts.record_event(conn, alert_id, row["org_unit_id"], "acknowledged")
-        elif row["status"] == "resolved":
-            raise conflict("alert_resolved", f"alert {alert_id} is already resolved")
-        # Acknowledging again changes nothing but still answers the alert: audited either way.
-        await audit.record(
-            conn,
-            officer_id=who.officer_id,
-            action="alert.acknowledge",
-            subject_id=row["subject_id"],
-            request_id=request.get(REQUEST_ID),
-            detail={"alert_id": alert_id, "changed": changed},
-        )
-        row = await alerts.get(conn, alert_id)
-    return json_response(alerts.to_json(row))
+    command = AcknowledgeAlert(
+        actor=who, alert_id=int_param(request, "id"), request_id=request.get(REQUEST_ID)
+    )
+    return json_response((await handle(request, command)).to_json())
 
 
 class ResolveIn(BaseModel):
-    disposition: Literal["confirmed", "justified", "false_alarm"]
+    disposition: Disposition
     note: str | None = Field(default=None, max_length=4000)
 
 
@@ -164,21 +152,14 @@ async def resolve(request: web.Request) -> web.Response:
     who = await officer(request, CASEWORK_ROLES)
     alert_id = int_param(request, "id")
     body = parse_model(ResolveIn, await read_json(request))
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await _visible_alert(conn, who, alert_id)
-        if not await alerts.resolve(conn, alert_id, who.officer_id, body.disposition, body.note):
-            raise conflict("alert_resolved", f"alert {alert_id} is already resolved")
-        await alerts.record_event(conn, alert_id, row["org_unit_id"], "resolved")
-        await audit.record(
-            conn,
-            officer_id=who.officer_id,
-            action="alert.resolve",
-            subject_id=row["subject_id"],
-            request_id=request.get(REQUEST_ID),
-            detail={"alert_id": alert_id, "disposition": body.disposition},
-        )
-        row = await alerts.get(conn, alert_id)
-    return json_response(alerts.to_json(row))
+    command = ResolveAlert(
+        actor=who,
+        alert_id=alert_id,
+        disposition=body.disposition,
+        note=body.note,
+        request_id=request.get(REQUEST_ID),
+    )
+    return json_response((await handle(request, command)).to_json())
 
 
 def _sse(event: FeedEvent) -> bytes:

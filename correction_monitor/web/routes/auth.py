@@ -3,20 +3,18 @@ token, ``POST /api/v1/auth/logout`` revokes the caller's token at once."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
-
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from correction_monitor.adapters import officers
-from correction_monitor.adapters.errors import NotFound
 from correction_monitor.domain.timeutil import iso
-from correction_monitor.service.auth import new_token, token_hash, verify_password
+from correction_monitor.service.auth import token_hash
+from correction_monitor.service.officers import IssueToken
 from correction_monitor.web.auth import bearer_token, officer
-from correction_monitor.web.errors import ApiError, unauthorized
+from correction_monitor.web.dispatch import handle
+from correction_monitor.web.errors import unauthorized
 from correction_monitor.web.jsonio import json_response, parse_model, read_object
-from correction_monitor.web.keys import FEED_HUB, POOL, SETTINGS
+from correction_monitor.web.keys import FEED_HUB, POOL
 
 routes = web.RouteTableDef()
 
@@ -29,30 +27,13 @@ class TokenRequest(BaseModel):
 @routes.post("/api/v1/auth/token")
 async def issue_token(request: web.Request) -> web.Response:
     body = parse_model(TokenRequest, await read_object(request))
-    async with request.app[POOL].acquire() as conn:
-        try:
-            found = await officers.get_by_username(conn, body.username)
-        except NotFound:
-            found = None
-        # Verify even for unknown users would cost the same; we answer identically either way.
-        # argon2 takes tens of milliseconds of CPU: off the event loop, so logins never
-        # stall ingestion or the feed.
-        if (
-            found is None
-            or not found.active
-            or not await asyncio.to_thread(verify_password, found.password_hash, body.password)
-        ):
-            raise ApiError(401, "invalid_credentials", "unknown username or wrong password")
-        token = new_token()
-        ttl = request.app[SETTINGS].token_ttl_s
-        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-        await officers.store_token(conn, token_hash(token), found.id, expires_at)
+    issued = await handle(request, IssueToken(username=body.username, password=body.password))
     return json_response(
         {
-            "access_token": token,
+            "access_token": issued.token,
             "token_type": "bearer",
-            "expires_at": iso(expires_at),
-            "role": found.role,
+            "expires_at": iso(issued.expires_at),
+            "role": issued.role,
         }
     )
 

@@ -17,7 +17,7 @@ from correction_monitor.domain.timeutil import iso
 from correction_monitor.web.auth import officer
 from correction_monitor.web.jsonio import json_response, refuse_nul
 from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
-from correction_monitor.web.routes.admin import int_param, visible_subject
+from correction_monitor.web.params import int_param, visible_subject
 
 routes = web.RouteTableDef()
 

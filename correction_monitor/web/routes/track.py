@@ -17,7 +17,7 @@ from correction_monitor.web.auth import officer
 from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, refuse_nul
 from correction_monitor.web.keys import POOL, REQUEST_ID
-from correction_monitor.web.routes.admin import PG_INT_MAX, int_param, visible_subject
+from correction_monitor.web.params import PG_INT_MAX, int_param, visible_subject
 
 routes = web.RouteTableDef()
 

@@ -1,0 +1,191 @@
+"""The repositories of the unit of work, on one PostgreSQL connection.
+
+Each class binds the connection (and with it the transaction) the unit of work holds and
+delegates to the module that keeps the SQL (``subjects``, ``geo``, ...), so those modules stay
+usable on their own by ingestion and the jobs. They implement the protocols of
+``service/repositories.py`` structurally; nothing here imports the service layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import asyncpg
+from shapely.geometry.base import BaseGeometry
+
+from correction_monitor.adapters import alerts, geo, officers, org_units, subjects
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.models import (
+    AdminAreaRecord,
+    Alert,
+    Device,
+    GeofenceRecord,
+    NewFence,
+    NewSubject,
+    Officer,
+    OrgUnit,
+    Subject,
+)
+from geofences.geojson import AdminArea
+
+
+class PostgresOrgUnits:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def get(self, unit_id: int) -> OrgUnit:
+        return await org_units.get_by_id(self._conn, unit_id)
+
+    async def get_by_code(self, code: str) -> OrgUnit:
+        return await org_units.get_by_code(self._conn, code)
+
+    async def add(self, code: str, name: str, parent_id: int | None, timezone: str) -> OrgUnit:
+        return await org_units.create(self._conn, code, name, parent_id, timezone)
+
+    async def all(self) -> list[OrgUnit]:
+        return await org_units.all_units(self._conn)
+
+    async def lineage_ids(self, unit_id: int) -> frozenset[int]:
+        return await org_units.lineage_ids(self._conn, unit_id)
+
+    async def codes_by_id(self, ids: Iterable[int]) -> dict[int, str]:
+        return await org_units.codes_by_id(self._conn, list(set(ids)))
+
+
+class PostgresOfficers:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def get(self, officer_id: int) -> Officer:
+        return await officers.get_by_id(self._conn, officer_id)
+
+    async def get_by_username(self, username: str) -> Officer:
+        return await officers.get_by_username(self._conn, username)
+
+    async def add(
+        self,
+        username: str,
+        password_hash: str,
+        role: str,
+        org_unit_id: int,
+        display_name: str | None = None,
+    ) -> Officer:
+        return await officers.create(
+            self._conn, username, password_hash, role, org_unit_id, display_name
+        )
+
+    async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
+        await officers.store_token(self._conn, digest, officer_id, expires_at)
+
+
+class PostgresSubjects:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def get(self, subject_id: int) -> Subject:
+        return await subjects.get(self._conn, subject_id)
+
+    async def add(self, new: NewSubject) -> Subject:
+        return await subjects.create(self._conn, new)
+
+    async def list_in(
+        self, org_unit_ids: frozenset[int] | None, *, limit: int, offset: int
+    ) -> list[Subject]:
+        return await subjects.list_in(self._conn, org_unit_ids, limit=limit, offset=offset)
+
+
+class PostgresDevices:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def add(
+        self, subject_id: int, digest: bytes, osmand_id: str, platform: str | None
+    ) -> Device:
+        return await subjects.enrol_device(self._conn, subject_id, digest, osmand_id, platform)
+
+    async def list_for(self, subject_id: int) -> list[Device]:
+        return await subjects.list_devices(self._conn, subject_id)
+
+    async def revoke(self, subject_id: int, device_id: int) -> Device:
+        return await subjects.revoke_device(self._conn, subject_id, device_id)
+
+
+class PostgresGeo:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def store_geometry(self, geometry: BaseGeometry) -> int:
+        return await geo.store_geometry(self._conn, geometry)
+
+    async def load_geometry(self, geometry_id: int) -> BaseGeometry:
+        return await geo.load_geometry(self._conn, geometry_id)
+
+    async def upsert_admin_area(self, area: AdminArea, geometry_id: int, source_crs: str) -> None:
+        await geo.upsert_admin_area(
+            self._conn,
+            adcode=area.adcode,
+            name=area.name,
+            parent_adcode=area.parent_adcode,
+            level=area.level,
+            geometry_id=geometry_id,
+            source_crs=source_crs,
+        )
+
+    async def admin_areas(self) -> list[AdminAreaRecord]:
+        return await geo.admin_areas(self._conn)
+
+    async def admin_area_shapes(self) -> dict[str, AdminArea]:
+        return await geo.admin_area_shapes(self._conn)
+
+    async def add_fence(self, new: NewFence) -> GeofenceRecord:
+        return await geo.create_fence(self._conn, new)
+
+    async def get_fence(self, fence_id: int) -> GeofenceRecord:
+        return await geo.get_fence(self._conn, fence_id)
+
+    async def get_fences(self, ids: Iterable[int]) -> list[GeofenceRecord]:
+        return await geo.get_fences(self._conn, ids)
+
+    async def list_fences(self, org_unit_ids: frozenset[int] | None) -> list[GeofenceRecord]:
+        return await geo.list_fences(self._conn, org_unit_ids)
+
+
+def _alert(row: asyncpg.Record) -> Alert:
+    return Alert(
+        id=row["id"],
+        subject_id=row["subject_id"],
+        org_unit_id=row["org_unit_id"],
+        type=AlertType(row["type"]),
+        severity=row["severity"],
+        status=AlertStatus(row["status"]),
+        fence_id=row["fence_id"],
+        episode_key=row["episode_key"],
+        started_at=row["started_at"],
+        detected_at=row["detected_at"],
+        ended_at=row["ended_at"],
+        evidence=row["evidence"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        disposition=Disposition(row["disposition"]) if row["disposition"] else None,
+        note=row["note"],
+        retracted_at=row["retracted_at"],
+    )
+
+
+class PostgresAlerts:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def get(self, alert_id: int) -> Alert:
+        return _alert(await alerts.get(self._conn, alert_id))
+
+    async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
+        return await alerts.acknowledge(self._conn, alert_id, officer_id)
+
+    async def resolve(
+        self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
+    ) -> bool:
+        return await alerts.resolve(self._conn, alert_id, officer_id, disposition.value, note)

@@ -1,0 +1,178 @@
+"""What the handlers need from storage: one repository per aggregate, as protocols.
+
+PostgreSQL implements them in ``adapters/repositories.py`` (one connection and transaction,
+held by the unit of work); tests implement them in memory (``tests/fakes.py``). Every method
+returns domain objects; a lookup that finds nothing raises
+:class:`~correction_monitor.adapters.errors.NotFound`, an insert that meets a taken unique key
+raises :class:`~correction_monitor.adapters.errors.AlreadyExists`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from shapely.geometry.base import BaseGeometry
+
+from correction_monitor.domain.alerts import Disposition
+from correction_monitor.domain.events import StoredEvent
+from correction_monitor.domain.models import (
+    AdminAreaRecord,
+    Alert,
+    Device,
+    GeofenceRecord,
+    NewFence,
+    NewSubject,
+    Officer,
+    OrgUnit,
+    Subject,
+)
+from correction_monitor.domain.timers import DueTimer
+from geofences.geojson import AdminArea
+
+
+class OrgUnitRepository(Protocol):
+    async def get(self, unit_id: int) -> OrgUnit: ...
+
+    async def get_by_code(self, code: str) -> OrgUnit: ...
+
+    async def add(self, code: str, name: str, parent_id: int | None, timezone: str) -> OrgUnit: ...
+
+    async def all(self) -> list[OrgUnit]: ...
+
+    async def lineage_ids(self, unit_id: int) -> frozenset[int]:
+        """The unit and every unit above it (station → county → ...)."""
+        ...
+
+    async def codes_by_id(self, ids: Iterable[int]) -> dict[int, str]: ...
+
+
+class OfficerRepository(Protocol):
+    async def get(self, officer_id: int) -> Officer: ...
+
+    async def get_by_username(self, username: str) -> Officer: ...
+
+    async def add(
+        self,
+        username: str,
+        password_hash: str,
+        role: str,
+        org_unit_id: int,
+        display_name: str | None = None,
+    ) -> Officer: ...
+
+    async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
+        """Keep a bearer token's SHA-256 digest until ``expires_at`` (UTC)."""
+        ...
+
+
+class SubjectRepository(Protocol):
+    async def get(self, subject_id: int) -> Subject: ...
+
+    async def add(self, new: NewSubject) -> Subject: ...
+
+    async def list_in(
+        self, org_unit_ids: frozenset[int] | None, *, limit: int, offset: int
+    ) -> list[Subject]:
+        """Subjects of these units (all with None), by id."""
+        ...
+
+
+class DeviceRepository(Protocol):
+    async def add(
+        self, subject_id: int, digest: bytes, osmand_id: str, platform: str | None
+    ) -> Device:
+        """Enrol a device; AlreadyExists when the token digest or OsmAnd id is taken
+        (the unit of work stays usable, so other identifiers can be tried)."""
+        ...
+
+    async def list_for(self, subject_id: int) -> list[Device]: ...
+
+    async def revoke(self, subject_id: int, device_id: int) -> Device:
+        """Revoke an unrevoked device of this subject; NotFound when there is none."""
+        ...
+
+
+class GeoRepository(Protocol):
+    """Shared geometries, imported administrative areas and fences."""
+
+    async def store_geometry(self, geometry: BaseGeometry) -> int:
+        """Store a WGS-84 geometry once; the id of its (possibly existing) row."""
+        ...
+
+    async def load_geometry(self, geometry_id: int) -> BaseGeometry: ...
+
+    async def upsert_admin_area(self, area: AdminArea, geometry_id: int, source_crs: str) -> None:
+        """Store an area under its adcode, replacing an earlier import of it."""
+        ...
+
+    async def admin_areas(self) -> list[AdminAreaRecord]: ...
+
+    async def admin_area_shapes(self) -> dict[str, AdminArea]:
+        """Every imported area with its boundary, by adcode."""
+        ...
+
+    async def add_fence(self, new: NewFence) -> GeofenceRecord: ...
+
+    async def get_fence(self, fence_id: int) -> GeofenceRecord: ...
+
+    async def get_fences(self, ids: Iterable[int]) -> list[GeofenceRecord]:
+        """Those of ``ids`` that exist."""
+        ...
+
+    async def list_fences(self, org_unit_ids: frozenset[int] | None) -> list[GeofenceRecord]:
+        """Fences of these units (all with None), by id."""
+        ...
+
+
+class AlertRepository(Protocol):
+    async def get(self, alert_id: int) -> Alert: ...
+
+    async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
+        """Mark an open alert acknowledged; True when this call changed it."""
+        ...
+
+    async def resolve(
+        self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
+    ) -> bool:
+        """Resolve an alert not yet resolved (acknowledging it too if it was open); True
+        when this call changed it."""
+        ...
+
+
+class TimerRepository(Protocol):
+    """Due durable timers (``service/timers.py`` fires them)."""
+
+    async def take_due(self, now: datetime, limit: int, kinds: Sequence[str]) -> list[DueTimer]:
+        """Lock up to ``limit`` timers of ``kinds`` due at ``now`` (timers that other units
+        of work hold are skipped)."""
+        ...
+
+    async def mark_fired(self, timer_id: int, at: datetime) -> None: ...
+
+    async def mark_failed(self, timer_id: int, error: str, retry_at: datetime) -> None: ...
+
+    async def cancel(self, kind: str, key: str) -> bool:
+        """Drop a timer that has not fired; True when there was one."""
+        ...
+
+
+class EventLog(Protocol):
+    """The event log's read side and consumer cursors (``service/consumers.py``)."""
+
+    async def take_cursor(self, consumer: str) -> int | None:
+        """Lock the consumer's position for this unit of work; None when another holds it."""
+        ...
+
+    async def advance_cursor(self, consumer: str, position: int) -> None: ...
+
+    async def read_after(
+        self, after_id: int, *, names: Sequence[str] | None = None, limit: int = 500
+    ) -> list[StoredEvent]:
+        """Events after ``after_id`` in commit order (only ``names`` when given)."""
+        ...
+
+    async def last_id(self) -> int:
+        """The newest visible event's position."""
+        ...

@@ -1,0 +1,199 @@
+"""The unit of work: one transaction, its repositories, and what it records on the side.
+
+A handler opens it with ``async with uow:`` and works through its repositories. Alongside
+the changes it makes, it collects
+
+- audit entries (``uow.audit(...)``: every audit write of a handler goes through it),
+- domain events (``uow.emit(event)``), and
+- durable timers (``uow.schedule(timer)``).
+
+Leaving the block normally commits: the audit entries, then the timers, then the events are
+written in the same transaction as the changes, events last (appending to the event log
+takes the ordering lock that is held until commit, see ``adapters/outbox.py``). Leaving it
+with an exception rolls everything back, collected entries included: an event exists exactly
+when its change does.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from correction_monitor.adapters import audit as audit_log
+from correction_monitor.adapters import outbox
+from correction_monitor.adapters import timers as timer_store
+from correction_monitor.adapters.outbox import PostgresEvents
+from correction_monitor.adapters.repositories import (
+    PostgresAlerts,
+    PostgresDevices,
+    PostgresGeo,
+    PostgresOfficers,
+    PostgresOrgUnits,
+    PostgresSubjects,
+)
+from correction_monitor.adapters.timers import PostgresTimers
+from correction_monitor.domain.events import DomainEvent
+from correction_monitor.domain.models import AuditEntry
+from correction_monitor.domain.timers import Timer
+from correction_monitor.service.repositories import (
+    AlertRepository,
+    DeviceRepository,
+    EventLog,
+    GeoRepository,
+    OfficerRepository,
+    OrgUnitRepository,
+    SubjectRepository,
+    TimerRepository,
+)
+
+
+class UnitOfWork(abc.ABC):
+    """One transaction over the repositories; see the module docstring.
+
+    The repositories exist while the block is open. A unit of work may be opened again
+    after it has closed (each opening is a transaction of its own), never twice at once.
+    """
+
+    org_units: OrgUnitRepository
+    officers: OfficerRepository
+    subjects: SubjectRepository
+    devices: DeviceRepository
+    geo: GeoRepository
+    alerts: AlertRepository
+    timers: TimerRepository
+    events: EventLog
+
+    def __init__(self) -> None:
+        self._audits: list[AuditEntry] = []
+        self._events: list[DomainEvent] = []
+        self._timers: list[Timer] = []
+
+    def audit(
+        self,
+        *,
+        officer_id: int | None,
+        action: str,
+        subject_id: int | None = None,
+        purpose: str | None = None,
+        request_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an audit entry, written when the work commits."""
+        self._audits.append(
+            AuditEntry(officer_id, action, subject_id, purpose, request_id, detail or {})
+        )
+
+    def emit(self, event: DomainEvent) -> None:
+        """Record a domain event, appended to the event log when the work commits."""
+        self._events.append(event)
+
+    def schedule(self, timer: Timer) -> None:
+        """Set a durable timer, stored when the work commits."""
+        self._timers.append(timer)
+
+    async def __aenter__(self) -> Self:
+        self._audits, self._events, self._timers = [], [], []
+        await self._begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        audits, events, timers_ = self._audits, self._events, self._timers
+        self._audits, self._events, self._timers = [], [], []
+        if exc_type is None:
+            await self._commit(audits, timers_, events)
+        else:
+            await self._rollback(exc_type, exc, tb)
+
+    @abc.abstractmethod
+    async def _begin(self) -> None:
+        """Start the transaction and bind the repositories to it."""
+
+    @abc.abstractmethod
+    async def _commit(
+        self,
+        audits: Sequence[AuditEntry],
+        timers: Sequence[Timer],
+        events: Sequence[DomainEvent],
+    ) -> None:
+        """Write what was collected, in this order, and commit."""
+
+    @abc.abstractmethod
+    async def _rollback(
+        self,
+        exc_type: type[BaseException],
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Undo everything since :meth:`_begin`."""
+
+
+class PostgresUnitOfWork(UnitOfWork):
+    """A unit of work on one connection of ``pool``, held from opening to commit."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__()
+        self._pool = pool
+        self._open: tuple[contextlib.AsyncExitStack, asyncpg.Connection] | None = None
+
+    async def _begin(self) -> None:
+        if self._open is not None:
+            raise RuntimeError("this unit of work is open already")
+        stack = contextlib.AsyncExitStack()
+        try:
+            conn = await stack.enter_async_context(self._pool.acquire())
+            await stack.enter_async_context(conn.transaction())
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._open = (stack, conn)
+        self.org_units = PostgresOrgUnits(conn)
+        self.officers = PostgresOfficers(conn)
+        self.subjects = PostgresSubjects(conn)
+        self.devices = PostgresDevices(conn)
+        self.geo = PostgresGeo(conn)
+        self.alerts = PostgresAlerts(conn)
+        self.timers = PostgresTimers(conn)
+        self.events = PostgresEvents(conn)
+
+    def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
+        assert self._open is not None, "the unit of work is not open"
+        opened, self._open = self._open, None
+        return opened
+
+    async def _commit(
+        self,
+        audits: Sequence[AuditEntry],
+        timers: Sequence[Timer],
+        events: Sequence[DomainEvent],
+    ) -> None:
+        stack, conn = self._close()
+        try:
+            await audit_log.write(conn, audits)
+            await timer_store.schedule(conn, timers)
+            # Last: the event log's ordering lock is held from here until the commit.
+            await outbox.append(conn, events)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        # Leaving the transaction's context without an exception commits it; then the
+        # connection goes back to the pool.
+        await stack.aclose()
+
+    async def _rollback(
+        self,
+        exc_type: type[BaseException],
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, _ = self._close()
+        await stack.__aexit__(exc_type, exc, tb)

@@ -1,0 +1,52 @@
+"""Calling the service layer from a route: one command, its refusals in the API's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from correction_monitor.service.command import Command
+from correction_monitor.service.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    TryAgain,
+    Unauthenticated,
+)
+from correction_monitor.web.errors import ApiError
+from correction_monitor.web.keys import SERVICES
+
+R = TypeVar("R")
+
+STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TryAgain: 503,
+}
+
+
+def api_error(exc: ServiceError, hint: str = "") -> ApiError:
+    """The answer to a refused command; ``hint`` is added to its message."""
+    status = next(s for kind, s in STATUS.items() if isinstance(exc, kind))
+    return ApiError(status, exc.code, f"{exc.message}{hint}", **exc.extra)
+
+
+async def handle(
+    request: web.Request,
+    command: Command[R],
+    *,
+    hint: Callable[[ServiceError], str] | None = None,
+) -> R:
+    """Run ``command`` through the app's services; a refusal becomes an ``ApiError``, its
+    message followed by ``hint(refusal)`` when given (what the caller could do instead)."""
+    try:
+        return await request.app[SERVICES].handle(command)
+    except ServiceError as exc:
+        raise api_error(exc, hint(exc) if hint else "") from exc
