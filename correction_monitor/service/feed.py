@@ -282,18 +282,22 @@ class FeedHub:
         failing = False
         while True:
             self._wakeup.clear()
+            rows = []
             try:
                 async with self.pool.acquire() as conn:
                     rows = await alerts.events_after(conn, self.head, None, self.page)
+                if rows:
+                    self._append([FeedEvent.from_row(r) for r in rows])
             except DB_ERRORS as exc:
                 if not failing:
                     log.warning("feed read failed; retrying", error=repr(exc))
                 failing = True
-                rows = []
+            except Exception:
+                # Every stream of the process hangs on this loop: log, and carry on.
+                log.exception("feed read failed; retrying")
+                failing = True
             else:
                 failing = False
-            if rows:
-                self._append([FeedEvent.from_row(r) for r in rows])
                 if len(rows) == self.page:
                     continue
             with contextlib.suppress(TimeoutError):
@@ -310,6 +314,9 @@ class FeedHub:
                     live = await officers.live_tokens(conn, digests)
             except DB_ERRORS as exc:
                 log.warning("feed token check failed; retrying", error=repr(exc))
+                continue
+            except Exception:
+                log.exception("feed token check failed; retrying")
                 continue
             now = time.time()
             for sub in list(self.subscriptions):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from correction_monitor.adapters import alerts
+from correction_monitor.adapters import alerts, hot_state
 from correction_monitor.service.feed import FeedEvent, FeedHub
 from correction_monitor.web.keys import HOT_STATE, POOL
 from tests.conftest import Officers
@@ -88,3 +88,30 @@ async def test_a_stream_older_than_the_buffer_catches_up_and_hands_over_exactly(
     assert len(truth) == 7 + 6 + 9
     assert {e.kind for e in delivered} == {"acknowledged"}
     assert {e.org_unit_id for e in delivered} == set(scope)
+
+
+async def test_without_redis_the_hub_advances_by_polling(
+    client: TestClient[Any, Any], officers: Officers, redis_prefix: str
+) -> None:
+    world = await make_world(client, officers)
+    pool = client.app[POOL]
+    async with pool.acquire() as conn:
+        alert = await conn.fetchrow(NEW_ALERT, world.subject_id, "no-redis")
+    # Nothing listens on port 1: every subscription attempt fails.
+    down = hot_state.connect("redis://127.0.0.1:1/0", f"{redis_prefix}down:")
+    hub = FeedHub(pool, down, poll_s=0.1)
+    await hub.start()
+    try:
+        async with hub.subscribe(
+            hub.head, frozenset({alert["org_unit_id"]}), b"no-redis", time.time() + 60
+        ) as sub:
+            async with pool.acquire() as conn, conn.transaction():
+                event_id = await alerts.record_event(
+                    conn, alert["id"], alert["org_unit_id"], "acknowledged"
+                )
+            events = await sub.next(10.0)
+        assert [e.id for e in events] == [event_id]
+        assert down.failures > 0
+    finally:
+        await hub.close()
+        await down.close()
