@@ -5,9 +5,11 @@ process follows it once. The hub holds the process's one Redis subscription (the
 channel), reads new events from PostgreSQL once per wake-up (or every ``poll_s`` when Redis
 is silent or down) for all streams together, and keeps the newest ``buffer_size`` of them in
 memory. Each stream (:class:`Subscription`) takes from that buffer what its caller's scope
-allows. A stream whose position is older than the buffer — one resuming from an old
-Last-Event-ID, or one whose client read so slowly that the buffer moved past it — catches up
-with its own paged reads from PostgreSQL and then follows the buffer again.
+allows, as the hub read it when it happened. A stream that starts behind the hub (one resuming
+from a Last-Event-ID) replays with its own paged reads from PostgreSQL, so each replayed event
+carries the alert as it is now (a console reconnecting after an alert was acknowledged sees
+it acknowledged), and then follows the buffer; so does a stream whose client read so slowly
+that the buffer moved past it.
 
 Both sources are the one ordered sequence of event ids (id order is commit order), and a
 stream's position only moves past an id once every event up to it has been considered, so
@@ -84,7 +86,8 @@ class Subscription:
 
     ``position`` is where the stream has considered every event up to (it may pass events
     outside the scope without sending them); ``expires_at`` is the token's expiry in epoch
-    seconds.
+    seconds. Events up to ``replay_until`` (the hub's head when the stream opened) are
+    replayed from PostgreSQL.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Subscription:
         self.expires_at = expires_at
         self.ended: Ended | None = None
         self.wake = asyncio.Event()
+        self.replay_until = hub.head
 
     def end(self, reason: Ended) -> None:
         if self.ended is None:
@@ -148,11 +152,12 @@ class Subscription:
 
     async def _take(self) -> list[FeedEvent]:
         hub = self.hub
-        if self.position >= hub.floor:
+        if self.position >= max(hub.floor, self.replay_until):
             events, self.position = hub.buffered_after(self.position, self.scope)
             return events
-        # Older than the buffer: a page of our own. Every event up to the hub's head had
-        # committed before this read began, so a short page has seen all of them in scope.
+        # Replaying, or older than the buffer: a page of our own. Every event up to the hub's
+        # head had committed before this read began, so a short page has seen all of them in
+        # scope.
         head = hub.head
         async with hub.pool.acquire() as conn:
             rows = await alerts.events_after(conn, self.position, self.scope, hub.page)

@@ -79,13 +79,30 @@ async def test_a_stream_older_than_the_buffer_catches_up_and_hands_over_exactly(
             assert await other.next(0.3) == []
             # Nothing more was made, so nothing more comes.
             assert await sub.next(0.3) == []
+
+            # A stream following live whose client falls behind by more than the buffer
+            # holds reads what it missed from PostgreSQL, then follows the buffer again.
+            behind = len(recorded)
+            await record(6)
+            for _ in range(200):
+                if hub.head == recorded[-1]:
+                    break
+                await asyncio.sleep(0.02)
+            assert sub.position < hub.floor
+            writer = asyncio.create_task(record(3))
+            try:
+                while len(delivered) < behind + 6 + 3:
+                    delivered += await sub.next(10.0)
+            finally:
+                await writer
+            assert await sub.next(0.3) == []
     finally:
         await hub.close()
 
     async with pool.acquire() as conn:
         truth = await alerts.events_after(conn, start, scope, 1000)
     assert [e.id for e in delivered] == [r["event_id"] for r in truth]
-    assert len(truth) == 7 + 6 + 9
+    assert len(truth) == 7 + 6 + 9 + 6 + 3
     assert {e.kind for e in delivered} == {"acknowledged"}
     assert {e.org_unit_id for e in delivered} == set(scope)
 
