@@ -1,0 +1,594 @@
+"""An in-memory unit of work for handler tests: the repositories of the service layer over
+plain dicts, with what was audited, emitted and scheduled kept for the test to read.
+
+It behaves as the PostgreSQL one does where handlers can tell: a unit of work sees its own
+changes, a commit keeps them with the audits, timers and events collected (events join the
+event log, timers the timer table, as their adapters would write them), and an exception
+leaves no trace of any of it (each opening works on a copy of the committed state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from correction_monitor.adapters.errors import AlreadyExists, NotFound
+from correction_monitor.domain.access import Principal, Role
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.clock import Clock, ManualClock
+from correction_monitor.domain.events import DomainEvent, StoredEvent
+from correction_monitor.domain.models import (
+    AdminAreaRecord,
+    Alert,
+    AuditEntry,
+    Device,
+    GeofenceRecord,
+    NewFence,
+    NewSubject,
+    Officer,
+    OrgUnit,
+    Subject,
+    SubjectCategory,
+    SupervisionLevel,
+)
+from correction_monitor.domain.timers import DueTimer, Timer
+from correction_monitor.policy import load_policy
+from correction_monitor.service import devices
+from correction_monitor.service.bootstrap import Services, bootstrap
+from correction_monitor.service.unit_of_work import UnitOfWork
+from geofences.geojson import AdminArea
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRow:
+    """A stored timer, as the ``timers`` table holds it."""
+
+    id: int
+    kind: str
+    key: str
+    due_at: datetime
+    payload: dict[str, Any]
+    attempts: int = 0
+    fired_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class FakeState:
+    """Everything the fake repositories hold, by id (ids are drawn from one counter)."""
+
+    org_units: dict[int, OrgUnit] = field(default_factory=dict)
+    officers: dict[int, Officer] = field(default_factory=dict)
+    tokens: dict[bytes, tuple[int, datetime]] = field(default_factory=dict)
+    subjects: dict[int, Subject] = field(default_factory=dict)
+    devices: dict[int, Device] = field(default_factory=dict)
+    device_digests: dict[int, bytes] = field(default_factory=dict)
+    geometries: dict[int, BaseGeometry] = field(default_factory=dict)
+    admin_areas: dict[str, tuple[AdminArea, int, str]] = field(default_factory=dict)
+    fences: dict[int, GeofenceRecord] = field(default_factory=dict)
+    alerts: dict[int, Alert] = field(default_factory=dict)
+    timers: dict[tuple[str, str], TimerRow] = field(default_factory=dict)
+    event_log: dict[int, StoredEvent] = field(default_factory=dict)
+    cursors: dict[str, int] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def copy(self) -> FakeState:
+        # Values are frozen dataclasses and shapely geometries (immutable): copying the
+        # dicts copies the state. The id counter is shared, as a sequence is in PostgreSQL.
+        fields = {
+            f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "ids"
+        }
+        return FakeState(**fields, ids=self.ids)
+
+    def next_id(self) -> int:
+        return next(self.ids)
+
+    # --- seeding, for tests ------------------------------------------------------------------
+
+    def add_unit(
+        self, code: str, parent: OrgUnit | None = None, timezone: str = "Asia/Shanghai"
+    ) -> OrgUnit:
+        unit = OrgUnit(
+            self.next_id(), code, f"单位 {code}", parent.id if parent else None, timezone
+        )
+        self.org_units[unit.id] = unit
+        return unit
+
+    def add_officer(
+        self,
+        role: Role,
+        unit: OrgUnit,
+        *,
+        username: str | None = None,
+        password_hash: str = "not-a-hash",
+        active: bool = True,
+    ) -> Principal:
+        """An officer of ``unit``; returns them as a caller, with their jurisdiction."""
+        officer_id = self.next_id()
+        name = username or f"{role.value}{officer_id}"
+        self.officers[officer_id] = Officer(
+            officer_id, name, password_hash, role.value, unit.id, active
+        )
+        scope: frozenset[int] | None
+        if role is Role.ADMIN:
+            scope = None
+        elif role in (Role.COUNTY_ADMIN, Role.AUDITOR):
+            scope = self.subtree(unit.id)
+        else:
+            scope = frozenset({unit.id})
+        return Principal(officer_id, name, role, unit.id, scope)
+
+    def subtree(self, unit_id: int) -> frozenset[int]:
+        below = {u.id for u in self.org_units.values() if u.parent_id == unit_id}
+        return frozenset({unit_id}).union(*(self.subtree(b) for b in below))
+
+    def add_fence(
+        self,
+        unit: OrgUnit,
+        kind: str = "activity_area",
+        circle: tuple[float, float, float] = (
+            116.3,
+            39.9,
+            5000.0,
+        ),
+    ) -> GeofenceRecord:
+        fence = GeofenceRecord(
+            self.next_id(), f"{kind} fence", kind, unit.id, None, *circle, None, "wgs84", None
+        )
+        self.fences[fence.id] = fence
+        return fence
+
+    def add_subject(self, unit: OrgUnit, name: str = "张三") -> Subject:
+        subject = Subject(
+            id=self.next_id(),
+            name=name,
+            org_unit_id=unit.id,
+            supervision_level=SupervisionLevel.NORMAL,
+            category=SubjectCategory.PROBATION,
+            term_start=date(2026, 1, 1),
+            term_end=date(2027, 1, 1),
+            activity_area_id=None,
+            exclusion_zone_ids=(),
+            home=None,
+            curfew=None,
+        )
+        self.subjects[subject.id] = subject
+        return subject
+
+    def add_alert(
+        self,
+        subject: Subject,
+        status: AlertStatus = AlertStatus.OPEN,
+        type_: AlertType = AlertType.LEFT_ACTIVITY_AREA,
+    ) -> Alert:
+        alert = Alert(
+            id=self.next_id(),
+            subject_id=subject.id,
+            org_unit_id=subject.org_unit_id,
+            type=type_,
+            severity="high",
+            status=status,
+            fence_id=None,
+            episode_key="area:1",
+            started_at=T0,
+            detected_at=T0,
+            ended_at=None,
+            evidence={},
+        )
+        self.alerts[alert.id] = alert
+        return alert
+
+
+class FakeOrgUnits:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def get(self, unit_id: int) -> OrgUnit:
+        try:
+            return self._state.org_units[unit_id]
+        except KeyError:
+            raise NotFound(f"org unit {unit_id}") from None
+
+    async def get_by_code(self, code: str) -> OrgUnit:
+        for unit in self._state.org_units.values():
+            if unit.code == code:
+                return unit
+        raise NotFound(f"org unit {code!r}")
+
+    async def add(self, code: str, name: str, parent_id: int | None, timezone: str) -> OrgUnit:
+        if any(u.code == code for u in self._state.org_units.values()):
+            raise AlreadyExists(f"org unit {code!r} exists already")
+        unit = OrgUnit(self._state.next_id(), code, name, parent_id, timezone)
+        self._state.org_units[unit.id] = unit
+        return unit
+
+    async def all(self) -> list[OrgUnit]:
+        return sorted(self._state.org_units.values(), key=lambda u: u.id)
+
+    async def lineage_ids(self, unit_id: int) -> frozenset[int]:
+        found: set[int] = set()
+        unit = self._state.org_units.get(unit_id)
+        while unit is not None:
+            found.add(unit.id)
+            unit = self._state.org_units.get(unit.parent_id) if unit.parent_id else None
+        return frozenset(found)
+
+    async def codes_by_id(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: self._state.org_units[i].code for i in ids if i in self._state.org_units}
+
+
+class FakeOfficers:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def get(self, officer_id: int) -> Officer:
+        try:
+            return self._state.officers[officer_id]
+        except KeyError:
+            raise NotFound(f"officer {officer_id}") from None
+
+    async def get_by_username(self, username: str) -> Officer:
+        for officer in self._state.officers.values():
+            if officer.username == username:
+                return officer
+        raise NotFound(f"officer {username!r}")
+
+    async def add(
+        self,
+        username: str,
+        password_hash: str,
+        role: str,
+        org_unit_id: int,
+        display_name: str | None = None,
+    ) -> Officer:
+        if any(o.username == username for o in self._state.officers.values()):
+            raise AlreadyExists(f"officer {username!r} exists already")
+        officer = Officer(self._state.next_id(), username, password_hash, role, org_unit_id, True)
+        self._state.officers[officer.id] = officer
+        return officer
+
+    async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
+        self._state.tokens[digest] = (officer_id, expires_at)
+
+
+class FakeSubjects:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def get(self, subject_id: int) -> Subject:
+        try:
+            return self._state.subjects[subject_id]
+        except KeyError:
+            raise NotFound(f"subject {subject_id}") from None
+
+    async def add(self, new: NewSubject) -> Subject:
+        subject = Subject(
+            id=self._state.next_id(),
+            name=new.name,
+            org_unit_id=new.org_unit_id,
+            supervision_level=new.supervision_level,
+            category=new.category,
+            term_start=new.term_start,
+            term_end=new.term_end,
+            activity_area_id=new.activity_area_id,
+            exclusion_zone_ids=tuple(sorted(set(new.exclusion_zone_ids))),
+            home=new.home,
+            curfew=new.curfew,
+            responsible_officer_id=new.responsible_officer_id,
+            responsible_supervisor_id=new.responsible_supervisor_id,
+            created_at=T0,
+        )
+        self._state.subjects[subject.id] = subject
+        return subject
+
+    async def list_in(
+        self, org_unit_ids: frozenset[int] | None, *, limit: int, offset: int
+    ) -> list[Subject]:
+        found = sorted(
+            (
+                s
+                for s in self._state.subjects.values()
+                if org_unit_ids is None or s.org_unit_id in org_unit_ids
+            ),
+            key=lambda s: s.id,
+        )
+        return found[offset : offset + limit]
+
+
+class FakeDevices:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def add(
+        self, subject_id: int, digest: bytes, osmand_id: str, platform: str | None
+    ) -> Device:
+        taken = any(d.osmand_id == osmand_id for d in self._state.devices.values())
+        if taken or digest in self._state.device_digests.values():
+            raise AlreadyExists("device identifier collision; retry")
+        device = Device(self._state.next_id(), subject_id, osmand_id, platform, T0)
+        self._state.devices[device.id] = device
+        self._state.device_digests[device.id] = digest
+        return device
+
+    async def list_for(self, subject_id: int) -> list[Device]:
+        return sorted(
+            (d for d in self._state.devices.values() if d.subject_id == subject_id),
+            key=lambda d: d.id,
+        )
+
+    async def revoke(self, subject_id: int, device_id: int) -> Device:
+        device = self._state.devices.get(device_id)
+        if device is None or device.subject_id != subject_id or device.revoked_at is not None:
+            raise NotFound(f"device {device_id}")
+        revoked = dataclasses.replace(device, revoked_at=T0)
+        self._state.devices[device_id] = revoked
+        return revoked
+
+
+class FakeGeo:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def store_geometry(self, geometry: BaseGeometry) -> int:
+        wkb = shapely.to_wkb(shapely.normalize(geometry))
+        for geometry_id, stored in self._state.geometries.items():
+            if shapely.to_wkb(shapely.normalize(stored)) == wkb:
+                return geometry_id
+        geometry_id = self._state.next_id()
+        self._state.geometries[geometry_id] = geometry
+        return geometry_id
+
+    async def load_geometry(self, geometry_id: int) -> BaseGeometry:
+        try:
+            return self._state.geometries[geometry_id]
+        except KeyError:
+            raise NotFound(f"geometry {geometry_id}") from None
+
+    async def upsert_admin_area(self, area: AdminArea, geometry_id: int, source_crs: str) -> None:
+        self._state.admin_areas[area.adcode] = (area, geometry_id, source_crs)
+
+    async def admin_areas(self) -> list[AdminAreaRecord]:
+        return [
+            AdminAreaRecord(a.adcode, a.name, a.parent_adcode, a.level, geometry_id)
+            for a, geometry_id, _ in self._state.admin_areas.values()
+        ]
+
+    async def admin_area_shapes(self) -> dict[str, AdminArea]:
+        return {code: area for code, (area, _, _) in self._state.admin_areas.items()}
+
+    async def add_fence(self, new: NewFence) -> GeofenceRecord:
+        lon, lat, radius = new.circle if new.circle is not None else (None, None, None)
+        fence = GeofenceRecord(
+            id=self._state.next_id(),
+            name=new.name,
+            kind=new.kind,
+            org_unit_id=new.org_unit_id,
+            geometry_id=new.geometry_id,
+            center_lon=lon,
+            center_lat=lat,
+            radius_m=radius,
+            adcodes=new.adcodes,
+            source_crs=new.source_crs,
+            schedule=new.schedule,
+        )
+        self._state.fences[fence.id] = fence
+        return fence
+
+    async def get_fence(self, fence_id: int) -> GeofenceRecord:
+        try:
+            return self._state.fences[fence_id]
+        except KeyError:
+            raise NotFound(f"geofence {fence_id}") from None
+
+    async def get_fences(self, ids: Iterable[int]) -> list[GeofenceRecord]:
+        return [self._state.fences[i] for i in ids if i in self._state.fences]
+
+    async def list_fences(self, org_unit_ids: frozenset[int] | None) -> list[GeofenceRecord]:
+        return sorted(
+            (
+                f
+                for f in self._state.fences.values()
+                if org_unit_ids is None or f.org_unit_id in org_unit_ids
+            ),
+            key=lambda f: f.id,
+        )
+
+
+class FakeAlerts:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def get(self, alert_id: int) -> Alert:
+        try:
+            return self._state.alerts[alert_id]
+        except KeyError:
+            raise NotFound(f"alert {alert_id}") from None
+
+    async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
+        alert = self._state.alerts[alert_id]
+        if alert.status is not AlertStatus.OPEN:
+            return False
+        self._state.alerts[alert_id] = dataclasses.replace(
+            alert, status=AlertStatus.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by=officer_id
+        )
+        return True
+
+    async def resolve(
+        self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
+    ) -> bool:
+        alert = self._state.alerts[alert_id]
+        if alert.status is AlertStatus.RESOLVED:
+            return False
+        self._state.alerts[alert_id] = dataclasses.replace(
+            alert,
+            status=AlertStatus.RESOLVED,
+            resolved_at=T0,
+            resolved_by=officer_id,
+            disposition=disposition,
+            note=note,
+            acknowledged_at=alert.acknowledged_at or T0,
+            acknowledged_by=alert.acknowledged_by or officer_id,
+        )
+        return True
+
+
+class FakeTimers:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def take_due(self, now: datetime, limit: int, kinds: Sequence[str]) -> list[DueTimer]:
+        due = sorted(
+            (
+                t
+                for t in self._state.timers.values()
+                if t.fired_at is None and t.due_at <= now and t.kind in kinds
+            ),
+            key=lambda t: (t.due_at, t.id),
+        )
+        return [DueTimer(t.id, t.kind, t.key, t.due_at, t.payload, t.attempts) for t in due[:limit]]
+
+    def _replace(self, timer_id: int, **changes: Any) -> None:
+        for name, row in self._state.timers.items():
+            if row.id == timer_id:
+                self._state.timers[name] = dataclasses.replace(row, **changes)
+
+    async def mark_fired(self, timer_id: int, at: datetime) -> None:
+        self._replace(timer_id, fired_at=at)
+
+    async def mark_failed(self, timer_id: int, error: str, retry_at: datetime) -> None:
+        for row in self._state.timers.values():
+            if row.id == timer_id:
+                self._replace(
+                    timer_id, attempts=row.attempts + 1, last_error=error[:2000], due_at=retry_at
+                )
+                return
+
+    async def cancel(self, kind: str, key: str) -> bool:
+        row = self._state.timers.get((kind, key))
+        if row is None or row.fired_at is not None:
+            return False
+        del self._state.timers[(kind, key)]
+        return True
+
+
+class FakeEventLog:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def take_cursor(self, consumer: str) -> int | None:
+        return self._state.cursors.setdefault(consumer, 0)
+
+    async def advance_cursor(self, consumer: str, position: int) -> None:
+        self._state.cursors[consumer] = position
+
+    async def read_after(
+        self, after_id: int, *, names: Sequence[str] | None = None, limit: int = 500
+    ) -> list[StoredEvent]:
+        found = [
+            e
+            for i, e in sorted(self._state.event_log.items())
+            if i > after_id and (not names or e.name in names)
+        ]
+        return found[:limit]
+
+    async def last_id(self) -> int:
+        return max(self._state.event_log, default=0)
+
+
+class FakeUnitOfWork(UnitOfWork):
+    """The unit of work over :class:`FakeState`; ``state`` is what has been committed, and
+    ``audits``, ``emitted`` and ``scheduled`` what the committed work recorded, in order."""
+
+    def __init__(self, state: FakeState | None = None, clock: Clock | None = None) -> None:
+        super().__init__()
+        self.state = state or FakeState()
+        self.clock = clock or ManualClock(T0)
+        self._working: FakeState | None = None
+        self.commits = 0
+        self.rollbacks = 0
+        self.audits: list[AuditEntry] = []
+        self.emitted: list[DomainEvent] = []
+        self.scheduled: list[Timer] = []
+
+    async def _begin(self) -> None:
+        if self._working is not None:
+            raise RuntimeError("this unit of work is open already")
+        self._working = self.state.copy()
+        self.org_units = FakeOrgUnits(self._working)
+        self.officers = FakeOfficers(self._working)
+        self.subjects = FakeSubjects(self._working)
+        self.devices = FakeDevices(self._working)
+        self.geo = FakeGeo(self._working)
+        self.alerts = FakeAlerts(self._working)
+        self.timers = FakeTimers(self._working)
+        self.events = FakeEventLog(self._working)
+
+    async def _commit(
+        self,
+        audits: Sequence[AuditEntry],
+        timers: Sequence[Timer],
+        events: Sequence[DomainEvent],
+    ) -> None:
+        state, self._working = self._working, None
+        assert state is not None
+        for timer in timers:
+            # As the SQL upsert: setting (kind, key) again moves the deadline and rearms it.
+            previous = state.timers.get((timer.kind, timer.key))
+            timer_id = previous.id if previous else state.next_id()
+            state.timers[(timer.kind, timer.key)] = TimerRow(
+                timer_id, timer.kind, timer.key, timer.due_at, timer.payload
+            )
+        for event in events:
+            position = max(state.event_log, default=0) + 1
+            state.event_log[position] = StoredEvent(
+                position,
+                event.name,
+                self.clock.now(),
+                event.org_unit_id,
+                event.subject_id,
+                event.alert_id,
+                event.data,
+            )
+        self.state = state
+        self.audits.extend(audits)
+        self.scheduled.extend(timers)
+        self.emitted.extend(events)
+        self.commits += 1
+
+    async def _rollback(
+        self,
+        exc_type: type[BaseException],
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._working = None
+        self.rollbacks += 1
+
+
+def fake_services(
+    uow: FakeUnitOfWork, *, clock: Clock | None = None, **dependencies: Any
+) -> Services:
+    """The services of the composition root, every command run on ``uow`` (and on its
+    clock unless another is given)."""
+    return bootstrap(
+        lambda: uow,
+        policy=load_policy(),
+        clock=clock or uow.clock,
+        **dependencies,
+    )
+
+
+def fixed_credentials(*drawn: tuple[str, str]) -> devices.Credentials:
+    """Device credentials drawn from ``drawn`` in turn (to provoke collisions)."""
+    queue = list(drawn)
+    return lambda: queue.pop(0)
