@@ -30,6 +30,7 @@ STATUS: dict[type[ServiceError], int] = {
     Conflict: 409,
     TryAgain: 503,
 }
+REFUSALS: tuple[type[ServiceError], ...] = tuple(STATUS)
 
 
 def api_error(exc: ServiceError, hint: str = "") -> ApiError:
@@ -48,5 +49,6 @@ async def handle(
     message followed by ``hint(refusal)`` when given (what the caller could do instead)."""
     try:
         return await request.app[SERVICES].handle(command)
-    except ServiceError as exc:
+    # Only the refusals the API has a status for: anything else is a fault (a 500, logged).
+    except REFUSALS as exc:
         raise api_error(exc, hint(exc) if hint else "") from exc
