@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,6 +192,21 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
 
+def first_fix_clock(now: float, fixes: float, phones: int, step_s: float) -> float:
+    """Epoch seconds of every phone's first fix for a run of up to ``fixes`` fixes over
+    ``phones`` phones taken ``step_s`` apart: far enough in the past that the run stays 10 min
+    before ``now`` (a phone's clock runs as fast as its fixes are sent, and a fix from the
+    future is refused), but no more than six days (fixes older than seven are refused).
+
+    >>> first_fix_clock(1_000_000.0, 4_000_000, 4000, 1.0)
+    998400.0
+    >>> first_fix_clock(1_000_000.0, 4e10, 4000, 1.0)
+    481600.0
+    """
+    span = fixes / max(phones, 1) * step_s
+    return now - min(span + 600, 6 * 86400)
+
+
 # --- setup ----------------------------------------------------------------------------------
 
 
@@ -213,16 +229,35 @@ async def drop_database(server_url: str, url: str) -> None:
         await conn.close()
 
 
-async def seed(base: str, database_url: str, subjects: int, level: str) -> list[dict[str, Any]]:
+async def seed(
+    base: str, database_url: str, subjects: int, level: str, served: Served | None = None
+) -> list[dict[str, Any]]:
+    """A county with ``subjects`` subjects, each with an enrolled device; their ids and tokens.
+
+    The county's administrator is created here, or by the command line of ``served``'s
+    checkout when given (another checkout's schema may differ from this code's).
+    """
     county = f"load-{uuid.uuid4().hex[:6]}"
-    await create_officer(
-        database_url,
-        username=county,
-        password=PASSWORD,
-        role="admin",
-        org_code=county,
-        org_name="负载测试县",
-    )
+    if served is not None and served.repo is not None:
+        proc = await asyncio.create_subprocess_exec(
+            *served.command,
+            *("admin", "create-officer", "--username", county, "--password", PASSWORD),
+            *("--role", "admin", "--org-unit", county, "--org-name", "负载测试县"),
+            env=served.env,
+            cwd=served.repo,
+            stdout=subprocess.DEVNULL,
+        )
+        if await proc.wait() != 0:
+            raise RuntimeError(f"create-officer failed in {served.repo}")
+    else:
+        await create_officer(
+            database_url,
+            username=county,
+            password=PASSWORD,
+            role="admin",
+            org_code=county,
+            org_name="负载测试县",
+        )
     async with aiohttp.ClientSession(base) as http:
         resp = await http.post(
             "/api/v1/auth/token", json={"username": county, "password": PASSWORD}
@@ -275,6 +310,81 @@ async def seed(base: str, database_url: str, subjects: int, level: str) -> list[
 
         made = await asyncio.gather(*(one(i) for i in range(subjects)))
     return [m | {"admin_token": token} for m in made]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server started by :func:`serving`, and how to run its checkout's command line."""
+
+    base: str  # http://127.0.0.1:<port>
+    pid: int
+    database_url: str
+    command: list[str]  # correction-monitor, as the server runs it
+    env: dict[str, str]
+    repo: Path | None  # the checkout whose code runs, None for this environment's
+
+
+@contextlib.contextmanager
+def serving(
+    workers: int, *, repo: Path | None = None, keep_database: bool = False
+) -> Iterator[Served]:
+    """``correction-monitor serve --workers N`` on a free port, on a fresh migrated database
+    of the server of ``CM_DATABASE_URL``; afterwards the server stops and the database and the
+    run's Redis keys are dropped (unless ``keep_database``).
+
+    Without ``repo`` this environment's ``correction-monitor`` serves. With ``repo``, a
+    checkout of the project, that checkout's code migrates and serves (``python -m
+    correction_monitor`` with the checkout first on ``PYTHONPATH`` and as the working
+    directory), so the same client can measure another checkout.
+    """
+    server_url = os.environ.get("CM_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    redis_url = os.environ.get("CM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    database_url = asyncio.run(create_database(server_url))
+    port = free_port()
+    env = os.environ | {
+        "CM_DATABASE_URL": database_url,
+        "CM_REDIS_URL": redis_url,
+        "CM_REDIS_PREFIX": f"cmload:{uuid.uuid4().hex[:6]}:",
+        "CM_LOG_LEVEL": "WARNING",
+        "CM_HTTP_PORT": str(port),
+    }
+    if repo is None:
+        command = [str(Path(sys.executable).with_name("correction-monitor"))]
+    else:
+        command = [sys.executable, "-m", "correction_monitor"]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        if repo is None:
+            migrate(database_url)
+        else:
+            subprocess.run([*command, "migrate"], env=env, cwd=repo, check=True)
+        server = subprocess.Popen(
+            [*command, "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            cwd=repo,
+            start_new_session=True,
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(1.0)
+        base = f"http://127.0.0.1:{port}"
+        print(f"server pid {server.pid} on {base}, database {database_url}", flush=True)
+        yield Served(base, server.pid, database_url, command, env, repo)
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        if not keep_database:
+            asyncio.run(drop_database(server_url, database_url))
+            drop_redis_keys(redis_url, env["CM_REDIS_PREFIX"])
 
 
 def drop_redis_keys(redis_url: str, prefix: str) -> None:
@@ -762,47 +872,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-database", action="store_true")
     args = p.parse_args(argv)
 
-    server_url = os.environ.get("CM_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    redis_url = os.environ.get("CM_REDIS_URL", "redis://127.0.0.1:6379/0")
-    database_url = asyncio.run(create_database(server_url))
-    migrate(database_url)
-    port = free_port()
-    env = os.environ | {
-        "CM_DATABASE_URL": database_url,
-        "CM_REDIS_URL": redis_url,
-        "CM_REDIS_PREFIX": f"cmload:{uuid.uuid4().hex[:6]}:",
-        "CM_LOG_LEVEL": "WARNING",
-        "CM_HTTP_PORT": str(port),
-    }
-    exe = Path(sys.executable).with_name("correction-monitor")
-    server = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--workers", str(args.workers)],
-        env=env,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        time.sleep(1.0)
-        print(f"server pid {server.pid} on {base}, database {database_url}", flush=True)
+    with serving(args.workers, keep_database=args.keep_database) as served:
+        base, database_url = served.base, served.database_url
         t0 = time.monotonic()
         made = asyncio.run(seed(base, database_url, args.subjects, args.level))
         print(f"seeded {len(made)} subjects in {time.monotonic() - t0:.1f} s", flush=True)
 
         per_request = args.batch if args.mode == "batched" else 1
-        # Phones start far enough in the past that the whole run stays before "now" (a
-        # phone's clock runs as fast as its fixes are taken), with room for rates well above
-        # those measured; a run reaching "now" would see fixes refused as from the future.
+        # Room for rates well above those measured.
         expected_fixes = (
             400_000 * args.duration if args.mode == "batched" else 40_000 * args.duration
         )
         step_s = 1.0
-        span = expected_fixes / max(len(made), 1) * step_s
+        first_fix = first_fix_clock(time.time(), expected_fixes, len(made), step_s)
         phones = [
             Phone(
                 m["subject_id"],
@@ -810,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
                 WEST + random.uniform(0.05, SIZE - 0.05),
                 SOUTH + random.uniform(0.05, SIZE - 0.05),
                 random.random() < BREACH_SHARE,
-                time.time() - min(span + 600, 6 * 86400),
+                first_fix,
                 step_s,
             )
             for m in made
@@ -829,13 +911,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             for share in shares
         ]
-        rss_samples = [rss_of(server.pid)]
+        rss_samples = [rss_of(served.pid)]
         for proc in procs:
             proc.start()
         end = time.monotonic() + args.duration
         while time.monotonic() < end:
             time.sleep(min(5.0, max(0.1, end - time.monotonic())))
-            rss_samples.append(rss_of(server.pid))
+            rss_samples.append(rss_of(served.pid))
         results: list[dict[str, Any]] = []
         while len(results) < len(procs):
             try:
@@ -874,15 +956,6 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.copy_rounds)
         ]
         copy_rate = statistics.median(copy_rates)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        if not args.keep_database:
-            asyncio.run(drop_database(server_url, database_url))
-            drop_redis_keys(redis_url, env["CM_REDIS_PREFIX"])
 
     fixes_per_s = accepted / wall
     client_cpu = sum(r["cpu_s"] for r in results)
