@@ -31,9 +31,8 @@ from correction_monitor.web.keys import (
     SERVICES,
     SETTINGS,
 )
+from correction_monitor.web.limits import DEFAULT_BODY_LIMIT
 from correction_monitor.web.routes import admin, alerts, auth, health, ingest, status, track
-
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -107,8 +106,14 @@ def init_app(settings: Settings) -> web.Application:
     """Build the application. ``settings.database_url`` and ``redis_url`` must be set
     (the CLI resolves them, starting the embedded servers when the environment has none)."""
     app = web.Application(
-        middlewares=[middlewares.request_context, middlewares.metrics, middlewares.json_errors],
-        client_max_size=MAX_REQUEST_BYTES,
+        middlewares=[
+            middlewares.request_context,
+            middlewares.metrics,
+            middlewares.json_errors,
+            middlewares.body_limit,
+        ],
+        # Routes with another limit (web.limits) raise it for their own requests.
+        client_max_size=DEFAULT_BODY_LIMIT,
     )
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)

@@ -34,6 +34,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from correction_monitor.web.limits import body_limit
 from correction_monitor.web.middlewares import (
     REQUEST_ID_HEADER,
     error_for,
@@ -62,7 +63,8 @@ _NOT_TAKEN = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"
 # Headers that may appear once here; a repeat is left for aiohttp to judge.
 _SINGLE = frozenset({b"content-length", b"authorization", b"connection", b"x-request-id"})
 MAX_HEAD_BYTES = 8190  # aiohttp's own limit on a request line or header field
-MAX_BODY_BYTES = 1 << 20  # larger native bodies (1000 fixes fit well within) go to aiohttp
+# A native body over its route's limit goes to aiohttp, which refuses it (413) unread.
+MAX_BODY_BYTES = body_limit(NATIVE_ROUTE)
 # Bytes received while a request is being answered before the socket stops being read.
 MAX_PENDING_BYTES = 2 * MAX_BODY_BYTES
 KEEPALIVE_S = 75.0  # aiohttp's keep-alive timeout: idle connections are closed after it

@@ -16,6 +16,8 @@ from correction_monitor.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from correction_monitor.web.errors import ApiError
 from correction_monitor.web.jsonio import error_response
 from correction_monitor.web.keys import REQUEST_ID
+from correction_monitor.web.limits import body_limit as route_body_limit
+from correction_monitor.web.limits import body_too_large
 
 log = structlog.get_logger("correction_monitor.http")
 
@@ -88,12 +90,38 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code = {
             404: "not_found",
             405: "method_not_allowed",
-            413: "payload_too_large",
+            413: "body_too_large",
         }.get(exc.status, exc.reason.lower().replace(" ", "_"))
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         return error_response(ApiError(exc.status, code, message))
     except Exception as exc:
         return error_response(error_for(exc, request.path))
+
+
+def _too_large(limit: int) -> web.Response:
+    response = error_response(body_too_large(limit))
+    # The rest of the body is not wanted and the connection is not reused: aiohttp drains
+    # what arrives within its lingering time (so the client gets to read this answer rather
+    # than a reset), then closes.
+    response.force_close()
+    return response
+
+
+@web.middleware
+async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body over its route's limit (``web.limits``) is refused with 413 before it is read
+    whole: at once when ``Content-Length`` declares it, else as soon as the bytes read
+    pass the limit (aiohttp's ``client_max_size``, set to the route's)."""
+    limit = route_body_limit(_route_name(request))
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return _too_large(limit)
+    if limit != request.client_max_size:
+        request = request.clone(client_max_size=limit)
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(limit)
 
 
 # Labelled children, looked up once: ``labels()`` validates and hashes its arguments on every
