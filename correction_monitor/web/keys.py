@@ -12,6 +12,7 @@ from correction_monitor.settings import Settings
 
 if TYPE_CHECKING:
     from correction_monitor.adapters.hot_state import HotState
+    from correction_monitor.domain.clock import Clock
     from correction_monitor.policy import Policy
     from correction_monitor.service.bootstrap import Services
     from correction_monitor.service.feed import FeedHub
@@ -20,6 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 HOT_STATE: web.AppKey[HotState] = web.AppKey("hot_state")
 POLICY: web.AppKey[Policy] = web.AppKey("policy")
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 FEED_HUB: web.AppKey[FeedHub] = web.AppKey("feed_hub")
 

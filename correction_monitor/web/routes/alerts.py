@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from correction_monitor.adapters import alerts, audit, officers
 from correction_monitor.adapters.errors import NotFound
 from correction_monitor.domain.access import CASEWORK_ROLES, Principal
-from correction_monitor.domain.alerts import Disposition
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
 from correction_monitor.service.alerts import AcknowledgeAlert, ResolveAlert
 from correction_monitor.service.auth import token_hash
 from correction_monitor.service.feed import FeedEvent, StreamEnded
@@ -37,18 +37,8 @@ from correction_monitor.web.params import PG_INT_MAX, int_param
 
 routes = web.RouteTableDef()
 
-ALERT_TYPES = frozenset(
-    {
-        "left_activity_area",
-        "entered_exclusion_zone",
-        "curfew_violation",
-        "lost_contact",
-        "missed_checkin",
-        "leave_overdue",
-        "device_integrity",
-    }
-)
-STATUSES = frozenset({"open", "acknowledged", "resolved"})
+ALERT_TYPES = frozenset(t.value for t in AlertType)
+STATUSES = frozenset(s.value for s in AlertStatus)
 PG_BIGINT_MAX = 2**63 - 1
 KEEPALIVE_S = 15.0
 # An audit entry names at most this many alert ids and subject ids (it always has the counts).
