@@ -10,17 +10,26 @@ from aiohttp import web
 
 from correction_monitor.adapters import hot_state
 from correction_monitor.adapters.db import create_pool
+from correction_monitor.domain.clock import Clock, SystemClock
 from correction_monitor.ingest.committer import GroupCommitter
 from correction_monitor.ingest.devices import DeviceDirectory
 from correction_monitor.ingest.profiles import ProfileCache
 from correction_monitor.policy import load_policy
 from correction_monitor.service.bootstrap import bootstrap
+from correction_monitor.service.consumers import CONSUMERS, ConsumerRunner
 from correction_monitor.service.feed import FeedHub
-from correction_monitor.service.jobs import build_scheduler, ensure_partitions
+from correction_monitor.service.jobs import (
+    JobRunner,
+    build_scheduler,
+    ensure_partitions,
+    standard_jobs,
+)
+from correction_monitor.service.timers import TIMER_HANDLERS, TimerService
 from correction_monitor.service.unit_of_work import PostgresUnitOfWork
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
 from correction_monitor.web.keys import (
+    CLOCK,
     COMMITTER,
     DEVICES,
     FEED_HUB,
@@ -96,15 +105,20 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].run_scheduler:
         yield
         return
-    scheduler = build_scheduler(app[POOL], app[POLICY], app[HOT_STATE])
+    pool, clock = app[POOL], app[CLOCK]
+    timers = TimerService(lambda: PostgresUnitOfWork(pool), TIMER_HANDLERS, clock)
+    consumers = ConsumerRunner(lambda: PostgresUnitOfWork(pool), CONSUMERS)
+    jobs = standard_jobs(pool, app[POLICY], app[HOT_STATE], clock, timers, consumers)
+    scheduler = build_scheduler(JobRunner(pool, clock), jobs)
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
 
 
-def init_app(settings: Settings) -> web.Application:
+def init_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the application. ``settings.database_url`` and ``redis_url`` must be set
-    (the CLI resolves them, starting the embedded servers when the environment has none)."""
+    (the CLI resolves them, starting the embedded servers when the environment has none).
+    Deadlines and scheduled jobs run on ``clock`` (the system clock unless given)."""
     app = web.Application(
         middlewares=[
             middlewares.request_context,
@@ -117,6 +131,7 @@ def init_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)
+    app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.extend([_database, _services, _redis, _ingest, _feed, _scheduler])
     app.on_shutdown.append(_end_streams)
     for module in (health, auth, admin, track, status, ingest, alerts):
