@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 from collections.abc import AsyncIterator
 from typing import Any
@@ -213,6 +214,20 @@ async def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(
     status, headers, body = await raw.response()
     assert (status, body["error"]["code"]) == (413, "body_too_large")
     assert headers["connection"] == "close"
+
+
+async def test_a_compressed_body_is_measured_as_it_inflates(raw: Raw, world: World) -> None:
+    # 4 MiB of blanks in 4 KB of gzip: the limit applies to what the body decompresses to.
+    bomb = gzip.compress(padded(native_body(20), 4 * MIB))
+    head = request_head(
+        "/api/v1/fixes",
+        f"Bearer {world.device_token}",
+        "Content-Encoding: gzip",
+        f"Content-Length: {len(bomb)}",
+    )
+    await raw.send(head + bomb)
+    status, _, body = await raw.response()
+    assert (status, body["error"]["code"]) == (413, "body_too_large")
 
 
 async def test_the_boundaries_import_takes_files_over_a_mebibyte(
