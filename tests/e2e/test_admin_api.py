@@ -1273,6 +1273,7 @@ async def test_malformed_bodies_never_answer_5xx(
             assert error["code"] in (
                 "empty_body",
                 "invalid_json",
+                "invalid_utf8",
                 "invalid_request",
                 "invalid_geojson",
             )
