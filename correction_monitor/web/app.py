@@ -58,6 +58,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         lambda: PostgresUnitOfWork(pool),
         policy=app[POLICY],
         token_ttl_s=app[SETTINGS].token_ttl_s,
+        clock=app[CLOCK],
     )
     yield
 
