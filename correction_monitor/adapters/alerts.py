@@ -45,7 +45,6 @@ WHERE ($1::int[] IS NULL OR a.org_unit_id = ANY($1::int[]))
   AND ($2::int IS NULL OR a.subject_id = $2)
   AND ($3::text IS NULL OR a.type = $3)
   AND ($4::text IS NULL OR a.status = $4)
-  AND ($6 OR a.retracted_at IS NULL)
 ORDER BY a.id DESC
 LIMIT $5
 """
@@ -72,7 +71,7 @@ ORDER BY e.id
 LIMIT $3
 """
 EPISODE_ALERTS_SINCE = """
-SELECT id, type, episode_key, ended_at, org_unit_id, retracted_at FROM alerts
+SELECT id, type, episode_key, started_at, ended_at, org_unit_id, retracted_at FROM alerts
 WHERE subject_id = $1 AND type = ANY($2::text[]) AND started_at > $3
 """
 SET_ENDED = "UPDATE alerts SET ended_at = $2, evidence = evidence || $3::jsonb WHERE id = $1"
@@ -81,9 +80,10 @@ UPDATE alerts SET retracted_at = NULL, ended_at = $2,
     evidence = (evidence - 'retracted') || $3::jsonb
 WHERE id = $1
 """
+# Marks, never hides: the alert stays listed and open until an officer resolves it.
 RETRACT = """
 UPDATE alerts SET retracted_at = now(),
-    evidence = evidence || '{"retracted": "late fixes showed the episode did not happen"}'::jsonb
+    evidence = evidence || jsonb_build_object('retracted', $2::jsonb)
 WHERE id = $1 AND retracted_at IS NULL
 """
 
@@ -174,15 +174,18 @@ async def reconcile_episodes(
     types: list[str],
     since: datetime,
     replayed: list[AlertOp],
+    late_fixes: list[dict[str, Any]] | None = None,
+    late_count: int = 0,
 ) -> list[Change]:
     """Make a subject's episode alerts started after ``since`` match a replay's.
 
     A replayed episode already raised keeps its alert (its end is corrected if it moved); a
-    new one is raised; a raised one the replay does not confirm is *retracted* (kept, marked,
-    and hidden from the default lists), never deleted. A retracted one that a later replay
-    confirms again is restored (event ``reopened``): its episode key is taken, so raising it
-    anew would change nothing and the episode would stay hidden. Returns the change events
-    written.
+    new one is raised; a raised one the replay does not confirm is *retracted*: officers may
+    already have seen it, so it stays listed and open, its evidence saying why and naming the
+    late fixes that disproved it (``late_fixes``, the first of ``late_count``, as evidence
+    dicts), until an officer resolves it. A retracted one that a later replay confirms again
+    is restored (event ``reopened``): its episode key is taken, so raising it anew would
+    change nothing. Returns the changes made.
     """
     existing = {
         (r["type"], r["episode_key"]): r
@@ -209,10 +212,51 @@ async def reconcile_episodes(
     for row in existing.values():
         if row["retracted_at"] is not None:
             continue  # retracted by an earlier replay
-        await conn.execute(RETRACT, row["id"])
+        mark = _retraction(row, opens, ends, since, late_fixes or [], late_count)
+        await conn.execute(RETRACT, row["id"], mark)
         gone = AlertEnd(subject_id, row["org_unit_id"], row["type"], row["episode_key"], since, {})
         events.append(Change(row["id"], AlertChange.RETRACTED, gone))
     return events
+
+
+def _retraction(
+    row: asyncpg.Record,
+    opens: list[AlertOpen],
+    ends: dict[tuple[str, str], AlertEnd],
+    since: datetime,
+    late_fixes: list[dict[str, Any]],
+    late_count: int,
+) -> dict[str, Any]:
+    """Why a replay disproved an alert's episode, for its evidence: the late fixes replayed
+    and, when the replay confirmed an overlapping episode of the same rule instead (the same
+    breach, seen to start at another time), that episode."""
+    rule = row["episode_key"].rsplit(":", 1)[0]
+    start, end = row["started_at"], row["ended_at"]
+    instead = None
+    for op in opens:
+        if op.type != row["type"] or op.episode_key.rsplit(":", 1)[0] != rule:
+            continue
+        other = ends.get((op.type, op.episode_key))
+        other_end = other.ended_at if other else None
+        if (end is None or op.started_at <= end) and (other_end is None or other_end >= start):
+            instead = {
+                "episode_key": op.episode_key,
+                "started_at": iso(op.started_at),
+                "ended_at": iso(other_end),
+            }
+            break
+    why = (
+        "fixes that arrived later show the breach started at another time"
+        if instead
+        else "fixes that arrived later show the breach was not confirmed"
+    )
+    return {
+        "why": why,
+        "replayed_from": iso(since),
+        "late_fixes": late_fixes,
+        "late_count": late_count,
+        "superseded_by": instead,
+    }
 
 
 def to_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -254,8 +298,11 @@ async def list_alerts(
     limit: int,
     include_retracted: bool = False,
 ) -> list[asyncpg.Record]:
+    """Alerts newest first. Retracted alerts are listed like the others whatever
+    ``include_retracted`` says (kept for callers that still pass it): an alert officers could
+    see is never hidden; its ``retracted_at`` and evidence say a replay disproved it."""
     ids = list(scope) if scope is not None else None
-    return list(await conn.fetch(LIST, ids, subject_id, type_, status, limit, include_retracted))
+    return list(await conn.fetch(LIST, ids, subject_id, type_, status, limit))
 
 
 async def acknowledge(conn: asyncpg.Connection, alert_id: int, officer_id: int) -> bool:

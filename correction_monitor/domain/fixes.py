@@ -47,6 +47,12 @@ class FixFlag:
     SENT_GCJ02 = 16  # the phone sent GCJ-02 (stored converted to WGS-84)
     SENT_BD09 = 32  # the phone sent BD-09 (stored converted to WGS-84)
     NO_ACCURACY = 64  # the phone sent no accuracy; the policy default was used
+    # Re-tells a span its device had already covered (see ingest/accounts.py): stored as
+    # evidence, never evaluated.
+    CONTRADICTING = 128
+    # Arrived after a newer fix of the subject was stored (an offline buffer, a retry): it
+    # filled a gap after the fact, so it does not vouch for the span after it.
+    BACKFILL = 256
 
     NOT_DECIDING = SPIKE | MOCK | COARSE
 
@@ -58,6 +64,8 @@ class FixFlag:
         SENT_GCJ02: "sent_gcj02",
         SENT_BD09: "sent_bd09",
         NO_ACCURACY: "no_accuracy",
+        CONTRADICTING: "contradicting",
+        BACKFILL: "backfill",
     }
 
     @classmethod

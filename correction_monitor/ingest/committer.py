@@ -27,11 +27,12 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from correction_monitor.adapters import alerts, outbox
+from correction_monitor.adapters import alerts, integrity, outbox
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.domain.alerts import AlertChange
 from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.ingest import accounts
 from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.evaluate import (
     EvalOutcome,
@@ -67,8 +68,8 @@ LOCK_STATES = """
 SELECT subject_id, state, max_fix_ts, lost_contact_since, lost_contact_total_s
 FROM subject_eval_state WHERE subject_id = ANY($1::int[]) ORDER BY subject_id FOR UPDATE
 """
-STORED_KEYS = """
-SELECT f.subject_id, f.device_id, f.ts, f.client_key
+STORED_NEAR = """
+SELECT f.subject_id, f.device_id, f.ts, f.client_key, f.lon_e7, f.lat_e7, f.accuracy_m, f.flags
 FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[]) AS r(subject_id, lo, hi)
 JOIN fixes f ON f.subject_id = r.subject_id AND f.ts BETWEEN r.lo AND r.hi
 """
@@ -375,6 +376,7 @@ class GroupCommitter:
         await self._ensure_partitions(conn, days)
         subject_ids = sorted(merged)
         now = datetime.now(UTC)
+        covered_gap_us = round(self.profiles.policy.ingest.covered_gap_s * 1e6)
         to_copy: list[tuple[int, SubjectFixes]] = []
         alert_ops: list[alerts.AlertOp] = []
         spikes: list[tuple[int, int, datetime, int]] = []
@@ -387,10 +389,11 @@ class GroupCommitter:
                 await conn.execute(ENSURE_STATE_ROWS, subject_ids)
                 rows = {r["subject_id"]: r for r in await conn.fetch(LOCK_STATES, subject_ids)}
             profiles = await self.profiles.get_many(conn, subject_ids)
-            await _drop_stored(conn, group, merged, rows)
+            near = await _drop_stored(conn, group, merged, rows, covered_gap_us)
             owners = np.concatenate([f.owner for f in merged.values()])
             for number, count in enumerate(np.bincount(owners, minlength=len(group)).tolist()):
                 group[number].accepted += count
+            contradicting = _set_aside_contradictions(merged, near, rows, covered_gap_us)
             activity = _classify_shared_areas(profiles, merged)
             for sid in subject_ids:
                 fixes = merged[sid]
@@ -413,6 +416,9 @@ class GroupCommitter:
                     outcome, fixes = await _replay(
                         conn, sid, profile, row["state"], start, fixes, now
                     )
+                    # The fixes that made the replay: evidence for any alert it disproves.
+                    seen_us = round((newest_evaluated(row["state"]) or 0.0) * 1e6)
+                    late = fixes.select(np.flatnonzero(fixes.ts_us <= seen_us))
                     reconciled.extend(
                         await alerts.reconcile_episodes(
                             conn,
@@ -420,7 +426,15 @@ class GroupCommitter:
                             list(EPISODE_ALERT_TYPES),
                             to_datetime(round(start["last_ts"] * 1e6)),
                             outcome.alert_ops,
+                            accounts.fixes_evidence(late),
+                            len(late),
                         )
+                    )
+                if sid in contradicting:
+                    told = contradicting[sid]
+                    to_copy.append((sid, told.fixes))
+                    alert_ops.extend(
+                        await _integrity_alerts(conn, sid, profile.org_unit_id, told.evidence)
                     )
                 spikes.extend(
                     (sid, device, to_datetime(ts_us), key) for device, ts_us, key in outcome.spikes
@@ -494,9 +508,10 @@ class GroupCommitter:
 
 
 EPISODE_ALERT_TYPES = ("left_activity_area", "entered_exclusion_zone", "curfew_violation")
+# Contradicting fixes are another account, never evaluated: not replayed either.
 STORED_SINCE = """
 SELECT ts, device_id, lon_e7, lat_e7, client_key, accuracy_m, flags FROM fixes
-WHERE subject_id = $1 AND ts > $2 ORDER BY ts
+WHERE subject_id = $1 AND ts > $2 AND flags & $3 = 0 ORDER BY ts
 """
 SET_FLAGS = """
 UPDATE fixes SET flags = $5 WHERE subject_id = $1 AND device_id = $2 AND ts = $3
@@ -544,7 +559,7 @@ async def _replay(
     state's later checkpoints where they still hold. Stored fixes whose spike/late flags
     change are updated; returns the outcome and the new fixes with their flags."""
     since_us = round(start["last_ts"] * 1e6)
-    rows = await conn.fetch(STORED_SINCE, sid, to_datetime(since_us))
+    rows = await conn.fetch(STORED_SINCE, sid, to_datetime(since_us), FixFlag.CONTRADICTING)
     n = len(rows)
     stored_flags = np.fromiter((r["flags"] for r in rows), np.int16, n)
     old = SubjectFixes(
@@ -693,9 +708,15 @@ async def _drop_stored(
     group: list[_Job],
     merged: dict[int, SubjectFixes],
     rows: dict[int, asyncpg.Record],
-) -> None:
+    reach_us: int,
+) -> dict[int, SubjectFixes]:
     """Dedupe stage, against the database. Only fixes not newer than the subject's newest
-    stored fix can be repeats, so only those are looked up (a rare, indexed range read)."""
+    stored fix can be repeats, so only those are looked up (a rare, indexed range read).
+
+    The same read reaches ``reach_us`` (microseconds) further on either side and returns,
+    for each subject that has such fixes, the stored fixes it found: what its devices had
+    already reported around the late fixes (:func:`_set_aside_contradictions`).
+    """
     ids, lows, highs = [], [], []
     for sid, fixes in merged.items():
         max_ts = rows[sid]["max_fix_ts"]
@@ -705,18 +726,33 @@ async def _drop_stored(
         if int(fixes.ts_us[0]) > max_us:  # fixes are sorted by time
             continue  # all newer than anything stored: the common case
         old = fixes.ts_us <= max_us
-        if old.any():
-            ids.append(sid)
-            lows.append(to_datetime(int(fixes.ts_us[old].min())))
-            highs.append(to_datetime(int(fixes.ts_us[old].max())))
+        ids.append(sid)
+        lows.append(to_datetime(int(fixes.ts_us[old].min()) - reach_us))
+        highs.append(to_datetime(int(fixes.ts_us[old].max()) + reach_us))
     if not ids:
-        return
-    stored: dict[int, set[tuple[int, int, int]]] = defaultdict(set)
-    for r in await conn.fetch(STORED_KEYS, ids, lows, highs):
-        stored[r["subject_id"]].add((r["device_id"], to_us(r["ts"]), r["client_key"]))
+        return {}
+    found: dict[int, list[asyncpg.Record]] = defaultdict(list)
+    for r in await conn.fetch(STORED_NEAR, ids, lows, highs):
+        found[r["subject_id"]].append(r)
+    near: dict[int, SubjectFixes] = {}
     for sid in ids:
+        records = found[sid]
+        n = len(records)
+        near[sid] = SubjectFixes(
+            ts_us=np.fromiter((to_us(r["ts"]) for r in records), np.int64, n),
+            lon=np.fromiter((r["lon_e7"] for r in records), np.float64, n) / 1e7,
+            lat=np.fromiter((r["lat_e7"] for r in records), np.float64, n) / 1e7,
+            accuracy_m=np.fromiter((r["accuracy_m"] for r in records), np.float64, n),
+            flags=np.fromiter((r["flags"] for r in records), np.int16, n),
+            key=np.fromiter((r["client_key"] for r in records), np.int32, n),
+            device=np.fromiter((r["device_id"] for r in records), np.int32, n),
+            owner=np.full(n, -1, dtype=np.int32),
+        )
         fixes = merged[sid]
-        seen = stored[sid]
+        seen = {
+            (int(d), int(t), int(k))
+            for d, t, k in zip(near[sid].device, near[sid].ts_us, near[sid].key, strict=True)
+        }
         repeat = np.fromiter(
             (
                 (int(d), int(t), int(k)) in seen
@@ -729,6 +765,72 @@ async def _drop_stored(
             for owner in fixes.owner[repeat]:
                 group[int(owner)].duplicates += 1
             merged[sid] = fixes.select(~repeat)
+    return near
+
+
+@dataclass(slots=True)
+class _Contradiction:
+    """A subject's contradicting fixes of one commit (flagged, to be stored, never
+    evaluated) and, per device, the evidence of both accounts."""
+
+    fixes: SubjectFixes
+    evidence: list[dict[str, Any]]
+
+
+def _set_aside_contradictions(
+    merged: dict[int, SubjectFixes],
+    near: dict[int, SubjectFixes],
+    rows: dict[int, asyncpg.Record],
+    covered_gap_us: int,
+) -> dict[int, _Contradiction]:
+    """Flag ``backfill`` the fixes of the subjects in ``near`` that are older than their
+    newest stored fix, and take the contradicting ones (``ingest/accounts.py``) out of
+    ``merged``, so that they are stored but never evaluated."""
+    out: dict[int, _Contradiction] = {}
+    for sid, stored in near.items():
+        fixes = merged[sid]
+        if len(fixes) == 0:
+            continue
+        # Strictly older: a second fix at the newest instant still arrived live.
+        fixes.flags[fixes.ts_us < to_us(rows[sid]["max_fix_ts"])] |= FixFlag.BACKFILL
+        covered, before, after = accounts.contradicting(fixes, stored, covered_gap_us)
+        if not covered.any():
+            continue
+        told = np.flatnonzero(covered)
+        late = fixes.select(told)
+        late.flags |= FixFlag.CONTRADICTING
+        evidence = []
+        for device in np.unique(late.device).tolist():
+            mine = np.flatnonzero(late.device == device)
+            evidence.append(
+                accounts.contradiction_evidence(
+                    late.select(mine),
+                    stored,
+                    before[told][mine],
+                    after[told][mine],
+                    covered_gap_us / 1e6,
+                )
+            )
+        out[sid] = _Contradiction(late, evidence)
+        merged[sid] = fixes.select(np.flatnonzero(~covered))
+    return out
+
+
+async def _integrity_alerts(
+    conn: asyncpg.Connection, sid: int, org_unit_id: int, evidence: list[dict[str, Any]]
+) -> list[alerts.AlertOp]:
+    """A device_integrity alert for each new contradiction episode; a contradiction that
+    belongs to an unresolved alert's episode (a burst sent in parts) adds to its evidence."""
+    ops: list[alerts.AlertOp] = []
+    known = await integrity.unresolved(conn, sid, accounts.REASON)
+    for told in evidence:
+        for alert_id, kept in known:
+            if accounts.joins(kept, told):
+                await integrity.set_evidence(conn, alert_id, accounts.merged(kept, told))
+                break
+        else:
+            ops.append(accounts.integrity_alert(sid, org_unit_id, told))
+    return ops
 
 
 # PostgreSQL's binary COPY format for the fixes row, built with numpy in one pass instead of

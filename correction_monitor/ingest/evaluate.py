@@ -21,7 +21,8 @@ Rules this module adds on top of the kernel:
   newest checkpoint before the late fix over the stored and new fixes in time order, and
   reconciles its alerts with the replay's (``replay_state``): the outcome is what the fixes
   would have given had they arrived in order. A fix older than every checkpoint is stored
-  flagged ``late`` and kept as evidence, but not evaluated.
+  flagged ``late`` and kept as evidence, but not evaluated. Late fixes that re-tell a span
+  their device had already reported never get here (``ingest/accounts.py``).
 """
 
 from __future__ import annotations

@@ -195,15 +195,22 @@ async def test_a_gap_filled_in_afterwards_is_evaluated_in_time_order(
 ) -> None:
     world = await make_world(client, officers, in_county=county)
     start = recent()
-    fixes = track(start, [NEAR_INSIDE] * 6)
-    await send(client, world, fixes)
-    # Outside fixes between the inside ones, sent afterwards: replayed in time order, each
-    # stands alone between inside fixes, so no breach; none is left unevaluated ("late").
-    gap = [fix(start + timedelta(seconds=30 + 60 * i), NEAR_OUTSIDE) for i in range(4)]
-    assert await send(client, world, gap) == {"accepted": 4, "duplicates": 0, "rejected": []}
+    # The phone reports every 30 s; between 1:30 and 5:30 it has no coverage, and it sends
+    # the buffer of those minutes after its live fix at 5:30.
+    live = [fix(start + timedelta(seconds=30 * i), NEAR_INSIDE) for i in (0, 1, 2, 3, 11, 12)]
+    await send(client, world, live)
+    # Outside and inside in turn: replayed in time order, each outside fix stands alone
+    # between inside ones, so no breach; none is left unevaluated ("late").
+    buffer = [
+        fix(start + timedelta(seconds=30 * i), NEAR_OUTSIDE if i % 2 else NEAR_INSIDE)
+        for i in range(4, 11)
+    ]
+    assert await send(client, world, buffer) == {"accepted": 7, "duplicates": 0, "rejected": []}
     stored = await track_of(client, world)
-    assert len(stored) == 10
-    assert all("late" not in f["properties"]["flags"] for f in stored)
+    assert len(stored) == 13
+    flags = {f["properties"]["ts"]: f["properties"]["flags"] for f in stored}
+    assert [flags[z(buffer, i)] for i in range(7)] == [["backfill"]] * 7
+    assert [flags[z(live, i)] for i in range(6)] == [[]] * 6
     assert await alerts_of(client, world) == []
 
 
@@ -218,7 +225,7 @@ async def test_fixes_older_than_every_checkpoint_are_stored_as_late(
     old = [fix(now - timedelta(hours=28), NEAR_OUTSIDE)]
     assert await send(client, world, old) == {"accepted": 1, "duplicates": 0, "rejected": []}
     flags = {f["properties"]["ts"]: f["properties"]["flags"] for f in await track_of(client, world)}
-    assert flags[z(old, 0)] == ["late"]
+    assert flags[z(old, 0)] == ["late", "backfill"]
     assert await alerts_of(client, world) == []
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Officers, bearer
@@ -15,10 +20,12 @@ from tests.e2e.helpers import (
     NEAR_OUTSIDE,
     OUTSIDE,
     alerts_of,
+    iso_z,
     make_world,
     recent,
     send,
     track,
+    track_of,
 )
 
 pytestmark = pytest.mark.e2e
@@ -48,36 +55,95 @@ async def test_shuffled_batches_give_the_in_order_alerts(
     assert summary(await alerts_of(client, shuffled)) == expected
 
 
-async def test_a_late_fix_inside_retracts_an_alert_it_disproves(
+async def test_an_alert_a_late_fix_disproves_stays_listed_marked_until_resolved(
     client: TestClient[Any, Any], officers: Officers
 ) -> None:
+    """A fix of a gap, arriving after the alert was raised, shows the breach was never
+    confirmed. Officers may have seen the alert: it stays in the default list, open, its
+    evidence saying why and naming the fix; the feed tells the change; an officer closes it."""
     world = await make_world(client, officers, level="strict")  # confirm 120 s
     start = recent(60)
     # Near the border (~850 m apart), so no step looks like a GPS spike.
     i, o = NEAR_INSIDE, NEAR_OUTSIDE
     fixes = track(start, [i, i, o, o, i, o, o, i], accuracy_m=5.0)
-    late = fixes.pop(4)  # the inside fix at minute 4, delivered last
+    late = fixes.pop(4)  # the inside fix at minute 4, delivered last (a 2-minute gap)
     await send(client, world, fixes)
     raised = await alerts_of(client, world)
     assert [a["type"] for a in raised] == ["left_activity_area"]
 
-    await send(client, world, [late])
-    assert await alerts_of(client, world) == []
-    resp = await client.get(
-        "/api/v1/alerts",
-        params={"subject_id": str(world.subject_id), "include_retracted": "true"},
+    feed = await client.get(
+        "/api/v1/alerts/stream",
+        params={"since": "0"},
         headers=bearer(world.admin_token),
     )
-    kept = (await resp.json())["alerts"]
-    assert [a["id"] for a in kept] == [raised[0]["id"]]
-    assert kept[0]["retracted_at"] is not None
+    assert feed.status == 200
+    try:
+        await send(client, world, [late])
+        told = [e async for e in sse_events(feed, until=("retracted", raised[0]["id"]))]
+    finally:
+        feed.close()
+    assert [e["event"] for e in told if e["data"]["id"] == raised[0]["id"]] == [
+        "opened",
+        "retracted",
+    ]
 
-    # The track has every fix, none of them flagged late: all were evaluated in order.
-    resp = await client.get(
-        f"/api/v1/subjects/{world.subject_id}/track",
-        params={"from": fixes[0]["ts"], "purpose": "test"},
+    shown = await alerts_of(client, world)
+    assert [a["id"] for a in shown] == [raised[0]["id"]]
+    alert = shown[0]
+    assert alert["retracted_at"] is not None
+    assert alert["status"] == "open"
+    assert (alert["started_at"], alert["ended_at"]) == (raised[0]["started_at"], None)
+    mark = alert["evidence"]["retracted"]
+    assert mark["why"] == "fixes that arrived later show the breach was not confirmed"
+    assert mark["superseded_by"] is None
+    assert mark["late_count"] == 1
+    assert mark["late_fixes"] == [
+        {
+            "at": iso_z(datetime.fromisoformat(late["ts"])),
+            "lon": late["lon"],
+            "lat": late["lat"],
+            "accuracy_m": 5.0,
+            "device_id": world.device_id,
+        }
+    ]
+    # The filter from before the change still answers, with the same list.
+    assert await alerts_of(client, world, include_retracted="true") == shown
+
+    # The track has every fix, none of them flagged late: all were evaluated in order. The
+    # gap's fix says it came afterwards, and it contradicts nothing.
+    features = await track_of(client, world, start=datetime.fromisoformat(fixes[0]["ts"]))
+    assert len(features) == 8
+    flags = {f["properties"]["ts"]: f["properties"]["flags"] for f in features}
+    assert flags.pop(iso_z(datetime.fromisoformat(late["ts"]))) == ["backfill"]
+    assert all(f == [] for f in flags.values())
+
+    # Only an officer closes it.
+    resp = await client.post(
+        f"/api/v1/alerts/{alert['id']}/resolve",
+        json={"disposition": "false_alarm", "note": "补传的定位显示未越界"},
         headers=bearer(world.admin_token),
     )
-    features = (await resp.json())["features"]
-    assert len(features) == 8
-    assert all("late" not in f["properties"]["flags"] for f in features)
+    assert resp.status == 200, await resp.text()
+    [closed] = await alerts_of(client, world)
+    assert (closed["id"], closed["status"]) == (alert["id"], "resolved")
+
+
+async def sse_events(resp: ClientResponse, until: tuple[str, int]) -> AsyncIterator[dict[str, Any]]:
+    """The events of an SSE stream (``data`` decoded) up to and including the first of
+    ``until`` (kind, alert id)."""
+    fields: dict[str, str] = {}
+    while True:
+        line = await asyncio.wait_for(resp.content.readline(), 10.0)
+        assert line, "the stream ended"
+        text = line.decode().rstrip("\r\n")
+        if text.startswith(":"):
+            continue
+        if text:
+            name, _, value = text.partition(":")
+            fields[name] = value.removeprefix(" ")
+            continue
+        if "data" in fields:
+            yield {"event": fields["event"], "data": json.loads(fields["data"])}
+            if (fields["event"], json.loads(fields["data"])["id"]) == until:
+                return
+        fields = {}
