@@ -10,10 +10,11 @@ from typing import Any
 
 import asyncpg
 
-UNRESOLVED_CONTRADICTIONS = """
+from correction_monitor.domain.alerts import AlertStatus, AlertType
+
+UNRESOLVED = """
 SELECT id, evidence FROM alerts
-WHERE subject_id = $1 AND type = 'device_integrity' AND status <> 'resolved'
-  AND evidence->>'reason' = $2
+WHERE subject_id = $1 AND type = $2 AND status <> $3 AND evidence->>'reason' = $4
 ORDER BY started_at
 """
 SET_EVIDENCE = "UPDATE alerts SET evidence = $2 WHERE id = $1"
@@ -24,7 +25,9 @@ async def unresolved(conn: asyncpg.Connection, subject_id: int, reason: str) -> 
     has resolved, oldest first."""
     return [
         (r["id"], r["evidence"])
-        for r in await conn.fetch(UNRESOLVED_CONTRADICTIONS, subject_id, reason)
+        for r in await conn.fetch(
+            UNRESOLVED, subject_id, AlertType.DEVICE_INTEGRITY, AlertStatus.RESOLVED, reason
+        )
     ]
 
 

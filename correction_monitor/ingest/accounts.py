@@ -34,12 +34,11 @@ import numpy as np
 import numpy.typing as npt
 
 from correction_monitor.adapters.alerts import AlertOpen
+from correction_monitor.domain.alerts import SEVERITY, AlertType
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.evaluate import SubjectFixes
 
-INTEGRITY = "device_integrity"
 REASON = "contradicting_account"
-SEVERITY = "normal"
 JOIN_WITHIN_S = 3600.0
 """Contradicting fixes of one device within this many seconds (event time) of an unresolved
 contradiction alert's span add to that alert: one burst, one alert."""
@@ -177,8 +176,8 @@ def integrity_alert(subject_id: int, org_unit_id: int, evidence: dict[str, Any])
     return AlertOpen(
         subject_id=subject_id,
         org_unit_id=org_unit_id,
-        type=INTEGRITY,
-        severity=SEVERITY,
+        type=AlertType.DEVICE_INTEGRITY,
+        severity=SEVERITY[AlertType.DEVICE_INTEGRITY],
         fence_id=None,
         episode_key=f"contradiction:{evidence['device_id']}:{first_ms}",
         started_at=started,

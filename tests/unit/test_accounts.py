@@ -67,6 +67,11 @@ def test_the_gap_limit_is_inclusive_and_time_alone_decides() -> None:
     assert covered(fixes([90]), stored) == [False]
 
 
+def test_a_limit_of_zero_turns_the_rule_off() -> None:
+    mask, _, _ = contradicting(fixes([30]), fixes([0, 30, 60]), 0)
+    assert mask.tolist() == [False]
+
+
 def test_no_fix_after_it_means_a_gap_however_close_the_one_before() -> None:
     stored = fixes([0, 60])
     assert covered(fixes([60, 61, -1]), stored) == [False, False, False]
