@@ -7,7 +7,7 @@ in-memory one of ``tests/fakes.py``) and the clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -25,7 +25,9 @@ from correction_monitor.service import (
     subjects,
 )
 from correction_monitor.service.command import Command, Handler
+from correction_monitor.service.consumers import CONSUMERS, Consumer, ConsumerRunner
 from correction_monitor.service.errors import ServiceError
+from correction_monitor.service.timers import TIMER_HANDLERS, TimerHandler, TimerService
 from correction_monitor.service.unit_of_work import PostgresUnitOfWork, UnitOfWork
 
 R = TypeVar("R")
@@ -35,10 +37,14 @@ DEFAULT_TOKEN_TTL_S = 8 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """Runs commands: each through its one handler, with a fresh unit of work."""
+    """Runs commands: each through its one handler, with a fresh unit of work; fires due
+    timers (``timers``) and advances the event log's consumers (``consumers``)."""
 
     uow: Callable[[], UnitOfWork]
     handlers: Mapping[type[Command[Any]], Handler]
+    timers: TimerService
+    consumers: ConsumerRunner
+    clock: Clock
 
     async def handle(self, command: Command[R]) -> R:
         handler = self.handlers[type(command)]
@@ -52,12 +58,16 @@ def bootstrap(
     token_ttl_s: float = DEFAULT_TOKEN_TTL_S,
     clock: Clock | None = None,
     device_credentials: devices.Credentials = devices.new_credentials,
+    timer_handlers: Mapping[str, TimerHandler] | None = None,
+    consumers: Sequence[Consumer] | None = None,
 ) -> Services:
     """Wire every handler to its dependencies.
 
     ``uow`` makes a unit of work per command; ``policy`` supplies the numbers handlers
     apply (the default home radius); ``token_ttl_s`` is how long an officer's token lives;
-    ``device_credentials`` draws a new device's token and OsmAnd id.
+    ``device_credentials`` draws a new device's token and OsmAnd id; ``timer_handlers`` and
+    ``consumers`` are the durable timers' handlers by kind and the event log's consumers
+    (the service's own registries unless given).
     """
     clock = clock or SystemClock()
     handlers: dict[type[Command[Any]], Handler] = {
@@ -81,7 +91,9 @@ def bootstrap(
         alerts.AcknowledgeAlert: alerts.acknowledge_alert,
         alerts.ResolveAlert: alerts.resolve_alert,
     }
-    return Services(uow, handlers)
+    timers = TimerService(uow, TIMER_HANDLERS if timer_handlers is None else timer_handlers, clock)
+    runner = ConsumerRunner(uow, CONSUMERS if consumers is None else consumers)
+    return Services(uow, handlers, timers, runner, clock)
 
 
 async def create_officer(

@@ -34,8 +34,7 @@ from correction_monitor.adapters.outbox import lock_key
 from correction_monitor.domain.clock import Clock
 from correction_monitor.policy import Policy
 from correction_monitor.service import lost_contact
-from correction_monitor.service.consumers import ConsumerRunner
-from correction_monitor.service.timers import TimerService
+from correction_monitor.service.bootstrap import Services
 
 log = structlog.get_logger("correction_monitor.jobs")
 
@@ -187,15 +186,11 @@ class JobRunner:
 
 
 def standard_jobs(
-    pool: asyncpg.Pool,
-    policy: Policy,
-    hot: HotState,
-    clock: Clock,
-    timers: TimerService,
-    consumers: ConsumerRunner,
+    pool: asyncpg.Pool, policy: Policy, hot: HotState, services: Services
 ) -> list[Job]:
-    """Every periodic job of a service process."""
+    """Every periodic job of a service process, on the services' clock."""
     watch = HotStateWatch(pool, hot)
+    clock, timers, consumers = services.clock, services.timers, services.consumers
 
     async def sweep() -> int:
         return await lost_contact.sweep(pool, policy, clock.now())

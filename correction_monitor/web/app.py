@@ -16,7 +16,6 @@ from correction_monitor.ingest.devices import DeviceDirectory
 from correction_monitor.ingest.profiles import ProfileCache
 from correction_monitor.policy import load_policy
 from correction_monitor.service.bootstrap import bootstrap
-from correction_monitor.service.consumers import CONSUMERS, ConsumerRunner
 from correction_monitor.service.feed import FeedHub
 from correction_monitor.service.jobs import (
     JobRunner,
@@ -24,7 +23,6 @@ from correction_monitor.service.jobs import (
     ensure_partitions,
     standard_jobs,
 )
-from correction_monitor.service.timers import TIMER_HANDLERS, TimerService
 from correction_monitor.service.unit_of_work import PostgresUnitOfWork
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
@@ -106,11 +104,9 @@ async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].run_scheduler:
         yield
         return
-    pool, clock = app[POOL], app[CLOCK]
-    timers = TimerService(lambda: PostgresUnitOfWork(pool), TIMER_HANDLERS, clock)
-    consumers = ConsumerRunner(lambda: PostgresUnitOfWork(pool), CONSUMERS)
-    jobs = standard_jobs(pool, app[POLICY], app[HOT_STATE], clock, timers, consumers)
-    scheduler = build_scheduler(JobRunner(pool, clock), jobs)
+    pool, services = app[POOL], app[SERVICES]
+    jobs = standard_jobs(pool, app[POLICY], app[HOT_STATE], services)
+    scheduler = build_scheduler(JobRunner(pool, services.clock), jobs)
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
