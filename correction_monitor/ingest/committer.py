@@ -30,7 +30,7 @@ import structlog
 from correction_monitor.adapters import alerts, integrity, outbox
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
-from correction_monitor.domain.alerts import AlertChange
+from correction_monitor.domain.alerts import EPISODE_TYPES, AlertChange, AlertType, lost_contact_key
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest import accounts
 from correction_monitor.ingest.batch import FixBatch
@@ -423,7 +423,7 @@ class GroupCommitter:
                         await alerts.reconcile_episodes(
                             conn,
                             sid,
-                            list(EPISODE_ALERT_TYPES),
+                            list(EPISODE_TYPES),
                             to_datetime(round(start["last_ts"] * 1e6)),
                             outcome.alert_ops,
                             accounts.fixes_evidence(late),
@@ -449,7 +449,7 @@ class GroupCommitter:
                         alerts.AlertEnd(
                             subject_id=sid,
                             org_unit_id=profile.org_unit_id,
-                            type="lost_contact",
+                            type=AlertType.LOST_CONTACT,
                             episode_key=lost_contact_key(row["lost_contact_since"]),
                             ended_at=now,
                             evidence={"lost_contact_s": lost_add},
@@ -507,7 +507,6 @@ class GroupCommitter:
         return events, positions
 
 
-EPISODE_ALERT_TYPES = ("left_activity_area", "entered_exclusion_zone", "curfew_violation")
 # Contradicting fixes are another account, never evaluated: not replayed either.
 STORED_SINCE = """
 SELECT ts, device_id, lon_e7, lat_e7, client_key, accuracy_m, flags FROM fixes
@@ -623,11 +622,6 @@ def _classify_shared_areas(
             out[sid] = membership[at : at + len(part)]
             at += len(part)
     return out
-
-
-def lost_contact_key(since: datetime) -> str:
-    """Episode key of a lost-contact alert: when the silence began (epoch ms)."""
-    return f"lost:{to_us(since) // 1000}"
 
 
 @dataclass(slots=True)
