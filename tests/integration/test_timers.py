@@ -44,6 +44,13 @@ def recording(kind: str) -> TimerHandler:
     return handle
 
 
+async def stored(pool: asyncpg.Pool, kind: str, key: str) -> asyncpg.Record:
+    async with pool.acquire() as conn:
+        row = await timer_store.get(conn, kind, key)
+    assert row is not None, f"no timer {kind}/{key}"
+    return row
+
+
 async def fired_keys(pool: asyncpg.Pool, kind: str) -> Counter[str]:
     rows = await pool.fetch(
         "SELECT data->>'key' AS key FROM events WHERE name = $1", f"test.{kind}"
@@ -67,7 +74,7 @@ async def test_a_timer_exists_only_when_its_change_commits(pool: asyncpg.Pool) -
     await set_timers(pool, [Timer(kind, "kept", T0)])
     async with pool.acquire() as conn:
         assert await timer_store.get(conn, kind, "rolled-back") is None
-        assert (await timer_store.get(conn, kind, "kept"))["due_at"] == T0
+    assert (await stored(pool, kind, "kept"))["due_at"] == T0
 
 
 async def test_fires_once_when_the_clock_reaches_it_even_after_a_restart(
@@ -154,8 +161,7 @@ async def test_a_failing_handler_is_retried_later_and_holds_no_other_timer_back(
     service = TimerService(lambda: PostgresUnitOfWork(pool), {kind: flaky}, clock)
     assert await service.fire_due() == 3  # a and b fired, bad rescheduled
     assert await fired_keys(pool, kind) == Counter({"a": 1, "b": 1})
-    async with pool.acquire() as conn:
-        bad = await timer_store.get(conn, kind, "bad")
+    bad = await stored(pool, kind, "bad")
     assert bad["fired_at"] is None
     assert bad["attempts"] == 1
     assert "receiver is down" in bad["last_error"]
@@ -200,8 +206,7 @@ async def test_a_kind_without_handler_waits_for_a_release_that_knows_it(
         lambda: PostgresUnitOfWork(pool), {unique("other"): recording(kind)}, clock
     )
     assert await older.fire_due() == 0
-    async with pool.acquire() as conn:
-        row = await timer_store.get(conn, kind, "future-kind")
+    row = await stored(pool, kind, "future-kind")
     assert row["fired_at"] is None
     assert row["attempts"] == 0
     newer = TimerService(lambda: PostgresUnitOfWork(pool), {kind: recording(kind)}, clock)
