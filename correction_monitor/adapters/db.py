@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,8 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.CrashShutdownError,
 )
 """What PostgreSQL being away looks like to a caller: an answer of 503 and a retry, not a bug."""
+
+NOW = "SELECT now()"
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -53,3 +56,9 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 1
     )
     assert pool is not None
     return pool
+
+
+async def database_now(conn: asyncpg.Connection) -> datetime:
+    """The database server's clock (the transaction's start), which stamps rows' times."""
+    moment: datetime = await conn.fetchval(NOW)
+    return moment

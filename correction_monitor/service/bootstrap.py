@@ -27,6 +27,7 @@ from correction_monitor.service import (
 from correction_monitor.service.command import Command, Handler
 from correction_monitor.service.consumers import CONSUMERS, Consumer, ConsumerRunner
 from correction_monitor.service.errors import ServiceError
+from correction_monitor.service.ingest import DeviceLookup, FixSubmitter, Ingest
 from correction_monitor.service.timers import TIMER_HANDLERS, TimerHandler, TimerService
 from correction_monitor.service.unit_of_work import PostgresUnitOfWork, UnitOfWork
 
@@ -94,6 +95,20 @@ def bootstrap(
     timers = TimerService(uow, TIMER_HANDLERS if timer_handlers is None else timer_handlers, clock)
     runner = ConsumerRunner(uow, CONSUMERS if consumers is None else consumers)
     return Services(uow, handlers, timers, runner, clock)
+
+
+def ingest_service(
+    devices: DeviceLookup,
+    committer: FixSubmitter,
+    *,
+    policy: Policy,
+    clock: Clock | None = None,
+) -> Ingest:
+    """The ingest use case of a process: phones' uploads authenticated by its device
+    directory (``service/device_identity.py``), held to ``policy``'s ingest bounds on
+    ``clock`` and handed to its group committer, whose transaction is each upload's (no unit
+    of work per upload)."""
+    return Ingest(devices, committer, policy=policy.ingest, clock=clock or SystemClock())
 
 
 async def create_officer(

@@ -111,7 +111,7 @@ async def list_devices(command: ListDevices, uow: UnitOfWork) -> list[Device]:
 @dataclass(frozen=True, slots=True)
 class RevokeDevice(Command[Device]):
     """Revoke a device of the subject: it is refused from then on (every process learns
-    of it within a few seconds, see ``ingest/devices.py``)."""
+    of it within a few seconds, see ``service/device_identity.py``)."""
 
     actor: Principal
     subject_id: int

@@ -50,5 +50,16 @@ class Conflict(ServiceError):
     """The command contradicts the present state (a code taken, an alert already resolved)."""
 
 
+class TooLarge(ServiceError):
+    """The request carries more than the service takes at once (fixes in one upload)."""
+
+
 class TryAgain(ServiceError):
-    """A transient failure the caller should retry (an identifier could not be allocated)."""
+    """A transient failure the caller should retry (an identifier could not be allocated,
+    storage away, the ingest queue full); ``retry_after_s``, when known, is how long to wait."""
+
+    def __init__(
+        self, code: str, message: str, *, retry_after_s: int | None = None, **extra: Any
+    ) -> None:
+        super().__init__(code, message, **extra)
+        self.retry_after_s = retry_after_s

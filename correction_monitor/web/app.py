@@ -12,10 +12,10 @@ from correction_monitor.adapters import hot_state
 from correction_monitor.adapters.db import create_pool
 from correction_monitor.domain.clock import Clock, SystemClock
 from correction_monitor.ingest.committer import GroupCommitter
-from correction_monitor.ingest.devices import DeviceDirectory
 from correction_monitor.ingest.profiles import ProfileCache
 from correction_monitor.policy import load_policy
-from correction_monitor.service.bootstrap import bootstrap
+from correction_monitor.service.bootstrap import bootstrap, ingest_service
+from correction_monitor.service.device_identity import DeviceDirectory
 from correction_monitor.service.feed import FeedHub
 from correction_monitor.service.jobs import (
     JobRunner,
@@ -32,6 +32,7 @@ from correction_monitor.web.keys import (
     DEVICES,
     FEED_HUB,
     HOT_STATE,
+    INGEST,
     POLICY,
     POOL,
     PROFILES,
@@ -76,6 +77,7 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
     app[COMMITTER] = GroupCommitter(
         app[POOL], app[PROFILES], app[HOT_STATE], queue_limit=settings.ingest_queue_limit
     )
+    app[INGEST] = ingest_service(app[DEVICES], app[COMMITTER], policy=app[POLICY], clock=app[CLOCK])
     await ensure_partitions(app[POOL])
     watch = asyncio.create_task(app[DEVICES].watch(), name="device-revocations")
     try:

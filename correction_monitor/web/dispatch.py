@@ -14,6 +14,7 @@ from correction_monitor.service.errors import (
     InvalidInput,
     NotFound,
     ServiceError,
+    TooLarge,
     TryAgain,
     Unauthenticated,
 )
@@ -28,15 +29,23 @@ STATUS: dict[type[ServiceError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    TooLarge: 413,
     TryAgain: 503,
 }
 REFUSALS: tuple[type[ServiceError], ...] = tuple(STATUS)
 
 
-def api_error(exc: ServiceError, hint: str = "") -> ApiError:
-    """The answer to a refused command; ``hint`` is added to its message."""
+def api_error(exc: ServiceError, hint: str = "", *, challenge: str | None = None) -> ApiError:
+    """The answer to a refused command; ``hint`` is added to its message. An unauthenticated
+    caller is told ``challenge`` (the ``WWW-Authenticate`` value of the scheme the route
+    takes), one asked to try again when (``Retry-After``), if the refusal says."""
     status = next(s for kind, s in STATUS.items() if isinstance(exc, kind))
-    return ApiError(status, exc.code, f"{exc.message}{hint}", **exc.extra)
+    err = ApiError(status, exc.code, f"{exc.message}{hint}", **exc.extra)
+    if challenge is not None and isinstance(exc, Unauthenticated):
+        err.headers["WWW-Authenticate"] = challenge
+    if isinstance(exc, TryAgain) and exc.retry_after_s is not None:
+        err.headers["Retry-After"] = str(exc.retry_after_s)
+    return err
 
 
 async def handle(
@@ -44,11 +53,13 @@ async def handle(
     command: Command[R],
     *,
     hint: Callable[[ServiceError], str] | None = None,
+    challenge: str | None = None,
 ) -> R:
     """Run ``command`` through the app's services; a refusal becomes an ``ApiError``, its
-    message followed by ``hint(refusal)`` when given (what the caller could do instead)."""
+    message followed by ``hint(refusal)`` when given (what the caller could do instead),
+    an ``Unauthenticated`` one carrying ``challenge`` when given."""
     try:
         return await request.app[SERVICES].handle(command)
     # Only the refusals the API has a status for: anything else is a fault (a 500, logged).
     except REFUSALS as exc:
-        raise api_error(exc, hint(exc) if hint else "") from exc
+        raise api_error(exc, hint(exc) if hint else "", challenge=challenge) from exc

@@ -2,9 +2,10 @@
 
 Every connection the service accepts starts here. A phone's connection carries nothing but
 ``POST /api/v1/fixes``, one after another, and those are answered by this module directly:
-the request head is recognised with a few byte operations, the body goes through the same
-pipeline as the aiohttp route (``routes.ingest.ingest_native``), and the answer is written
-as one buffer with the same status, headers and JSON the aiohttp route would give. Per
+the request head is recognised with a few byte operations, the upload goes to the same
+service as the aiohttp route's (``service.ingest.Ingest``, its ``submit_native``), and the
+answer is written as one buffer with the same status, headers and JSON the aiohttp route
+would give (``routes.ingest.receipt_json`` and ``ingest_error``). Per
 request that saves aiohttp's request and response objects, its router and the middleware
 chain, most of the web stack's cost for a request whose work is a few microseconds.
 
@@ -34,6 +35,9 @@ import orjson
 import structlog
 from aiohttp import web
 
+from correction_monitor.service.ingest import SubmitNative, SubmitOsmAnd
+from correction_monitor.web.auth import parse_bearer
+from correction_monitor.web.keys import INGEST
 from correction_monitor.web.limits import body_limit
 from correction_monitor.web.middlewares import (
     REQUEST_ID_HEADER,
@@ -41,11 +45,7 @@ from correction_monitor.web.middlewares import (
     new_request_id,
     record_request,
 )
-from correction_monitor.web.routes.ingest import (
-    NATIVE_ROUTE,
-    ingest_native,
-    ingest_osmand_query,
-)
+from correction_monitor.web.routes.ingest import NATIVE_ROUTE, ingest_error, receipt_json
 
 # The request lines taken, HTTP/1.1 only; anything else on the line is aiohttp's.
 # - The native route, with an optional query (ignored, as by the route).
@@ -279,12 +279,14 @@ class FrontProtocol(asyncio.Protocol):
 
         try:
             if head.params is None:
-                payload: Any = await ingest_native(self.site.app, head.authorization, read_body)
+                command = SubmitNative(parse_bearer(head.authorization), read_body)
+                receipt = await self.site.ingest.submit_native(command)
             else:
-                payload = await ingest_osmand_query(self.site.app, head.params)
+                receipt = await self.site.ingest.submit_osmand(SubmitOsmAnd(head.params))
+            payload: Any = receipt_json(receipt)
             status = 200
         except Exception as exc:
-            err = error_for(exc, head.route)
+            err = error_for(ingest_error(exc), head.route)
             status, payload, headers = err.status, err.body(), err.headers
         finally:
             self.busy = False
@@ -350,6 +352,7 @@ class FrontSite(web.BaseSite):
         self._name = f"http://{host}:{port}"
         assert runner.server is not None, "set the runner up before making a site"
         self.app = runner.app
+        self.ingest = runner.app[INGEST]  # built by the app's start-up, done by setup()
         self.web_server = runner.server
         self.connections: set[FrontProtocol] = set()
         self.closing = False

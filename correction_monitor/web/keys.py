@@ -30,9 +30,11 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 if TYPE_CHECKING:
     from correction_monitor.ingest.committer import GroupCommitter
-    from correction_monitor.ingest.devices import DeviceDirectory
     from correction_monitor.ingest.profiles import ProfileCache
+    from correction_monitor.service.device_identity import DeviceDirectory
+    from correction_monitor.service.ingest import Ingest
 
 COMMITTER: web.AppKey[GroupCommitter] = web.AppKey("committer")
 DEVICES: web.AppKey[DeviceDirectory] = web.AppKey("devices")
 PROFILES: web.AppKey[ProfileCache] = web.AppKey("profiles")
+INGEST: web.AppKey[Ingest] = web.AppKey("ingest")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from correction_monitor.ingest.devices import DeviceDirectory
+from correction_monitor.service.device_identity import DeviceDirectory
 from correction_monitor.web.keys import DEVICES, POOL
 from tests.conftest import Officers, bearer
 from tests.e2e.helpers import INSIDE, World, make_world, post_fixes, recent

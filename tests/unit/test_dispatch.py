@@ -45,6 +45,11 @@ def test_every_kind_of_refusal_has_its_status() -> None:
             409,
             {"code": "alert_resolved", "message": "done!"},
         ),
+        (
+            errors.TooLarge("too_many_fixes", "at most 1000"),
+            413,
+            {"code": "too_many_fixes", "message": "at most 1000!"},
+        ),
         (errors.TryAgain("try_again", "retry"), 503, {"code": "try_again", "message": "retry!"}),
     ],
 )
@@ -54,3 +59,20 @@ def test_a_refusal_keeps_its_code_extra_fields_and_hint(
     answer = api_error(refusal, "!")
     assert answer.status == status
     assert answer.body() == {"error": body}
+
+
+def test_an_unauthenticated_caller_is_told_the_routes_scheme() -> None:
+    refusal = errors.Unauthenticated("unauthorized", "unknown device")
+    assert api_error(refusal).headers == {}
+    answer = api_error(refusal, challenge='Basic realm="x"')
+    assert answer.headers == {"WWW-Authenticate": 'Basic realm="x"'}
+    # Only a caller who did not prove who they are is challenged.
+    assert api_error(errors.Forbidden("no"), challenge="Bearer").headers == {}
+
+
+def test_a_retry_says_when_if_the_refusal_knows() -> None:
+    assert api_error(errors.TryAgain("try_again", "retry")).headers == {}
+    answer = api_error(errors.TryAgain("overloaded", "busy", retry_after_s=2))
+    assert answer.headers == {"Retry-After": "2"}
+    # The wait is a header, never a field of the answer.
+    assert answer.body() == {"error": {"code": "overloaded", "message": "busy"}}

@@ -1,6 +1,9 @@
-"""Device authentication for the ingest path, with an in-process cache kept honest.
+"""Device identity: which enrolled device a phone's credentials name, with an in-process
+cache kept honest.
 
-Phones send many requests; looking the token up in PostgreSQL each time would cost more
+A phone proves itself with its device token (native uploads, and the check-ins to come),
+its OsmAnd id (Traccar Client) or both (OwnTracks' Basic credentials). Phones send many
+requests; looking the token up in PostgreSQL each time would cost more
 than the rest of the request, and a phone reports every 15–60 s, so only a cache that
 outlives that interval saves anything. Known devices are therefore cached for
 ``ttl_s`` (five minutes), and every process watches the ``devices`` table for revocations
@@ -22,15 +25,19 @@ import asyncpg
 import structlog
 
 from correction_monitor.adapters import subjects
+from correction_monitor.adapters.db import database_now
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.service.auth import token_hash
 
-log = structlog.get_logger("correction_monitor.ingest")
+log = structlog.get_logger("correction_monitor.devices")
 
 REVOCATION_OVERLAP_S = 60.0
 
 
 class DeviceDirectory:
+    """The process's one directory of devices (see the module docstring); every lookup
+    answers a :class:`DeviceIdentity` or None, for a device unknown or revoked."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -122,7 +129,7 @@ class DeviceDirectory:
         """
         async with self.pool.acquire() as conn:
             if self._revoked_since is None:
-                self._revoked_since = await conn.fetchval("SELECT now()")
+                self._revoked_since = await database_now(conn)
             since = self._revoked_since - timedelta(seconds=REVOCATION_OVERLAP_S)
             revoked = await subjects.revoked_since(conn, since)
         new = {device_id for device_id, _ in revoked if device_id not in self._forgotten}
