@@ -11,7 +11,7 @@ import asyncpg
 
 from correction_monitor.adapters import outbox
 from correction_monitor.adapters.errors import NotFound
-from correction_monitor.domain.alerts import AlertChange
+from correction_monitor.domain.alerts import AlertChange, AlertEnd, AlertOp, AlertOpen, AlertType
 from correction_monitor.domain.events import DomainEvent, alert_event
 from correction_monitor.domain.timeutil import iso
 
@@ -86,35 +86,6 @@ UPDATE alerts SET retracted_at = now(),
     evidence = evidence || jsonb_build_object('retracted', $2::jsonb)
 WHERE id = $1 AND retracted_at IS NULL
 """
-
-
-@dataclass(frozen=True, slots=True)
-class AlertOpen:
-    """Raise an alert for an episode (idempotent on subject, type and episode key)."""
-
-    subject_id: int
-    org_unit_id: int
-    type: str
-    severity: str
-    fence_id: int | None
-    episode_key: str
-    started_at: datetime
-    evidence: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class AlertEnd:
-    """Mark an episode's alert as ended (the subject is confirmed back)."""
-
-    subject_id: int
-    org_unit_id: int
-    type: str
-    episode_key: str
-    ended_at: datetime
-    evidence: dict[str, Any]
-
-
-AlertOp = AlertOpen | AlertEnd
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +185,9 @@ async def reconcile_episodes(
             continue  # retracted by an earlier replay
         mark = _retraction(row, opens, ends, since, late_fixes or [], late_count)
         await conn.execute(RETRACT, row["id"], mark)
-        gone = AlertEnd(subject_id, row["org_unit_id"], row["type"], row["episode_key"], since, {})
+        gone = AlertEnd(
+            subject_id, row["org_unit_id"], AlertType(row["type"]), row["episode_key"], since, {}
+        )
         events.append(Change(row["id"], AlertChange.RETRACTED, gone))
     return events
 
@@ -222,7 +195,7 @@ async def reconcile_episodes(
 def _retraction(
     row: asyncpg.Record,
     opens: list[AlertOpen],
-    ends: dict[tuple[str, str], AlertEnd],
+    ends: dict[tuple[AlertType, str], AlertEnd],
     since: datetime,
     late_fixes: list[dict[str, Any]],
     late_count: int,

@@ -11,14 +11,18 @@ things happen to it, independently:
   disposition (confirmed / justified / false alarm). Only an officer closes a case, whatever
   the evidence later says, so nothing officers have seen disappears from their lists.
 
-Every change is one :class:`AlertChange`, written as an ``alert.<change>`` domain event in
-the transaction that made it. This module is pure: no I/O, no framework.
+What evaluation decides about an episode is an :class:`AlertOpen` or an :class:`AlertEnd`
+(an :data:`AlertOp`); storage turns each into the changes it makes. Every change is one
+:class:`AlertChange`, written as an ``alert.<change>`` domain event in the transaction that
+made it. This module is pure: no I/O, no framework.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -97,6 +101,39 @@ class AlertChange(StrEnum):
     def event_name(self) -> str:
         """The domain event's name, e.g. ``alert.opened``."""
         return f"alert.{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOpen:
+    """Raise an alert for an episode (idempotent on subject, type and episode key).
+
+    ``started_at`` is the episode's first fix (UTC); ``evidence`` is a JSON object.
+    """
+
+    subject_id: int
+    org_unit_id: int
+    type: AlertType
+    severity: Severity
+    fence_id: int | None
+    episode_key: str
+    started_at: datetime
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEnd:
+    """Mark an episode's alert as ended (the subject is confirmed back at ``ended_at``, UTC)."""
+
+    subject_id: int
+    org_unit_id: int
+    type: AlertType
+    episode_key: str
+    ended_at: datetime
+    evidence: dict[str, Any]
+
+
+AlertOp = AlertOpen | AlertEnd
+"""What evaluation decides about one episode's alert."""
 
 
 class TransitionRefused(Exception):

@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from correction_monitor.adapters.alerts import AlertOpen
-from correction_monitor.domain.alerts import SEVERITY, AlertType
+from correction_monitor.domain.alerts import SEVERITY, AlertOpen, AlertType
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.evaluate import SubjectFixes
 

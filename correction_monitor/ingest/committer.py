@@ -30,7 +30,14 @@ import structlog
 from correction_monitor.adapters import alerts, integrity, outbox
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
-from correction_monitor.domain.alerts import EPISODE_TYPES, AlertChange, AlertType, lost_contact_key
+from correction_monitor.domain.alerts import (
+    EPISODE_TYPES,
+    AlertChange,
+    AlertEnd,
+    AlertOp,
+    AlertType,
+    lost_contact_key,
+)
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest import accounts
 from correction_monitor.ingest.batch import FixBatch
@@ -378,7 +385,7 @@ class GroupCommitter:
         now = datetime.now(UTC)
         covered_gap_us = round(self.profiles.policy.ingest.covered_gap_s * 1e6)
         to_copy: list[tuple[int, SubjectFixes]] = []
-        alert_ops: list[alerts.AlertOp] = []
+        alert_ops: list[AlertOp] = []
         spikes: list[tuple[int, int, datetime, int]] = []
         saved: tuple[list[Any], ...] = ([], [], [], [], [])
         positions: dict[int, dict[str, Any]] = {}
@@ -446,7 +453,7 @@ class GroupCommitter:
                 if accepted and row["lost_contact_since"] is not None:
                     lost_add = max(0.0, (now - row["lost_contact_since"]).total_seconds())
                     alert_ops.append(
-                        alerts.AlertEnd(
+                        AlertEnd(
                             subject_id=sid,
                             org_unit_id=profile.org_unit_id,
                             type=AlertType.LOST_CONTACT,
@@ -812,10 +819,10 @@ def _set_aside_contradictions(
 
 async def _integrity_alerts(
     conn: asyncpg.Connection, sid: int, org_unit_id: int, evidence: list[dict[str, Any]]
-) -> list[alerts.AlertOp]:
+) -> list[AlertOp]:
     """A device_integrity alert for each new contradiction episode; a contradiction that
     belongs to an unresolved alert's episode (a burst sent in parts) adds to its evidence."""
-    ops: list[alerts.AlertOp] = []
+    ops: list[AlertOp] = []
     known = await integrity.unresolved(conn, sid, accounts.REASON)
     for told in evidence:
         for alert_id, kept in known:

@@ -36,10 +36,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from correction_monitor.adapters.alerts import AlertEnd, AlertOp, AlertOpen
+from correction_monitor.domain.alerts import (
+    SEVERITY,
+    AlertEnd,
+    AlertOp,
+    AlertOpen,
+    AlertType,
+    episode_key,
+)
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.profiles import SubjectProfile
-from geofences.classify import classify, distance_outside_m
+from geofences.classify import PreparedArea, classify, distance_outside_m
 from geofences.episodes import (
     BreachClosed,
     BreachOpened,
@@ -50,19 +57,59 @@ from geofences.episodes import (
     advance,
 )
 from geofences.model import Membership
+from geofences.schedule import Schedule
 
 # Checkpoints are rewritten with the state on every commit: few, and compact.
 CHECKPOINT_EVERY_S = 7200.0
 REPLAY_WINDOW_S = 86_400.0
 
+# Rule keys name a subject's episodes in its stored evaluation state and in episode keys.
 AREA = "area"
 CURFEW = "curfew"
 
-_SEVERITY = {
-    "left_activity_area": "high",
-    "entered_exclusion_zone": "high",
-    "curfew_violation": "normal",
-}
+
+def zone_key(fence_id: int) -> str:
+    """The rule key of an exclusion zone."""
+    return f"zone:{fence_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of a subject's profile: the alert its episodes raise, the fence it watches
+    (None for the curfew's home circle), and how a fix's membership of ``area`` becomes a
+    condition, while ``schedule`` applies (None: always)."""
+
+    type: AlertType
+    fence_id: int | None
+    area: PreparedArea
+    breach_when: Membership
+    schedule: Schedule | None
+
+
+def rules_of(profile: SubjectProfile) -> dict[str, Rule]:
+    """The subject's rules by rule key: the activity area, each exclusion zone, the curfew."""
+    rules = {}
+    if profile.activity_area is not None:
+        rules[AREA] = Rule(
+            AlertType.LEFT_ACTIVITY_AREA,
+            profile.activity_fence_id,
+            profile.activity_area,
+            Membership.OUTSIDE,
+            None,
+        )
+    for zone in profile.zones:
+        rules[zone_key(zone.fence_id)] = Rule(
+            AlertType.ENTERED_EXCLUSION_ZONE,
+            zone.fence_id,
+            zone.area,
+            Membership.INSIDE,
+            zone.schedule,
+        )
+    if profile.home is not None and profile.curfew is not None:
+        rules[CURFEW] = Rule(
+            AlertType.CURFEW_VIOLATION, None, profile.home, Membership.OUTSIDE, profile.curfew
+        )
+    return rules
 
 
 @dataclass(slots=True)
@@ -189,6 +236,7 @@ def _at(ts: float) -> datetime:
 class _Evaluator:
     def __init__(self, profile: SubjectProfile, state: dict[str, Any]) -> None:
         self.profile = profile
+        self.rules = rules_of(profile)
         self.config = EpisodeConfig(confirm_s=profile.level_policy.confirm_s)
         self.episodes = {
             key: EpisodeState.from_dict(value) for key, value in state.get("episodes", {}).items()
@@ -257,23 +305,17 @@ class _Evaluator:
     ) -> dict[str, npt.NDArray[np.int8]]:
         """Condition codes of every fix for every rule, on arrays. ``activity`` is the
         activity-area membership when the caller classified many subjects at once."""
-        profile = self.profile
         out: dict[str, npt.NDArray[np.int8]] = {}
         unknown = np.int8(Condition.UNKNOWN)
-        if profile.activity_area is not None:
-            m = activity if activity is not None else classify(profile.activity_area, lon, lat, acc)
-            out[AREA] = _conditions(m, breach_when=Membership.OUTSIDE)
-        for zone in profile.zones:
-            m = classify(zone.area, lon, lat, acc)
-            c = _conditions(m, breach_when=Membership.INSIDE)
-            if zone.schedule is not None:
-                c[~zone.schedule.active_at(ts)] = Condition.OK
-            out[f"zone:{zone.fence_id}"] = c
-        if profile.home is not None and profile.curfew is not None:
-            m = classify(profile.home, lon, lat, acc)
-            c = _conditions(m, breach_when=Membership.OUTSIDE)
-            c[~profile.curfew.active_at(ts)] = Condition.OK
-            out[CURFEW] = c
+        for key, rule in self.rules.items():
+            if key == AREA and activity is not None:
+                m = activity
+            else:
+                m = classify(rule.area, lon, lat, acc)
+            c = _conditions(m, breach_when=rule.breach_when)
+            if rule.schedule is not None:
+                c[~rule.schedule.active_at(ts)] = Condition.OK
+            out[key] = c
         for c in out.values():
             c[undecidable] = unknown
         return out
@@ -330,60 +372,50 @@ class _Evaluator:
                 elif isinstance(event, BreachClosed):
                     self.closed(key, event)
 
-    def _rule(self, key: str) -> tuple[str, int | None]:
-        if key == AREA:
-            return "left_activity_area", self.profile.activity_fence_id
-        if key == CURFEW:
-            return "curfew_violation", None
-        return "entered_exclusion_zone", int(key.split(":", 1)[1])
-
     def opened(self, key: str, event: BreachOpened) -> None:
-        alert_type, fence_id = self._rule(key)
-        episode_key = f"{key}:{round(event.started_at * 1000)}"
-        self.open[key] = episode_key
+        rule = self.rules[key]
+        episode = episode_key(key, event.started_at)
+        self.open[key] = episode
         evidence: dict[str, Any] = {
             "rule": key,
-            "fence_id": fence_id,
+            "fence_id": rule.fence_id,
             "first_fix": event.first.to_dict() | {"at": _iso(event.first.ts)},
             "last_fix": event.last.to_dict() | {"at": _iso(event.last.ts)},
             "confirmed_at": _iso(event.confirmed_at),
             "fixes": event.fixes,
             "policy": self.profile.policy_snapshot(),
         }
-        area = None
-        if key == AREA:
-            area = self.profile.activity_area
-        elif key == CURFEW:
-            area = self.profile.home
-            evidence["home_radius_m"] = area.circle.radius_m if area and area.circle else None
-        if area is not None:
+        # How far outside: for the rules that say where the subject must stay.
+        if rule.breach_when is Membership.OUTSIDE:
+            if rule.type is AlertType.CURFEW_VIOLATION:
+                circle = rule.area.circle
+                evidence["home_radius_m"] = circle.radius_m if circle else None
             evidence["distance_outside_m"] = round(
-                float(distance_outside_m(area, [event.last.lon], [event.last.lat])[0]), 1
+                float(distance_outside_m(rule.area, [event.last.lon], [event.last.lat])[0]), 1
             )
         self.ops.append(
             AlertOpen(
                 subject_id=self.profile.subject_id,
                 org_unit_id=self.profile.org_unit_id,
-                type=alert_type,
-                severity=_SEVERITY[alert_type],
-                fence_id=fence_id,
-                episode_key=episode_key,
+                type=rule.type,
+                severity=SEVERITY[rule.type],
+                fence_id=rule.fence_id,
+                episode_key=episode,
                 started_at=_at(event.started_at),
                 evidence=evidence,
             )
         )
 
     def closed(self, key: str, event: BreachClosed) -> None:
-        alert_type, _ = self._rule(key)
-        episode_key = self.open.pop(key, None)
-        if episode_key is None:
+        episode = self.open.pop(key, None)
+        if episode is None:
             return
         self.ops.append(
             AlertEnd(
                 subject_id=self.profile.subject_id,
                 org_unit_id=self.profile.org_unit_id,
-                type=alert_type,
-                episode_key=episode_key,
+                type=self.rules[key].type,
+                episode_key=episode,
                 ended_at=_at(event.ended_at),
                 evidence={
                     "back_fix": event.first.to_dict() | {"at": _iso(event.first.ts)},

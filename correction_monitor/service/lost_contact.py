@@ -13,7 +13,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from correction_monitor.adapters import alerts, outbox
-from correction_monitor.domain.alerts import SEVERITY, AlertType, lost_contact_key
+from correction_monitor.domain.alerts import (
+    SEVERITY,
+    AlertOp,
+    AlertOpen,
+    AlertType,
+    lost_contact_key,
+)
 from correction_monitor.policy import Policy
 
 CANDIDATES = """
@@ -51,7 +57,7 @@ async def sweep(pool: asyncpg.Pool, policy: Policy, now: datetime | None = None)
     opened = 0
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(CANDIDATES, now - timedelta(seconds=shortest))
-        ops: list[alerts.AlertOp] = []
+        ops: list[AlertOp] = []
         for row in rows:
             level = policy.level(row["supervision_level"])
             silent_s = (now - row["last_contact"]).total_seconds()
@@ -62,7 +68,7 @@ async def sweep(pool: asyncpg.Pool, policy: Policy, now: datetime | None = None)
                 continue
             clock_s = row["lost_total_s"] + silent_s
             ops.append(
-                alerts.AlertOpen(
+                AlertOpen(
                     subject_id=row["id"],
                     org_unit_id=row["org_unit_id"],
                     type=AlertType.LOST_CONTACT,

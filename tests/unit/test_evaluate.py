@@ -13,7 +13,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from correction_monitor.adapters.alerts import AlertEnd, AlertOpen
+from correction_monitor.domain.alerts import AlertEnd, AlertOpen
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.evaluate import (
     SubjectFixes,
@@ -65,7 +65,7 @@ def fixes_of(
 
 
 def summary(ops: list[Any]) -> list[tuple[str, str, str]]:
-    out = []
+    out: list[tuple[str, str, str]] = []
     for op in ops:
         if isinstance(op, AlertOpen):
             out.append(("open", op.type, op.started_at.isoformat()))

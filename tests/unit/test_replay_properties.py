@@ -25,7 +25,7 @@ import shapely
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from correction_monitor.adapters.alerts import AlertEnd, AlertOpen
+from correction_monitor.domain.alerts import AlertEnd, AlertOpen
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.accounts import contradicting
 from correction_monitor.ingest.committer import _replay_start
