@@ -1,16 +1,19 @@
 """A phone's upload as a use case: from its credentials and body to the fixes kept.
 
-One command per protocol carries what the request holds; :class:`Ingest` runs it through
-the pipeline's stages in order: decode (``ingest/protocols``) → authenticate the device
-(``service/device_identity.py``) → normalize → validate → dedupe → quality
-(``ingest/batch.py``) → persist + evaluate + publish (the group committer,
-``ingest/committer.py``). The answer is a :class:`Receipt`; a request that cannot be used at
-all is refused with a ``service.errors`` error, each entrypoint (the aiohttp routes, the
-ingest front) rendering both in its own way.
+One command per protocol (``SubmitNative``, ``SubmitOsmAnd``, ``SubmitOwnTracks``) carries
+what the request holds; :class:`Ingest` runs it through the pipeline's stages in order:
+decode (``ingest/protocols``) → authenticate the device (``service/device_identity.py``) →
+normalize → validate → dedupe → quality (``ingest/batch.py``) → persist + evaluate +
+publish (the group committer, ``ingest/committer.py``). The answer is a :class:`Receipt`; a
+request that cannot be used at all is refused with a ``service.errors`` error, each
+entrypoint (the aiohttp routes, the ingest front) rendering both in its own way.
 
 No unit of work is opened per upload: the group committer's transaction, shared by every
-upload of its commit group, is the transaction of each of them. This path answers thousands
-of requests a second, so it allocates little beyond the batch itself: a command, a receipt.
+upload of its commit group, is the transaction of each of them. So these commands are not
+``service.command.Command``s, which ``Services.handle`` runs each on a unit of work of its
+own; :class:`Ingest`, which the composition root builds (``bootstrap.ingest_service``),
+has one method per command. This path answers thousands of requests a second, so it
+allocates little beyond the batch itself: a command, a receipt.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from correction_monitor.ingest.protocols.osmand import decode_osmand_json, decod
 from correction_monitor.ingest.protocols.owntracks import decode_owntracks
 from correction_monitor.metrics import FIXES_REJECTED
 from correction_monitor.policy import IngestPolicy
-from correction_monitor.service.command import Command
 from correction_monitor.service.errors import (
     InvalidInput,
     ServiceError,
@@ -78,7 +80,7 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
-class SubmitNative(Command[Receipt]):
+class SubmitNative:
     """A native batch (``POST /api/v1/fixes``): the device token (None when the request
     carries none) and the JSON body, read once the token is known to be good."""
 
@@ -87,7 +89,7 @@ class SubmitNative(Command[Receipt]):
 
 
 @dataclass(frozen=True, slots=True)
-class SubmitOsmAnd(Command[Receipt]):
+class SubmitOsmAnd:
     """A Traccar Client (OsmAnd protocol) report: its query or form parameters, or, when
     ``body`` is given, its JSON body. The device is named inside the report."""
 
@@ -96,7 +98,7 @@ class SubmitOsmAnd(Command[Receipt]):
 
 
 @dataclass(frozen=True, slots=True)
-class SubmitOwnTracks(Command[Receipt]):
+class SubmitOwnTracks:
     """An OwnTracks HTTP-mode message: its Basic credentials (user = the device's OsmAnd
     id, password = its token; None when absent or unreadable) and its JSON body."""
 
