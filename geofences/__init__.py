@@ -45,7 +45,7 @@ from geofences.geojson import (
 from geofences.index import AreaHandle, Evaluation, ExclusionHits, FenceIndex
 from geofences.model import Circle, Fence, FenceKind, Membership
 from geofences.schedule import Schedule, Window
-from geofences.spikes import SpikeFilter, SpikeState, detect_spikes
+from geofences.spikes import Located, SpikeScreen, required_speed, steepest_steps, step_speeds
 
 __all__ = [
     "CRS",
@@ -66,12 +66,12 @@ __all__ = [
     "FenceKind",
     "GeometryError",
     "LateFix",
+    "Located",
     "Membership",
     "ParsedGeometry",
     "PreparedArea",
     "Schedule",
-    "SpikeFilter",
-    "SpikeState",
+    "SpikeScreen",
     "UnknownAdcodeError",
     "Window",
     "advance",
@@ -79,7 +79,6 @@ __all__ = [
     "bd09_to_wgs84",
     "classify",
     "convert",
-    "detect_spikes",
     "distance_outside_m",
     "from_wgs84",
     "gcj02_to_bd09",
@@ -89,8 +88,11 @@ __all__ = [
     "out_of_china",
     "parse_datav",
     "parse_geometry",
+    "required_speed",
     "resolve_adcodes",
     "run",
+    "steepest_steps",
+    "step_speeds",
     "to_wgs84",
     "transform_geometry",
     "union_areas",

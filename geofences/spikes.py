@@ -1,268 +1,270 @@
-"""Jump-and-return detection: single fixes that the track visits impossibly fast.
+"""Spikes: single fixes that the track jumps to and leaves at once, at an implausible speed.
 
-Two fixes are *consistent* when moving between them needs no more than ``max_speed_mps``,
-after giving the positions the benefit of their accuracy: the distance is reduced by both
-accuracy radii, and a time difference below one second counts as one second (most devices stamp
-whole seconds, so equal stamps mean "within a second"). Fix ``i`` of a time-ordered track is a
-*spike* when
+A GPS multipath jump or a bad first fix after a cold start puts one fix far from where the
+subject is. Evaluated like any other, such a fix could cut a breach short or help confirm
+one, so the rule below holds it back and lets the next fix decide.
 
-1. it is inconsistent with both neighbours, ``i-1`` and ``i+1``, while ``i-1`` and ``i+1`` are
-   consistent with each other (the track jumps out and straight back); or
-2. it is inconsistent with ``i+1`` but its predecessor cannot tell which of ``i`` and ``i+1`` is
-   wrong (there is none, or it is consistent with both, typically because it is hours older),
-   and ``i`` is also inconsistent with ``i+2`` while ``i+1`` and ``i+2`` agree. This is the GPS
-   cold start: the first fix after a long gap lands far from where the track then continues.
+Plausibility
+------------
+Moving from fix ``a`` to fix ``b`` needs :func:`required_speed`: the distance between them,
+less both accuracy radii (the positions get the benefit of their discs), over the time
+between them, at least one second (most phones stamp whole seconds, so equal stamps mean
+"within a second"). The distance is equirectangular about the two fixes' mean latitude: well
+under 1 % off at the distances that matter, and a fraction of a geodesic distance's cost.
+A step is *implausible* when it needs more than the policy's ``max_speed_mps``.
 
-A fix without the neighbours a rule needs (the last one or two of a batch) is not a spike. Two
-consecutive bad fixes that agree with each other are not caught here; the episode machine's
-confirmation time protects against those.
+The rule
+--------
+Fixes are screened one at a time, in time order (:class:`SpikeScreen`):
 
-:func:`detect_spikes` works on a batch; :class:`SpikeFilter` gives the same answers one fix at a
-time with a small serialisable state: it holds the newest fix (two after an ambiguous jump)
-until the fixes that decide it arrive, and :meth:`SpikeFilter.flush` releases the held fixes
-undecided-as-clean when no more are coming (for instance when the phone has gone silent).
+1. The *reference* is the last plausible fix that decides (a caller's fixes that never decide,
+   such as mock-location or coarse ones, are never held and never become the reference).
+2. A deciding fix that is implausible from the reference is held as a *suspect*, not
+   released; every other fix is released at once.
+3. The next fix, deciding or not, decides the suspect: when that fix is plausible from the
+   reference but not from the suspect, the track went back, and the suspect was a spike;
+   otherwise the suspect is released (it becomes the reference) before the next fix is
+   screened.
+
+Only suspects wait, and only for one fix. Two bad fixes that agree with each other are not
+spikes, and neither is a jump after a long silence (a cold start), which is plausible from
+the fix before the silence: the first fix after it is then taken as it is, and the fix that
+brings the track back is held and then released, because the fix after it agrees with it.
+Either way a breach needs at least two fixes over the confirmation time (``geofences.episodes``),
+which one wrong fix cannot give.
+
+A track with no implausible step between consecutive deciding fixes holds nothing, so a
+caller may check its steps on arrays first (:func:`step_speeds`, :func:`steepest_steps`) and
+screen fix by fix only when one is implausible.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from geofences.classify import geodesic_distance_m
-from geofences.episodes import Evidence
-
-__all__ = ["SpikeFilter", "SpikeState", "detect_spikes"]
-
-_MIN_DT_S = 1.0
+__all__ = ["Located", "SpikeScreen", "required_speed", "steepest_steps", "step_speeds"]
 
 FloatArray = npt.NDArray[np.float64]
 
-
-def _consistent(
-    ts_a: FloatArray,
-    lon_a: FloatArray,
-    lat_a: FloatArray,
-    acc_a: FloatArray,
-    ts_b: FloatArray,
-    lon_b: FloatArray,
-    lat_b: FloatArray,
-    acc_b: FloatArray,
-    max_speed_mps: float,
-) -> npt.NDArray[np.bool_]:
-    """Whether moving between fix pairs needs at most ``max_speed_mps`` (pairwise arrays)."""
-    d = geodesic_distance_m(lon_a, lat_a, lon_b, lat_b)
-    reach = np.maximum(d - acc_a - acc_b, 0.0)
-    dt = np.maximum(np.abs(ts_b - ts_a), _MIN_DT_S)
-    return np.asarray(reach <= max_speed_mps * dt, dtype=np.bool_)
+EARTH_RADIUS_M = 6_371_008.8
+"""Mean Earth radius (IUGG), metres."""
+MIN_GAP_S = 1.0
+"""Shortest time between two fixes that a speed is computed over, seconds."""
 
 
-def detect_spikes(
-    ts: npt.ArrayLike,
-    lon: npt.ArrayLike,
-    lat: npt.ArrayLike,
-    accuracy_m: npt.ArrayLike,
-    *,
-    max_speed_mps: float = 70.0,
-) -> npt.NDArray[np.bool_]:
-    """Flag jump-and-return fixes in a time-ordered batch of one device.
+class Located(Protocol):
+    """A fix as the rule sees it: UTC epoch seconds, degrees WGS-84, accuracy radius in metres."""
+
+    @property
+    def ts(self) -> float: ...
+
+    @property
+    def lon(self) -> float: ...
+
+    @property
+    def lat(self) -> float: ...
+
+    @property
+    def accuracy_m(self) -> float: ...
+
+
+F = TypeVar("F", bound=Located)
+
+
+def required_speed(a: Located, b: Located) -> float:
+    """Slowest speed that explains moving from ``a`` to ``b``, given both accuracy discs.
 
     Parameters
     ----------
-    ts : array_like of float
-        Fix times, UTC epoch seconds, non-decreasing.
-    lon, lat : array_like of float
-        Degrees WGS-84.
-    accuracy_m : array_like of float
-        Accuracy radii, metres (>= 0; substitute a default for unknown ones).
-    max_speed_mps : float
-        Fastest plausible speed in metres per second (70 m/s = 252 km/h by default).
+    a, b : Located
+        Two fixes, in either time order.
 
     Returns
     -------
-    numpy.ndarray of bool
-        True for spikes.
-
-    Raises
-    ------
-    ValueError
-        On mismatched lengths, NaN values, or times going backwards.
+    float
+        Metres per second (0 when the discs overlap).
 
     Examples
     --------
-    >>> ts = [0, 5, 10, 15]
-    >>> lon = [116.30, 116.30, 116.32, 116.30]      # the third fix is 1.7 km away for 5 s
-    >>> lat = [40.0, 40.0001, 40.0, 40.0002]
-    >>> detect_spikes(ts, lon, lat, [10, 10, 10, 10]).tolist()
-    [False, False, True, False]
+    >>> from geofences.episodes import Evidence
+    >>> a = Evidence(0.0, 116.30, 40.0, 10.0)
+    >>> b = Evidence(10.0, 116.31, 40.0, 10.0)  # 852 m east, 10 s later
+    >>> round(required_speed(a, b), 1)
+    83.2
+    >>> required_speed(a, Evidence(10.0, 116.3001, 40.0, 10.0))  # 8.5 m: within the discs
+    0.0
     """
-    t, x, y, acc = (
-        np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (ts, lon, lat, accuracy_m)
-    )
-    n = len(t)
-    if not (x.shape == y.shape == acc.shape == t.shape) or t.ndim != 1:
-        raise ValueError("ts, lon, lat and accuracy_m must be 1-D arrays of one length")
-    if np.isnan(t).any() or np.isnan(x).any() or np.isnan(y).any() or np.isnan(acc).any():
-        raise ValueError("spike detection needs finite times, positions and accuracies")
-    if np.any(acc < 0.0):
-        raise ValueError("accuracy_m must be >= 0")
-    if np.any(np.diff(t) < 0.0):
-        raise ValueError("fixes must be in time order")
-    if not max_speed_mps > 0.0:
-        raise ValueError("max_speed_mps must be positive")
-    spikes = np.zeros(n, dtype=np.bool_)
-    if n < 2:
-        return spikes
-
-    def cons(i: slice, j: slice) -> npt.NDArray[np.bool_]:
-        return _consistent(t[i], x[i], y[i], acc[i], t[j], x[j], y[j], acc[j], max_speed_mps)
-
-    c1 = cons(slice(0, n - 1), slice(1, n))  # c1[i]: i ~ i+1
-    c2 = cons(slice(0, n - 2), slice(2, n)) if n >= 3 else np.zeros(0, dtype=np.bool_)  # i ~ i+2
-    if n >= 3:
-        # Rule 1 for i in 1..n-2.
-        spikes[1 : n - 1] |= ~c1[: n - 2] & ~c1[1 : n - 1] & c2[: n - 2]
-        # Rule 2 for i in 0..n-3; fix 0 has no predecessor, which counts as ambiguous.
-        ambiguous = np.ones(n - 2, dtype=np.bool_)
-        ambiguous[1:] = c1[: n - 3] & c2[: n - 3]
-        spikes[: n - 2] |= ambiguous & ~c1[: n - 2] & ~c2 & c1[1 : n - 1]
-    return spikes
+    mean_lat = math.radians((a.lat + b.lat) / 2.0)
+    dx = math.radians(b.lon - a.lon) * math.cos(mean_lat)
+    dy = math.radians(b.lat - a.lat)
+    distance = EARTH_RADIUS_M * math.hypot(dx, dy)
+    gap = max(abs(b.ts - a.ts), MIN_GAP_S)
+    return max(0.0, distance - a.accuracy_m - b.accuracy_m) / gap
 
 
-@dataclass(frozen=True, slots=True)
-class SpikeState:
-    """Streaming state: the last released fix and the fixes held back (at most two)."""
+def step_speeds(
+    ts: FloatArray, lon: FloatArray, lat: FloatArray, accuracy_m: FloatArray
+) -> FloatArray:
+    """:func:`required_speed` of each step between consecutive fixes of a track, on arrays.
 
-    prev: Evidence | None = None
-    pending: tuple[Evidence, ...] = ()
+    Parameters
+    ----------
+    ts : numpy.ndarray of float
+        Fix times, UTC epoch seconds.
+    lon, lat : numpy.ndarray of float
+        Degrees WGS-84.
+    accuracy_m : numpy.ndarray of float
+        Accuracy radii, metres.
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "prev": None if self.prev is None else self.prev.to_dict(),
-            "pending": [e.to_dict() for e in self.pending],
-        }
+    Returns
+    -------
+    numpy.ndarray of float
+        Metres per second, one shorter than the inputs: element ``i`` is the step from fix
+        ``i`` to fix ``i + 1``.
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SpikeState:
-        """Inverse of :meth:`to_dict`."""
-        prev = data.get("prev")
-        pending = data.get("pending", [])
-        if not isinstance(pending, Sequence) or len(pending) > 2:
-            raise ValueError("spike state holds at most two pending fixes")
-        return cls(
-            None if prev is None else Evidence.from_dict(prev),
-            tuple(Evidence.from_dict(p) for p in pending),
-        )
+    Examples
+    --------
+    >>> speeds = step_speeds(
+    ...     np.array([0.0, 10.0, 20.0]),
+    ...     np.array([116.30, 116.31, 116.30]),
+    ...     np.array([40.0, 40.0, 40.0]),
+    ...     np.array([10.0, 10.0, 10.0]),
+    ... )
+    >>> speeds.round(1).tolist()
+    [83.2, 83.2]
+    """
+    mean_lat = np.radians((lat[1:] + lat[:-1]) / 2.0)
+    dx = np.radians(np.diff(lon)) * np.cos(mean_lat)
+    dy = np.radians(np.diff(lat))
+    distance = EARTH_RADIUS_M * np.hypot(dx, dy)
+    gap = np.maximum(np.abs(np.diff(ts)), MIN_GAP_S)
+    speeds: FloatArray = np.maximum(0.0, distance - accuracy_m[1:] - accuracy_m[:-1]) / gap
+    return speeds
 
 
-@dataclass(frozen=True, slots=True)
-class SpikeFilter:
-    """The rules of :func:`detect_spikes`, one fix at a time.
+def steepest_steps(
+    ts: FloatArray,
+    lon: FloatArray,
+    lat: FloatArray,
+    accuracy_m: FloatArray,
+    starts: npt.ArrayLike,
+) -> FloatArray:
+    """The highest :func:`required_speed` between consecutive fixes of each run of a track.
+
+    The arrays hold several tracks one after the other (runs, e.g. many subjects' fixes of
+    one commit), so every run's steepest step costs one pass over all of them.
+
+    Parameters
+    ----------
+    ts, lon, lat, accuracy_m : numpy.ndarray of float
+        As for :func:`step_speeds`; at least two fixes.
+    starts : array_like of int
+        Where each run begins, increasing, the first 0: run ``i`` is fixes ``starts[i]`` up
+        to ``starts[i + 1]``, the last one up to the end.
+
+    Returns
+    -------
+    numpy.ndarray of float
+        Metres per second, one per run (0 for a run of one fix); the step from one run into
+        the next belongs to neither.
+
+    Examples
+    --------
+    >>> steepest_steps(
+    ...     np.array([0.0, 10.0, 20.0, 30.0]),
+    ...     np.array([116.30, 116.31, 116.50, 116.50]),  # a jump between the two runs
+    ...     np.array([40.0, 40.0, 40.0, 40.0]),
+    ...     np.array([10.0, 10.0, 10.0, 10.0]),
+    ...     [0, 2],
+    ... ).round(1).tolist()
+    [83.2, 0.0]
+    """
+    index = np.asarray(starts, dtype=np.intp)
+    speeds = np.append(step_speeds(ts, lon, lat, accuracy_m), 0.0)
+    # The step out of each run ends in the next one: 0 is neutral for a maximum (speeds ≥ 0).
+    speeds[index[1:] - 1] = 0.0
+    steepest: FloatArray = np.maximum.reduceat(speeds, index)
+    return steepest
+
+
+class SpikeScreen(Generic[F]):
+    """The rule, one fix at a time: holds a suspect until the next fix decides it.
+
+    The state is the reference and the suspect: a caller that stores them (as the fixes
+    themselves) and builds a screen from them again later screens on as if it never stopped.
 
     Parameters
     ----------
     max_speed_mps : float
         Fastest plausible speed, metres per second.
+    ref : Located, optional
+        The reference: the last plausible deciding fix.
+    suspect : Located, optional
+        A fix held, still to be decided by the next one.
 
     Examples
     --------
-    >>> f = SpikeFilter()
-    >>> state = SpikeState()
-    >>> out = []
-    >>> for t, lon in [(0, 116.30), (5, 116.30), (10, 116.32), (15, 116.30)]:
-    ...     state, done = f.push(state, Evidence(t, lon, 40.0, 10.0))
-    ...     out += [(e.ts, spike) for e, spike in done]
-    >>> state, done = f.flush(state)
-    >>> out + [(e.ts, spike) for e, spike in done]
-    [(0, False), (5, False), (10, True), (15, False)]
+    >>> from geofences.episodes import Evidence
+    >>> screen = SpikeScreen(70.0)
+    >>> track = [(0, 116.300), (10, 116.301), (20, 116.330), (30, 116.302)]  # 2.5 km and back
+    >>> for t, lon in track:
+    ...     released, spike, held = screen.push(Evidence(t, lon, 40.0, 10.0))
+    ...     if released is not None:
+    ...         print(f"fix at {released.ts} s: {'spike' if spike else 'released'}")
+    ...     print(f"fix at {t} s: {'held' if held else 'released'}")
+    fix at 0 s: released
+    fix at 10 s: released
+    fix at 20 s: held
+    fix at 20 s: spike
+    fix at 30 s: released
     """
 
-    max_speed_mps: float = 70.0
+    __slots__ = ("max_speed_mps", "ref", "suspect")
 
-    def _cons(self, a: Evidence, b: Evidence) -> bool:
-        return bool(
-            _consistent(
-                np.array([a.ts]),
-                np.array([a.lon]),
-                np.array([a.lat]),
-                np.array([a.accuracy_m]),
-                np.array([b.ts]),
-                np.array([b.lon]),
-                np.array([b.lat]),
-                np.array([b.accuracy_m]),
-                self.max_speed_mps,
-            )[0]
-        )
+    def __init__(
+        self, max_speed_mps: float, ref: F | None = None, suspect: F | None = None
+    ) -> None:
+        self.max_speed_mps = max_speed_mps
+        self.ref = ref
+        self.suspect = suspect
 
-    def _decide(self, prev: Evidence | None, window: Sequence[Evidence]) -> bool | None:
-        """Spike verdict for ``window[0]``, or None until more fixes arrive."""
-        if len(window) < 2:
-            return None
-        a, b = window[0], window[1]
-        if self._cons(a, b):
-            return False
-        if prev is not None and not self._cons(prev, a):
-            return self._cons(prev, b)
-        if prev is not None and not self._cons(prev, b):
-            return False
-        if len(window) < 3:
-            return None
-        c = window[2]
-        return not self._cons(a, c) and self._cons(b, c)
-
-    def push(
-        self, state: SpikeState, fix: Evidence
-    ) -> tuple[SpikeState, list[tuple[Evidence, bool]]]:
-        """Add the next fix; release the fixes that can now be decided.
+    def push(self, fix: F, deciding: bool = True) -> tuple[F | None, bool, bool]:
+        """Screen the next fix.
 
         Parameters
         ----------
-        state : SpikeState
-            State from the previous call (``SpikeState()`` at first).
-        fix : Evidence
-            The next fix of the device, not older than the previous one.
+        fix : Located
+            The next fix, not older than the previous one.
+        deciding : bool
+            Whether the fix may decide anything (False for fixes the caller never trusts,
+            e.g. mock or coarse ones: never held, never the reference).
 
         Returns
         -------
         tuple
-            The new state and ``(fix, is_spike)`` for each released fix, in order.
-
-        Raises
-        ------
-        ValueError
-            On a fix older than the last one, or with NaN fields or negative accuracy.
+            ``(decided, spike, held)``: the suspect this fix decided (None when none was
+            held), whether that suspect was a spike, and whether ``fix`` is now held. A
+            decided suspect that is not a spike comes before ``fix``, in time order.
         """
-        if any(math.isnan(v) for v in (fix.ts, fix.lon, fix.lat, fix.accuracy_m)):
-            raise ValueError("spike detection needs finite times, positions and accuracies")
-        if fix.accuracy_m < 0.0:
-            raise ValueError("accuracy_m must be >= 0")
-        newest = state.pending[-1] if state.pending else state.prev
-        if newest is not None and fix.ts < newest.ts:
-            raise ValueError("fixes must be pushed in time order")
-        window = [*state.pending, fix]
-        prev = state.prev
-        released: list[tuple[Evidence, bool]] = []
-        while window:
-            verdict = self._decide(prev, window)
-            if verdict is None:
-                break
-            released.append((window[0], verdict))
-            prev = window.pop(0)
-        return SpikeState(prev, tuple(window)), released
-
-    def flush(self, state: SpikeState) -> tuple[SpikeState, list[tuple[Evidence, bool]]]:
-        """Release held fixes as not spikes (no later fix will come to convict them).
-
-        Returns
-        -------
-        tuple
-            The new state and ``(fix, False)`` for each held fix.
-        """
-        if not state.pending:
-            return state, []
-        return SpikeState(state.pending[-1], ()), [(e, False) for e in state.pending]
+        limit = self.max_speed_mps
+        decided, spike = self.suspect, False
+        if decided is not None:
+            self.suspect = None
+            ref = self.ref
+            spike = (
+                ref is not None
+                and required_speed(ref, fix) <= limit
+                and required_speed(decided, fix) > limit
+            )
+            if not spike:
+                self.ref = decided
+        if deciding:
+            if self.ref is not None and required_speed(self.ref, fix) > limit:
+                self.suspect = fix
+                return decided, spike, True
+            self.ref = fix
+        return decided, spike, False

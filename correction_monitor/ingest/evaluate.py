@@ -6,13 +6,13 @@ and fed to that rule's episode state machine (geofences.episodes). Opened and cl
 become alert openings and endings. The whole evaluation state of a subject is one small JSON
 value, stored in the same transaction as the fixes it consumed.
 
-Rules this module adds on top of the kernel:
+Rules applied on top of the episode machines:
 
-* **Spikes** (jump-and-return): a fix needing an implausible speed (policy ``max_speed_mps``,
-  accuracy discs allowed for) from the last plausible fix is *held* as a suspect, not
-  evaluated. The next fix decides: if it is plausible from the earlier fix but not from the
-  suspect, the suspect was a spike (flagged in storage, never evaluated); otherwise the suspect
-  is evaluated before the next fix. Only suspects wait; ordinary fixes are evaluated at once.
+* **Spikes**: the kernel's rule (``geofences.spikes``, policy ``max_speed_mps``): a fix
+  needing an implausible speed from the last plausible fix is held as a suspect, not
+  evaluated, until the next fix decides it; a spike is flagged in storage and never
+  evaluated, a suspect cleared is evaluated before that next fix. Ordinary fixes are
+  evaluated at once, on arrays, after one check that none of their steps is implausible.
 * **Quality**: mock-location and coarse fixes are stored as evidence but say ``UNKNOWN``.
 * **Late fixes**: a fix older than the subject's newest evaluated fix does not fit the
   forward-running episode machines. The state keeps *checkpoints*: moments when nothing was
@@ -28,7 +28,6 @@ Rules this module adds on top of the kernel:
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +45,7 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.profiles import SubjectProfile
+from geofences import spikes
 from geofences.classify import PreparedArea, classify, distance_outside_m
 from geofences.episodes import (
     BreachClosed,
@@ -58,6 +58,7 @@ from geofences.episodes import (
 )
 from geofences.model import Membership
 from geofences.schedule import Schedule
+from geofences.spikes import SpikeScreen, required_speed, step_speeds
 
 # Checkpoints are rewritten with the state on every commit: few, and compact.
 CHECKPOINT_EVERY_S = 7200.0
@@ -180,7 +181,7 @@ class _Fix:
     ts: float
     lon: float
     lat: float
-    acc: float
+    accuracy_m: float
     flags: int
     device: int
     ts_us: int
@@ -192,7 +193,7 @@ class _Fix:
             self.ts,
             self.lon,
             self.lat,
-            self.acc,
+            self.accuracy_m,
             self.flags,
             self.device,
             self.ts_us,
@@ -201,28 +202,11 @@ class _Fix:
 
     @classmethod
     def from_json(cls, data: list[Any]) -> _Fix:
-        ts, lon, lat, acc, flags, device, ts_us, key = data
-        return cls(ts, lon, lat, acc, flags, device, ts_us, key, -1)
+        ts, lon, lat, accuracy_m, flags, device, ts_us, key = data
+        return cls(ts, lon, lat, accuracy_m, flags, device, ts_us, key, -1)
 
     def evidence(self) -> Evidence:
-        return Evidence(self.ts, self.lon, self.lat, self.acc)
-
-
-_EARTH_RADIUS_M = 6_371_008.8
-
-
-def _required_speed(a: _Fix, b: _Fix) -> float:
-    """Slowest speed (m/s) that explains moving from a to b, given both accuracy discs.
-
-    An equirectangular distance is plenty for a plausibility test (error well under 1 % at
-    the distances that matter) and costs a fraction of a geodesic one per fix.
-    """
-    mean_lat = math.radians((a.lat + b.lat) / 2.0)
-    dx = math.radians(b.lon - a.lon) * math.cos(mean_lat)
-    dy = math.radians(b.lat - a.lat)
-    distance = _EARTH_RADIUS_M * math.hypot(dx, dy)
-    gap = max(abs(b.ts - a.ts), 1.0)
-    return max(0.0, distance - a.acc - b.acc) / gap
+        return Evidence(self.ts, self.lon, self.lat, self.accuracy_m)
 
 
 def _iso(ts: float) -> str:
@@ -274,7 +258,7 @@ class _Evaluator:
             np.fromiter((f.ts for f in fixes), np.float64, n),
             np.fromiter((f.lon for f in fixes), np.float64, n),
             np.fromiter((f.lat for f in fixes), np.float64, n),
-            np.fromiter((f.acc for f in fixes), np.float64, n),
+            np.fromiter((f.accuracy_m for f in fixes), np.float64, n),
             np.fromiter(((f.flags & FixFlag.NOT_DECIDING) != 0 for f in fixes), np.bool_, n),
         )
         return {key: [Condition(int(v)) for v in c] for key, c in arrays.items()}
@@ -465,23 +449,6 @@ def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> np
     return c
 
 
-def _step_speeds(
-    ts: npt.NDArray[np.float64],
-    lon: npt.NDArray[np.float64],
-    lat: npt.NDArray[np.float64],
-    acc: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
-    """:func:`_required_speed` of each step between consecutive rows, on arrays (one shorter
-    than the inputs)."""
-    mean_lat = np.radians((lat[1:] + lat[:-1]) / 2.0)
-    dx = np.radians(np.diff(lon)) * np.cos(mean_lat)
-    dy = np.radians(np.diff(lat))
-    distance = _EARTH_RADIUS_M * np.hypot(dx, dy)
-    gap = np.maximum(np.abs(np.diff(ts)), 1.0)
-    speeds: npt.NDArray[np.float64] = np.maximum(0.0, distance - acc[1:] - acc[:-1]) / gap
-    return speeds
-
-
 SCALAR_CHAIN_MAX = 4
 """Chains of at most this many deciding fixes are checked in scalars (numpy costs more)."""
 
@@ -502,8 +469,8 @@ def _implausible_chain(
     if len(deciding) <= SCALAR_CHAIN_MAX:
         chain = [ref] if ref is not None else []
         chain.extend(_fix_at(fixes, int(i)) for i in deciding)
-        return any(_required_speed(a, b) > max_speed_mps for a, b in itertools.pairwise(chain))
-    if ref is not None and _required_speed(ref, _fix_at(fixes, int(deciding[0]))) > max_speed_mps:
+        return any(required_speed(a, b) > max_speed_mps for a, b in itertools.pairwise(chain))
+    if ref is not None and required_speed(ref, _fix_at(fixes, int(deciding[0]))) > max_speed_mps:
         return True
     every = len(deciding) == len(fixes)
     if every and steepest is not None:
@@ -514,23 +481,22 @@ def _implausible_chain(
     else:
         ts = fixes.ts_us[deciding] / 1e6
         lon, lat, acc = fixes.lon[deciding], fixes.lat[deciding], fixes.accuracy_m[deciding]
-    return bool((_step_speeds(ts, lon, lat, acc) > max_speed_mps).any())
+    return bool((step_speeds(ts, lon, lat, acc) > max_speed_mps).any())
 
 
 def steepest_steps(whole: SubjectFixes, starts: list[int], ends: list[int]) -> list[float | None]:
-    """For each run ``whole[start:end]`` (one subject's fixes, in time order): the highest
-    speed between its consecutive fixes, as :func:`_implausible_chain` would compute it,
-    or None where that function would not use it (a run of few fixes, or one holding a fix
-    that does not decide). One pass over a commit group's arrays instead of one per subject.
+    """For each run ``whole[start:end]`` (one subject's fixes, in time order; the runs follow
+    one another from the first row to the last): the highest speed between its consecutive
+    fixes, as :func:`_implausible_chain` would compute it, or None where that function would
+    not use it (a run of few fixes, or one holding a fix that does not decide). One pass over
+    a commit group's arrays instead of one per subject (``geofences.spikes.steepest_steps``).
     """
     if len(whole) < 2:
         return [None] * len(starts)
-    speeds = _step_speeds(whole.ts_us / 1e6, whole.lon, whole.lat, whole.accuracy_m)
-    # The step into each next run belongs to no run: 0 is neutral for a maximum (speeds ≥ 0).
-    speeds = np.append(speeds, 0.0)
-    speeds[np.asarray(ends, dtype=np.intp) - 1] = 0.0
+    highest = spikes.steepest_steps(
+        whole.ts_us / 1e6, whole.lon, whole.lat, whole.accuracy_m, starts
+    ).tolist()
     index = np.asarray(starts, dtype=np.intp)
-    highest = np.maximum.reduceat(speeds, index).tolist()
     undecided = np.logical_or.reduceat((whole.flags & FixFlag.NOT_DECIDING) != 0, index).tolist()
     return [
         value if end - start > SCALAR_CHAIN_MAX and not skip else None
@@ -602,23 +568,17 @@ def evaluate_subject(
         ev.feed(fix, cond_of[id(fix)])
         ev.last_ts = fix.ts
 
+    screen = SpikeScreen(max_speed_mps, ev.ref, ev.suspect)
     for fix in candidates:
-        deciding = (fix.flags & FixFlag.NOT_DECIDING) == 0
-        if ev.suspect is not None:
-            suspect = ev.suspect
-            ev.suspect = None
-            back = ev.ref is not None and _required_speed(ev.ref, fix) <= max_speed_mps
-            if back and _required_speed(suspect, fix) > max_speed_mps:
-                _mark_spike(ev, fixes, suspect)
+        decided, spike, held = screen.push(fix, (fix.flags & FixFlag.NOT_DECIDING) == 0)
+        if decided is not None:
+            if spike:
+                _mark_spike(ev, fixes, decided)
             else:
-                evaluate(suspect)
-                ev.ref = suspect
-        if deciding and ev.ref is not None and _required_speed(ev.ref, fix) > max_speed_mps:
-            ev.suspect = fix
-            continue
-        evaluate(fix)
-        if deciding:
-            ev.ref = fix
+                evaluate(decided)
+        if not held:
+            evaluate(fix)
+    ev.ref, ev.suspect = screen.ref, screen.suspect
     return EvalOutcome(ev.state(), ev.ops, ev.spikes, late)
 
 

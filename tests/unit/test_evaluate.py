@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from correction_monitor.domain.alerts import AlertEnd, AlertOpen
@@ -24,6 +24,8 @@ from correction_monitor.ingest.evaluate import (
 from correction_monitor.ingest.profiles import SubjectProfile
 from correction_monitor.policy import load_policy
 from geofences.classify import PreparedArea
+from geofences.episodes import Evidence
+from geofences.spikes import SpikeScreen
 
 pytestmark = pytest.mark.unit
 
@@ -213,3 +215,60 @@ def test_the_policy_speed_limit_decides_what_is_a_spike() -> None:
     lax_limit = fixes_of(jump, step=10.0)
     evaluate_subject(lax, {}, lax_limit, NOW)
     assert not lax_limit.flags[4] & FixFlag.SPIKE
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([1.0, 5.0, 10.0, 60.0]),  # seconds since the previous fix
+            st.sampled_from(["near", "near", "near", "jump", "edge"]),
+            st.sampled_from([0, 0, 0, FixFlag.MOCK]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    cuts=st.lists(st.integers(min_value=1, max_value=29), max_size=6),
+)
+def test_the_evaluator_flags_the_spikes_the_kernel_rule_finds(
+    steps: list[tuple[float, str, int]], cuts: list[int]
+) -> None:
+    """Whichever path a commit takes (the array form when no step is implausible, the screen
+    otherwise, a suspect held across commits), the spikes flagged are those of
+    ``geofences.spikes.SpikeScreen`` over the whole track."""
+    where = {"near": IN, "jump": (116.33, 39.90), "edge": (116.4, 39.9)}
+    times = list(itertools.accumulate([gap for gap, _, _ in steps], initial=T0))[1:]
+    fixes = SubjectFixes(
+        ts_us=np.array([round(t * 1e6) for t in times], dtype=np.int64),
+        lon=np.array([where[w][0] for _, w, _ in steps]),
+        lat=np.array([where[w][1] for _, w, _ in steps]),
+        accuracy_m=np.full(len(steps), 10.0),
+        flags=np.array([f for _, _, f in steps], dtype=np.int16),
+        key=np.arange(len(steps), dtype=np.int32),
+        device=np.ones(len(steps), dtype=np.int32),
+        owner=np.zeros(len(steps), dtype=np.int32),
+    )
+    screen: SpikeScreen[Evidence] = SpikeScreen(PROFILE.max_speed_mps)
+    track = [
+        Evidence(t, float(x), float(y), 10.0)
+        for t, x, y in zip(times, fixes.lon, fixes.lat, strict=True)
+    ]
+    expected: set[int] = set()
+    row = {id(fix): i for i, fix in enumerate(track)}
+    for i, fix in enumerate(track):
+        decided, spike, _ = screen.push(fix, not steps[i][2])
+        if spike:
+            assert decided is not None
+            expected.add(row[id(decided)])
+
+    found: set[int] = set()
+    state: dict[str, Any] = {}
+    bounds = [0, *sorted({c for c in cuts if c < len(steps)}), len(steps)]
+    for a, b in itertools.pairwise(bounds):
+        part = fixes.select(np.arange(a, b))
+        out = evaluate_subject(PROFILE, state, part, NOW)
+        found |= {a + i for i in np.flatnonzero(part.flags & FixFlag.SPIKE).tolist()}
+        found |= {int(key) for _, _, key in out.spikes}  # a suspect held from a commit before
+        state = out.state
+    event("spikes" if expected else "no spike")
+    assert found == expected
