@@ -42,7 +42,6 @@ from geofences.geojson import (
     resolve_adcodes,
     union_areas,
 )
-from geofences.index import AreaHandle, Evaluation, ExclusionHits, FenceIndex
 from geofences.model import Circle, Fence, FenceKind, Membership
 from geofences.schedule import Schedule, Window
 from geofences.spikes import Located, SpikeScreen, required_speed, steepest_steps, step_speeds
@@ -50,19 +49,15 @@ from geofences.spikes import Located, SpikeScreen, required_speed, steepest_step
 __all__ = [
     "CRS",
     "AdminArea",
-    "AreaHandle",
     "BreachClosed",
     "BreachOpened",
     "Circle",
     "Condition",
     "EpisodeConfig",
     "EpisodeState",
-    "Evaluation",
     "Event",
     "Evidence",
-    "ExclusionHits",
     "Fence",
-    "FenceIndex",
     "FenceKind",
     "GeometryError",
     "LateFix",

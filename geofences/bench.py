@@ -4,10 +4,6 @@
 star), compared with bare ``shapely.contains_xy`` and with a naive loop over shapely Points using
 ``buffer``/``within`` (timed on a sample and extrapolated).
 
-(b) :class:`~geofences.index.FenceIndex` with many subjects sharing synthetic county polygons,
-each with five own exclusion circles: fixes per second through ``evaluate`` and bytes of index
-per subject beyond the shared polygons.
-
 Prints human-readable figures, then one JSON line with every figure. Timings are wall-clock on
 one thread (numpy and GEOS do not multithread these calls).
 """
@@ -17,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -27,8 +22,6 @@ import numpy.typing as npt
 import shapely
 
 from geofences.classify import PreparedArea, classify, metres_per_degree
-from geofences.index import FenceIndex
-from geofences.model import Circle, Fence, FenceKind
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -134,78 +127,6 @@ def bench_single(n: int, naive_sample: int) -> dict[str, float]:
     }
 
 
-def bench_index(subjects: int, counties: int, fixes: int, batch: int) -> dict[str, float]:
-    """Part (b): many subjects sharing county polygons, five own exclusion circles each."""
-    rng = np.random.default_rng(2)
-    pyrng = random.Random(2)
-    index = FenceIndex()
-    polys = []
-    t = time.perf_counter()
-    side = math.ceil(math.sqrt(counties))
-    for i in range(counties):
-        # A grid of ~40 km counties over eastern China, ~500 vertices each.
-        lon0 = 105.0 + (i % side) * 0.45
-        lat0 = 25.0 + (i // side) * 0.4
-        poly = noisy_star(lon0, lat0, 18_000.0, 500, rng)
-        polys.append(poly)
-    handles = [index.add_shared_area(f"c{i}", p) for i, p in enumerate(polys)]
-    prepare_s = time.perf_counter() - t
-
-    t = time.perf_counter()
-    centroids = np.array([(p.centroid.x, p.centroid.y) for p in polys])
-    home_county = rng.integers(0, counties, subjects)
-    for sid in range(subjects):
-        c = int(home_county[sid])
-        cx, cy = centroids[c]
-        zones = [
-            Fence(
-                sid * 5 + k,
-                FenceKind.EXCLUSION,
-                circle=Circle(
-                    cx + pyrng.uniform(-0.15, 0.15), cy + pyrng.uniform(-0.15, 0.15), 200.0
-                ),
-            )
-            for k in range(5)
-        ]
-        index.set_subject(1_000_000_000 + sid, handles[c], zones)
-    len(index)  # merge the staged subjects
-    load_s = time.perf_counter() - t
-
-    sids = rng.integers(0, subjects, fixes)
-    home = centroids[home_county[sids]]
-    # Fixes scattered over and around each subject's county; 1 in 50 far away (travel).
-    lon = home[:, 0] + rng.normal(0.0, 0.12, fixes)
-    lat = home[:, 1] + rng.normal(0.0, 0.12, fixes)
-    away = rng.random(fixes) < 0.02
-    lon[away] += rng.uniform(-3, 3, int(away.sum()))
-    acc = realistic_accuracies(fixes, rng)
-    ids = sids.astype(np.int64) + 1_000_000_000
-
-    def run_all() -> None:
-        for start in range(0, fixes, batch):
-            sl = slice(start, start + batch)
-            index.evaluate(ids[sl], lon[sl], lat[sl], acc[sl])
-
-    index.evaluate(ids[:batch], lon[:batch], lat[:batch], acc[:batch])  # pack rasters, warm up
-    elapsed = best_of(2, run_all)
-    activity, exc = index.evaluate(ids[:batch], lon[:batch], lat[:batch], acc[:batch])
-    raster_bytes = sum(index.area(h).grid.nbytes for h in handles)
-    return {
-        "b_subjects": float(subjects),
-        "b_counties": float(counties),
-        "b_prepare_counties_s": prepare_s,
-        "b_load_subjects_s": load_s,
-        "b_fixes": float(fixes),
-        "b_batch": float(batch),
-        "b_fixes_per_s": fixes / elapsed,
-        "b_index_bytes_per_subject": index.subject_bytes / subjects,
-        "b_own_zone_bytes_per_subject": index.own_zone_bytes / subjects,
-        "b_shared_raster_bytes_total": float(raster_bytes),
-        "b_outside_share": float(np.mean(activity == 2)),
-        "b_exclusion_pairs_per_fix": len(exc.row) / batch,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print figures plus a final JSON line."""
     parser = argparse.ArgumentParser(
@@ -215,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         a = bench_single(n=200_000, naive_sample=500)
-        b = bench_index(subjects=10_000, counties=300, fixes=100_000, batch=20_000)
     else:
         a = bench_single(n=1_000_000, naive_sample=2_000)
-        b = bench_index(subjects=100_000, counties=3_000, fixes=1_000_000, batch=50_000)
     print("(a) one county polygon, realistic accuracies")
     print(f"    vertices                 {a['a_vertices']:>14,.0f}")
     print(f"    prepare                  {a['a_prepare_s'] * 1e3:>14.1f} ms")
@@ -230,17 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    speed-up over naive      {a['a_speedup_vs_naive']:>14,.0f} x")
     print(f"    cost vs bare contains_xy {a['a_cost_vs_contains_xy']:>14.2f} x")
     print(f"    uncertain share          {a['a_uncertain_share']:>14.2%}")
-    print("(b) FenceIndex: shared county polygons + 5 own exclusion circles per subject")
-    print(f"    subjects / counties      {b['b_subjects']:>8,.0f} / {b['b_counties']:,.0f}")
-    print(f"    prepare counties         {b['b_prepare_counties_s']:>14.1f} s")
-    print(f"    load subjects            {b['b_load_subjects_s']:>14.1f} s")
-    print(f"    evaluate                 {b['b_fixes_per_s']:>14,.0f} fixes/s  (target >= 300,000)")
-    print(
-        f"    index bytes / subject    {b['b_index_bytes_per_subject']:>14.1f} B  (target <= 100)"
-    )
-    print(f"    own circles / subject    {b['b_own_zone_bytes_per_subject']:>14.1f} B  (geometry)")
-    print(f"    shared rasters, total    {b['b_shared_raster_bytes_total'] / 1e6:>14.1f} MB")
-    print(json.dumps({"quick": args.quick, **a, **b}, sort_keys=True))
+    print(json.dumps({"quick": args.quick, **a}, sort_keys=True))
     return 0
 
 

@@ -442,13 +442,6 @@ class PreparedArea:
             self._proj, self._boundary, self.bbox, self.kx, self.ky, x, y, lat, radius_m
         )
 
-    @property
-    def boundary(self) -> shapely.Geometry:
-        """Boundary of the projected polygon (prepared); not for circles."""
-        if self._boundary is None:
-            raise ValueError("a circle area has no projected boundary")
-        return self._boundary
-
     def _classify_circle(self, lon: FloatArray, lat: FloatArray, radius_m: FloatArray) -> Int8Array:
         assert self.circle is not None
         return classify_circles(

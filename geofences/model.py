@@ -5,7 +5,8 @@ exclusion zone (禁止令 places, must stay out), a home circle for curfew windo
 leave destination granted by an approved 外出. Its shape is either a shapely Polygon/MultiPolygon
 in WGS-84 (lon, lat) or a geodesic :class:`Circle`. Geometries are shared, not copied: many
 fences of many subjects hold the very same shapely object (a county boundary), and the
-prepared forms built from it are shared the same way (see :mod:`geofences.index`).
+prepared forms built from it are shared the same way (one :class:`~geofences.classify.PreparedArea`
+per geometry).
 """
 
 from __future__ import annotations
