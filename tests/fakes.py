@@ -9,6 +9,7 @@ leaves no trace of any of it (each opening works on a copy of the committed stat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
@@ -25,10 +26,12 @@ from correction_monitor.domain.access import Principal, Role
 from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
 from correction_monitor.domain.clock import Clock, ManualClock
 from correction_monitor.domain.events import DomainEvent, StoredEvent
+from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
     AdminAreaRecord,
     Alert,
     AuditEntry,
+    AuditRecord,
     Device,
     GeofenceRecord,
     NewFence,
@@ -37,6 +40,7 @@ from correction_monitor.domain.models import (
     OrgUnit,
     Subject,
     SubjectCategory,
+    SubjectContact,
     SupervisionLevel,
 )
 from correction_monitor.domain.timers import DueTimer, Timer
@@ -77,16 +81,22 @@ class FakeState:
     admin_areas: dict[str, tuple[AdminArea, int, str]] = field(default_factory=dict)
     fences: dict[int, GeofenceRecord] = field(default_factory=dict)
     alerts: dict[int, Alert] = field(default_factory=dict)
+    fixes: dict[int, list[TrackPoint]] = field(default_factory=dict)
+    contacts: dict[int, SubjectContact] = field(default_factory=dict)
+    audit_log: list[AuditRecord] = field(default_factory=list)
     timers: dict[tuple[str, str], TimerRow] = field(default_factory=dict)
     event_log: dict[int, StoredEvent] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def copy(self) -> FakeState:
-        # Values are frozen dataclasses and shapely geometries (immutable): copying the
-        # dicts copies the state. The id counter is shared, as a sequence is in PostgreSQL.
+        # Values are frozen dataclasses, tuples and shapely geometries (immutable): copying
+        # the containers copies the state. The id counter is shared, as a sequence is in
+        # PostgreSQL.
         fields = {
-            f.name: dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "ids"
+            f.name: copy.copy(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "ids"
         }
         return FakeState(**fields, ids=self.ids)
 
@@ -260,6 +270,13 @@ class FakeOfficers:
     async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
         self._state.tokens[digest] = (officer_id, expires_at)
 
+    async def token_expires_at(self, digest: bytes) -> datetime | None:
+        held = self._state.tokens.get(digest)
+        return held[1] if held is not None else None
+
+    async def revoke_token(self, digest: bytes) -> bool:
+        return self._state.tokens.pop(digest, None) is not None
+
 
 class FakeSubjects:
     def __init__(self, state: FakeState) -> None:
@@ -303,6 +320,9 @@ class FakeSubjects:
             key=lambda s: s.id,
         )
         return found[offset : offset + limit]
+
+    async def contact(self, subject_id: int) -> SubjectContact | None:
+        return self._state.contacts.get(subject_id)
 
 
 class FakeDevices:
@@ -414,6 +434,25 @@ class FakeAlerts:
         except KeyError:
             raise NotFound(f"alert {alert_id}") from None
 
+    async def list_in(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        *,
+        subject_id: int | None = None,
+        type: AlertType | None = None,
+        status: AlertStatus | None = None,
+        limit: int,
+    ) -> list[Alert]:
+        found = [
+            a
+            for a in sorted(self._state.alerts.values(), key=lambda a: -a.id)
+            if (org_unit_ids is None or a.org_unit_id in org_unit_ids)
+            and (subject_id is None or a.subject_id == subject_id)
+            and (type is None or a.type is type)
+            and (status is None or a.status is status)
+        ]
+        return found[:limit]
+
     async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
         alert = self._state.alerts[alert_id]
         if alert.status is not AlertStatus.OPEN:
@@ -440,6 +479,45 @@ class FakeAlerts:
             acknowledged_by=alert.acknowledged_by or officer_id,
         )
         return True
+
+
+class FakeFixes:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def track(
+        self, subject_id: int, start: datetime, end: datetime, limit: int
+    ) -> list[TrackPoint]:
+        found = sorted(
+            (p for p in self._state.fixes.get(subject_id, []) if start <= p.ts < end),
+            key=lambda p: (p.ts, p.device_id),
+        )
+        return found[:limit]
+
+
+class FakeAuditLog:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    def _within(self, record: AuditRecord, scope: frozenset[int] | None) -> bool:
+        if scope is None:
+            return True
+        entry = record.entry
+        if entry.subject_id is not None:
+            subject = self._state.subjects.get(entry.subject_id)
+            return subject is not None and subject.org_unit_id in scope
+        officer = self._state.officers.get(entry.officer_id or 0)
+        return officer is not None and officer.role != "admin" and officer.org_unit_id in scope
+
+    async def entries(
+        self, *, subject_id: int | None, limit: int, scope: frozenset[int] | None
+    ) -> list[AuditRecord]:
+        found = [
+            r
+            for r in reversed(self._state.audit_log)
+            if (subject_id is None or r.entry.subject_id == subject_id) and self._within(r, scope)
+        ]
+        return found[:limit]
 
 
 class FakeTimers:
@@ -530,6 +608,8 @@ class FakeUnitOfWork(UnitOfWork):
         self.devices = FakeDevices(self._working)
         self.geo = FakeGeo(self._working)
         self.alerts = FakeAlerts(self._working)
+        self.fixes = FakeFixes(self._working)
+        self.audit_log = FakeAuditLog(self._working)
         self.timers = FakeTimers(self._working)
         self.events = FakeEventLog(self._working)
 
@@ -541,6 +621,8 @@ class FakeUnitOfWork(UnitOfWork):
     ) -> None:
         state, self._working = self._working, None
         assert state is not None
+        for entry in audits:
+            state.audit_log.append(AuditRecord(state.next_id(), self.clock.now(), entry))
         for timer in timers:
             # As the SQL upsert: setting (kind, key) again moves the deadline and rearms it.
             previous = state.timers.get((timer.kind, timer.key))

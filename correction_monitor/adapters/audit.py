@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from correction_monitor.domain.models import AuditEntry
+from correction_monitor.domain.models import AuditEntry, AuditRecord
 from correction_monitor.metrics import AUDIT_WRITES
 
 INSERT = """
@@ -63,20 +63,22 @@ async def entries(
     subject_id: int | None = None,
     limit: int = 100,
     scope: frozenset[int] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[AuditRecord]:
     """Newest first; with ``scope``, only entries about subjects of those org units, or about
     no single subject and written by an officer (not an administrator) of those units."""
     rows = await conn.fetch(LIST, subject_id, limit, list(scope) if scope is not None else None)
     return [
-        {
-            "id": r["id"],
-            "at": r["at"].isoformat(),
-            "officer_id": r["officer_id"],
-            "action": r["action"],
-            "subject_id": r["subject_id"],
-            "purpose": r["purpose"],
-            "request_id": r["request_id"],
-            "detail": r["detail"],
-        }
+        AuditRecord(
+            r["id"],
+            r["at"],
+            AuditEntry(
+                r["officer_id"],
+                r["action"],
+                r["subject_id"],
+                r["purpose"],
+                r["request_id"],
+                r["detail"],
+            ),
+        )
         for r in rows
     ]

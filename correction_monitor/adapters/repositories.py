@@ -14,11 +14,13 @@ from datetime import datetime
 import asyncpg
 from shapely.geometry.base import BaseGeometry
 
-from correction_monitor.adapters import alerts, geo, officers, org_units, subjects
+from correction_monitor.adapters import alerts, audit, fixes, geo, officers, org_units, subjects
 from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
     AdminAreaRecord,
     Alert,
+    AuditRecord,
     Device,
     GeofenceRecord,
     NewFence,
@@ -26,6 +28,7 @@ from correction_monitor.domain.models import (
     Officer,
     OrgUnit,
     Subject,
+    SubjectContact,
 )
 from geofences.geojson import AdminArea
 
@@ -78,6 +81,12 @@ class PostgresOfficers:
     async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
         await officers.store_token(self._conn, digest, officer_id, expires_at)
 
+    async def token_expires_at(self, digest: bytes) -> datetime | None:
+        return await officers.token_expires_at(self._conn, digest)
+
+    async def revoke_token(self, digest: bytes) -> bool:
+        return await officers.revoke_token(self._conn, digest)
+
 
 class PostgresSubjects:
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -93,6 +102,9 @@ class PostgresSubjects:
         self, org_unit_ids: frozenset[int] | None, *, limit: int, offset: int
     ) -> list[Subject]:
         return await subjects.list_in(self._conn, org_unit_ids, limit=limit, offset=offset)
+
+    async def contact(self, subject_id: int) -> SubjectContact | None:
+        return await subjects.contact(self._conn, subject_id)
 
 
 class PostgresDevices:
@@ -182,6 +194,25 @@ class PostgresAlerts:
     async def get(self, alert_id: int) -> Alert:
         return _alert(await alerts.get(self._conn, alert_id))
 
+    async def list_in(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        *,
+        subject_id: int | None = None,
+        type: AlertType | None = None,
+        status: AlertStatus | None = None,
+        limit: int,
+    ) -> list[Alert]:
+        rows = await alerts.list_alerts(
+            self._conn,
+            org_unit_ids,
+            subject_id=subject_id,
+            type_=type.value if type is not None else None,
+            status=status.value if status is not None else None,
+            limit=limit,
+        )
+        return [_alert(row) for row in rows]
+
     async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
         return await alerts.acknowledge(self._conn, alert_id, officer_id)
 
@@ -189,3 +220,23 @@ class PostgresAlerts:
         self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
     ) -> bool:
         return await alerts.resolve(self._conn, alert_id, officer_id, disposition.value, note)
+
+
+class PostgresFixes:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def track(
+        self, subject_id: int, start: datetime, end: datetime, limit: int
+    ) -> list[TrackPoint]:
+        return await fixes.track(self._conn, subject_id, start, end, limit)
+
+
+class PostgresAuditLog:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def entries(
+        self, *, subject_id: int | None, limit: int, scope: frozenset[int] | None
+    ) -> list[AuditRecord]:
+        return await audit.entries(self._conn, subject_id=subject_id, limit=limit, scope=scope)

@@ -16,6 +16,7 @@ from correction_monitor.domain.models import (
     NewSubject,
     Subject,
     SubjectCategory,
+    SubjectContact,
     SupervisionLevel,
 )
 
@@ -69,6 +70,11 @@ SELECT id, revoked_at FROM devices WHERE revoked_at > $1 ORDER BY revoked_at
 """
 LIST_DEVICES = f"""
 SELECT {_DEVICE_COLUMNS} FROM devices WHERE subject_id = $1 ORDER BY id
+"""
+CONTACT = """
+SELECT state->'ref' AS ref, max_fix_ts, last_contact_at, lost_contact_since,
+       lost_contact_total_s
+FROM subject_eval_state WHERE subject_id = $1
 """
 
 
@@ -213,3 +219,18 @@ async def revoked_since(conn: asyncpg.Connection, since: datetime) -> list[tuple
 
 async def list_devices(conn: asyncpg.Connection, subject_id: int) -> list[Device]:
     return [_device(r) for r in await conn.fetch(LIST_DEVICES, subject_id)]
+
+
+async def contact(conn: asyncpg.Connection, subject_id: int) -> SubjectContact | None:
+    """What evaluation last recorded of the subject's contact; None without a state row."""
+    row = await conn.fetchrow(CONTACT, subject_id)
+    if row is None:
+        return None
+    ref = row["ref"]
+    return SubjectContact(
+        reference=(ref[0], ref[1], ref[2], ref[3]) if ref else None,
+        last_fix_at=row["max_fix_ts"],
+        last_contact_at=row["last_contact_at"],
+        lost_contact_since=row["lost_contact_since"],
+        lost_contact_total_s=row["lost_contact_total_s"],
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 
 @dataclass(slots=True)
@@ -27,6 +27,22 @@ class RawFix:
     battery_pct: float | None = None
     provider: str | None = None
     mock: bool = False
+
+
+class TrackPoint(NamedTuple):
+    """A stored fix as a subject's track shows it: ``ts`` aware UTC, WGS-84 coordinates in
+    units of 1e-7 degree (as stored, so exports write them digit for digit), the accuracy
+    stored in metres, :class:`FixFlag` bits, the reporting device.
+
+    A tuple, not a dataclass: a track read returns up to 100 000 of them.
+    """
+
+    ts: datetime
+    lon_e7: int
+    lat_e7: int
+    accuracy_m: int
+    flags: int
+    device_id: int
 
 
 @dataclass(slots=True)

@@ -267,3 +267,30 @@ class AuditEntry:
     purpose: str | None = None
     request_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An audit entry as the log keeps it: its position ``id`` and its time ``at`` (UTC)."""
+
+    id: int
+    at: datetime
+    entry: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectContact:
+    """How a subject's device has been heard from, as evaluation last left it.
+
+    ``reference`` is the last evaluated fix (epoch seconds, longitude, latitude, accuracy in
+    metres; None before the first); ``last_fix_at`` the newest stored fix's time,
+    ``last_contact_at`` when accepted fixes last arrived, ``lost_contact_since`` when the
+    present silence became lost contact (None while in contact) and
+    ``lost_contact_total_s`` the seconds of lost contact so far (脱离监管 time).
+    """
+
+    reference: tuple[float, float, float, float] | None
+    last_fix_at: datetime | None
+    last_contact_at: datetime | None
+    lost_contact_since: datetime | None
+    lost_contact_total_s: float

@@ -1,24 +1,39 @@
-"""What officers do with an alert: acknowledge it (签收) and resolve it (处置) with a
-disposition. The evidence side of an alert (opened, ended, retracted) belongs to evaluation;
-the allowed changes of both are in ``domain/alerts.py``.
+"""What officers do with alerts: read them, follow them, acknowledge one (签收) and resolve
+it (处置) with a disposition. The evidence side of an alert (opened, ended, retracted) belongs
+to evaluation; the allowed changes of both are in ``domain/alerts.py``.
 
-Each change is audited and, when it changed the alert, told as an ``alert.acknowledged`` or
+An alert's evidence holds positions (its first and last fixes, the distance outside), so
+every read of alerts is audited like a track read (RULES.md §4), in the transaction of the
+read, with the caller's ``purpose``: a list as ``alert.list``, one alert as ``alert.read``,
+the opening of the live feed as ``alert.stream`` (once, not per event it carries). Each
+change is audited and, when it changed the alert, told as an ``alert.acknowledged`` or
 ``alert.resolved`` event in the same transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from correction_monitor.adapters import errors as stored
 from correction_monitor.domain import alerts as lifecycle
 from correction_monitor.domain.access import Principal
-from correction_monitor.domain.alerts import AlertChange, Disposition, TransitionRefused
+from correction_monitor.domain.alerts import (
+    AlertChange,
+    AlertStatus,
+    AlertType,
+    Disposition,
+    TransitionRefused,
+)
 from correction_monitor.domain.events import alert_event
 from correction_monitor.domain.models import Alert
 from correction_monitor.service.command import Command
-from correction_monitor.service.errors import Conflict, NotFound
+from correction_monitor.service.errors import Conflict, NotFound, Unauthenticated
 from correction_monitor.service.unit_of_work import UnitOfWork
+
+AUDIT_IDS_MAX = 200
+"""An audit entry names at most this many alert ids and subject ids (it always has the
+counts)."""
 
 
 async def _visible_alert(uow: UnitOfWork, who: Principal, alert_id: int) -> Alert:
@@ -29,6 +44,128 @@ async def _visible_alert(uow: UnitOfWork, who: Principal, alert_id: int) -> Aler
     if not who.sees(alert.org_unit_id):
         raise NotFound(f"alert {alert_id}")
     return alert
+
+
+@dataclass(frozen=True, slots=True)
+class ListAlerts(Command[list[Alert]]):
+    """The newest ``limit`` alerts of the caller's jurisdiction, narrowed to a subject, a
+    type or a status when given. Retracted alerts are listed like the others (an alert
+    officers could see is never hidden); ``include_retracted`` is kept in the audit entry as
+    the caller asked it and changes nothing."""
+
+    actor: Principal
+    subject_id: int | None = None
+    type: AlertType | None = None
+    status: AlertStatus | None = None
+    limit: int = 500
+    include_retracted: bool = False
+    purpose: str | None = None
+    request_id: str | None = None
+
+
+async def list_alerts(command: ListAlerts, uow: UnitOfWork) -> list[Alert]:
+    who = command.actor
+    async with uow:
+        found = await uow.alerts.list_in(
+            who.scope,
+            subject_id=command.subject_id,
+            type=command.type,
+            status=command.status,
+            limit=command.limit,
+        )
+        subject_ids = list(dict.fromkeys(a.subject_id for a in found))
+        about = command.subject_id
+        if about is None and len(subject_ids) == 1:
+            # Only one subject's alerts were read: the entry is about that subject.
+            about = subject_ids[0]
+        uow.audit(
+            officer_id=who.officer_id,
+            action="alert.list",
+            subject_id=about,
+            purpose=command.purpose,
+            request_id=command.request_id,
+            detail={
+                "filters": {
+                    "subject_id": command.subject_id,
+                    "type": command.type.value if command.type else None,
+                    "status": command.status.value if command.status else None,
+                    "limit": command.limit,
+                    "include_retracted": command.include_retracted,
+                },
+                "alerts": len(found),
+                "alert_ids": [a.id for a in found[:AUDIT_IDS_MAX]],
+                "subjects": len(subject_ids),
+                "subject_ids": subject_ids[:AUDIT_IDS_MAX],
+            },
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class GetAlert(Command[Alert]):
+    """One alert of the caller's jurisdiction (others' are not found)."""
+
+    actor: Principal
+    alert_id: int
+    purpose: str | None = None
+    request_id: str | None = None
+
+
+async def get_alert(command: GetAlert, uow: UnitOfWork) -> Alert:
+    async with uow:
+        alert = await _visible_alert(uow, command.actor, command.alert_id)
+        uow.audit(
+            officer_id=command.actor.officer_id,
+            action="alert.read",
+            subject_id=alert.subject_id,
+            purpose=command.purpose,
+            request_id=command.request_id,
+            detail={"alert_id": alert.id},
+        )
+    return alert
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStart:
+    """Where a live feed of alert changes starts (the event-log position it follows) and
+    when the token that opened it expires (the feed ends then)."""
+
+    after_event_id: int
+    token_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlertFeed(Command[FeedStart]):
+    """Open the live feed for the caller holding the token of ``token_digest``: after
+    ``after_event_id`` when the client resumes (named by how it resumed, ``resumed_by``:
+    its ``Last-Event-ID`` or a ``since``), else from the newest event on. A token revoked
+    since the caller was authenticated is refused."""
+
+    actor: Principal
+    token_digest: bytes
+    after_event_id: int | None = None
+    resumed_by: str = "Last-Event-ID"
+    purpose: str | None = None
+    request_id: str | None = None
+
+
+async def open_alert_feed(command: OpenAlertFeed, uow: UnitOfWork) -> FeedStart:
+    async with uow:
+        if command.after_event_id is None:
+            after, start = await uow.events.last_id(), "now"
+        else:
+            after, start = command.after_event_id, command.resumed_by
+        expires_at = await uow.officers.token_expires_at(command.token_digest)
+        if expires_at is None:
+            raise Unauthenticated("unauthorized", "the bearer token is unknown or has expired")
+        uow.audit(
+            officer_id=command.actor.officer_id,
+            action="alert.stream",
+            purpose=command.purpose,
+            request_id=command.request_id,
+            detail={"start": start, "after_event_id": after},
+        )
+    return FeedStart(after, expires_at)
 
 
 def _refused(alert_id: int, exc: TransitionRefused) -> Conflict:

@@ -17,12 +17,15 @@ from correction_monitor.domain.clock import Clock, SystemClock
 from correction_monitor.policy import Policy, load_policy
 from correction_monitor.service import (
     alerts,
+    audit_log,
     boundaries,
     devices,
     fences,
     officers,
     org_units,
+    status,
     subjects,
+    track,
 )
 from correction_monitor.service.command import Command, Handler
 from correction_monitor.service.consumers import CONSUMERS, Consumer, ConsumerRunner
@@ -61,6 +64,7 @@ def bootstrap(
     device_credentials: devices.Credentials = devices.new_credentials,
     timer_handlers: Mapping[str, TimerHandler] | None = None,
     consumers: Sequence[Consumer] | None = None,
+    positions: status.PositionCache | None = None,
 ) -> Services:
     """Wire every handler to its dependencies.
 
@@ -68,7 +72,8 @@ def bootstrap(
     apply (the default home radius); ``token_ttl_s`` is how long an officer's token lives;
     ``device_credentials`` draws a new device's token and OsmAnd id; ``timer_handlers`` and
     ``consumers`` are the durable timers' handlers by kind and the event log's consumers
-    (the service's own registries unless given).
+    (the service's own registries unless given); ``positions`` is the hot state's copy of
+    the latest positions (without it, a subject's status reads PostgreSQL alone).
     """
     clock = clock or SystemClock()
     handlers: dict[type[Command[Any]], Handler] = {
@@ -76,6 +81,7 @@ def bootstrap(
         org_units.ListOrgUnits: org_units.list_org_units,
         officers.CreateOfficer: officers.create_officer,
         officers.IssueToken: partial(officers.issue_token, ttl_s=token_ttl_s, clock=clock),
+        officers.Logout: officers.logout,
         boundaries.ImportBoundaries: boundaries.import_boundaries,
         boundaries.ListBoundaries: boundaries.list_boundaries,
         fences.CreateFence: fences.create_fence,
@@ -89,8 +95,14 @@ def bootstrap(
         devices.EnrolDevice: partial(devices.enrol_device, credentials=device_credentials),
         devices.ListDevices: devices.list_devices,
         devices.RevokeDevice: devices.revoke_device,
+        alerts.ListAlerts: alerts.list_alerts,
+        alerts.GetAlert: alerts.get_alert,
+        alerts.OpenAlertFeed: alerts.open_alert_feed,
         alerts.AcknowledgeAlert: alerts.acknowledge_alert,
         alerts.ResolveAlert: alerts.resolve_alert,
+        track.ReadTrack: partial(track.read_track, clock=clock),
+        status.ReadSubjectStatus: partial(status.read_subject_status, positions=positions),
+        audit_log.ListAuditEntries: audit_log.list_audit_entries,
     }
     timers = TimerService(uow, TIMER_HANDLERS if timer_handlers is None else timer_handlers, clock)
     runner = ConsumerRunner(uow, CONSUMERS if consumers is None else consumers)

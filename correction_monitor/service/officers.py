@@ -1,4 +1,4 @@
-"""Officers: creating them (the first ones from the command line) and logging them in."""
+"""Officers: creating them (the first ones from the command line), logging them in and out."""
 
 from __future__ import annotations
 
@@ -127,3 +127,20 @@ async def issue_token(
     async with uow:
         await uow.officers.store_token(token_hash(token), found.id, expires_at)
     return IssuedToken(token, expires_at, found.role)
+
+
+@dataclass(frozen=True, slots=True)
+class Logout(Command[bytes]):
+    """Revoke the bearer token ``token`` at once: every later request with it is refused.
+    Answers the token's digest, which names it to the live feeds it opened."""
+
+    token: str
+
+
+async def logout(command: Logout, uow: UnitOfWork) -> bytes:
+    digest = token_hash(command.token)
+    async with uow:
+        if not await uow.officers.revoke_token(digest):
+            # Revoked by another request since this one was authenticated.
+            raise Unauthenticated("unauthorized", "the bearer token is unknown or has expired")
+    return digest

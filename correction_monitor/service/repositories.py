@@ -15,11 +15,13 @@ from typing import Protocol
 
 from shapely.geometry.base import BaseGeometry
 
-from correction_monitor.domain.alerts import Disposition
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
 from correction_monitor.domain.events import StoredEvent
+from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
     AdminAreaRecord,
     Alert,
+    AuditRecord,
     Device,
     GeofenceRecord,
     NewFence,
@@ -27,6 +29,7 @@ from correction_monitor.domain.models import (
     Officer,
     OrgUnit,
     Subject,
+    SubjectContact,
 )
 from correction_monitor.domain.timers import DueTimer
 from geofences.geojson import AdminArea
@@ -66,6 +69,15 @@ class OfficerRepository(Protocol):
         """Keep a bearer token's SHA-256 digest until ``expires_at`` (UTC)."""
         ...
 
+    async def token_expires_at(self, digest: bytes) -> datetime | None:
+        """When the token of this digest expires; None when there is no such token (never
+        issued, revoked, or purged after expiring)."""
+        ...
+
+    async def revoke_token(self, digest: bytes) -> bool:
+        """Drop the token of this digest at once; False when there was none."""
+        ...
+
 
 class SubjectRepository(Protocol):
     async def get(self, subject_id: int) -> Subject: ...
@@ -76,6 +88,10 @@ class SubjectRepository(Protocol):
         self, org_unit_ids: frozenset[int] | None, *, limit: int, offset: int
     ) -> list[Subject]:
         """Subjects of these units (all with None), by id."""
+        ...
+
+    async def contact(self, subject_id: int) -> SubjectContact | None:
+        """How the subject's device has been heard from (None when nothing is recorded)."""
         ...
 
 
@@ -129,6 +145,19 @@ class GeoRepository(Protocol):
 class AlertRepository(Protocol):
     async def get(self, alert_id: int) -> Alert: ...
 
+    async def list_in(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        *,
+        subject_id: int | None = None,
+        type: AlertType | None = None,
+        status: AlertStatus | None = None,
+        limit: int,
+    ) -> list[Alert]:
+        """Alerts of these units (all with None), newest first; retracted ones too (an
+        alert officers could see is never hidden)."""
+        ...
+
     async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
         """Mark an open alert acknowledged; True when this call changed it."""
         ...
@@ -138,6 +167,27 @@ class AlertRepository(Protocol):
     ) -> bool:
         """Resolve an alert not yet resolved (acknowledging it too if it was open); True
         when this call changed it."""
+        ...
+
+
+class FixRepository(Protocol):
+    """Stored fixes, as officers read them (ingestion writes them in its own transaction)."""
+
+    async def track(
+        self, subject_id: int, start: datetime, end: datetime, limit: int
+    ) -> list[TrackPoint]:
+        """The subject's first ``limit`` fixes in ``[start, end)``, time-ordered."""
+        ...
+
+
+class AuditLog(Protocol):
+    """The audit log's read side (entries are written through ``UnitOfWork.audit``)."""
+
+    async def entries(
+        self, *, subject_id: int | None, limit: int, scope: frozenset[int] | None
+    ) -> list[AuditRecord]:
+        """Newest first; with ``scope``, only entries about subjects of those units, or about
+        no single subject and written by an officer (not an administrator) of those units."""
         ...
 
 

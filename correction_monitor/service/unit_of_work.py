@@ -30,7 +30,9 @@ from correction_monitor.adapters import timers as timer_store
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.repositories import (
     PostgresAlerts,
+    PostgresAuditLog,
     PostgresDevices,
+    PostgresFixes,
     PostgresGeo,
     PostgresOfficers,
     PostgresOrgUnits,
@@ -42,8 +44,10 @@ from correction_monitor.domain.models import AuditEntry
 from correction_monitor.domain.timers import Timer
 from correction_monitor.service.repositories import (
     AlertRepository,
+    AuditLog,
     DeviceRepository,
     EventLog,
+    FixRepository,
     GeoRepository,
     OfficerRepository,
     OrgUnitRepository,
@@ -65,6 +69,8 @@ class UnitOfWork(abc.ABC):
     devices: DeviceRepository
     geo: GeoRepository
     alerts: AlertRepository
+    fixes: FixRepository
+    audit_log: AuditLog
     timers: TimerRepository
     events: EventLog
 
@@ -162,6 +168,8 @@ class PostgresUnitOfWork(UnitOfWork):
         self.devices = PostgresDevices(conn)
         self.geo = PostgresGeo(conn)
         self.alerts = PostgresAlerts(conn)
+        self.fixes = PostgresFixes(conn)
+        self.audit_log = PostgresAuditLog(conn)
         self.timers = PostgresTimers(conn)
         self.events = PostgresEvents(conn)
 

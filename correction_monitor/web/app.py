@@ -58,6 +58,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         policy=app[POLICY],
         token_ttl_s=app[SETTINGS].token_ttl_s,
         clock=app[CLOCK],
+        positions=app[HOT_STATE],
     )
     yield
 
@@ -131,7 +132,8 @@ def init_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicati
     app[SETTINGS] = settings
     app[POLICY] = load_policy(settings.policy_file)
     app[CLOCK] = clock or SystemClock()
-    app.cleanup_ctx.extend([_database, _services, _redis, _ingest, _feed, _scheduler])
+    # The services read the hot state: Redis's context comes first.
+    app.cleanup_ctx.extend([_database, _redis, _services, _ingest, _feed, _scheduler])
     app.on_shutdown.append(_end_streams)
     for module in (health, auth, admin, track, status, ingest, alerts):
         app.router.add_routes(module.routes)

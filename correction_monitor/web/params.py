@@ -1,17 +1,12 @@
-"""What a request names in its path: row ids, and the subject such an id names."""
+"""What a request names in its path: row ids."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-import asyncpg
 from aiohttp import web
 from pydantic import Field
 
-from correction_monitor.adapters import subjects
-from correction_monitor.adapters.errors import NotFound
-from correction_monitor.domain.access import Principal
-from correction_monitor.domain.models import Subject
 from correction_monitor.web.errors import not_found
 
 # Row ids are PostgreSQL ``integer``s: anything outside names no row, and would not even
@@ -28,18 +23,3 @@ def int_param(request: web.Request, name: str) -> int:
     if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= PG_INT_MAX:
         raise not_found(f"{name} {raw!r}")
     return int(raw)
-
-
-async def visible_subject(conn: asyncpg.Connection, who: Principal, subject_id: int) -> Subject:
-    """The subject if the caller's jurisdiction covers it; 404 otherwise (never reveal others).
-
-    For routes that read a subject's data on a connection of their own (track, status); the
-    service layer's handlers use ``service.jurisdiction.visible_subject``.
-    """
-    try:
-        subject = await subjects.get(conn, subject_id)
-    except NotFound as exc:
-        raise not_found(f"subject {subject_id}") from exc
-    if not who.sees(subject.org_unit_id):
-        raise not_found(f"subject {subject_id}")
-    return subject

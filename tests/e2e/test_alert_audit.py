@@ -15,7 +15,7 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from correction_monitor.web.routes import alerts as alert_routes
+from correction_monitor.service import alerts as alert_service
 from tests.conftest import Officers, bearer, unique
 from tests.e2e.helpers import (
     NEAR_INSIDE,
@@ -262,7 +262,7 @@ async def test_listed_ids_are_capped_but_counted(
         201,
     )
     org_unit_id = await db.fetchval("SELECT org_unit_id FROM subjects WHERE id = $1", created["id"])
-    many = alert_routes.AUDIT_IDS_MAX + 5
+    many = alert_service.AUDIT_IDS_MAX + 5
     start = datetime(2026, 2, 1, tzinfo=UTC)
     await db.executemany(
         "INSERT INTO alerts (subject_id, org_unit_id, type, severity, episode_key, started_at, "
@@ -290,11 +290,11 @@ async def test_listed_ids_are_capped_but_counted(
     assert len(listed) == many
     [entry] = await entries_for(db, request_id)
     assert entry["detail"]["alerts"] == many
-    assert entry["detail"]["alert_ids"] == listed[: alert_routes.AUDIT_IDS_MAX]
+    assert entry["detail"]["alert_ids"] == listed[: alert_service.AUDIT_IDS_MAX]
     assert entry["detail"]["subject_ids"] == [created["id"]]
 
     # Subject ids are capped alike (shown with a smaller cap than two counties' worth).
-    monkeypatch.setattr(alert_routes, "AUDIT_IDS_MAX", 1)
+    monkeypatch.setattr(alert_service, "AUDIT_IDS_MAX", 1)
     request_id = unique("req-")
     resp = await client.get(
         "/api/v1/alerts", headers=bearer(seeded.county_admin) | {"X-Request-ID": request_id}
@@ -370,8 +370,7 @@ async def test_opening_the_stream_is_audited_once_with_where_it_resumes(
     client: Client, seeded: Seeded, db: asyncpg.Connection
 ) -> None:
     first_event = await db.fetchval(
-        "SELECT min(e.id) FROM events e JOIN alerts a ON a.id = e.alert_id "
-        "WHERE a.subject_id = $1",
+        "SELECT min(e.id) FROM events e JOIN alerts a ON a.id = e.alert_id WHERE a.subject_id = $1",
         seeded.world.subject_id,
     )
     resume_after = first_event - 1

@@ -1,10 +1,7 @@
-"""Alert endpoints: list, acknowledge, resolve, and the live SSE feed.
+"""Alert endpoints: list, read, acknowledge, resolve, and the live SSE feed.
 
-An alert's evidence holds positions (its first and last fixes, the distance outside), so every
-read of alerts is audited like a track read (RULES.md §4): the list as ``alert.list``, one alert
-as ``alert.read`` and the opening of the feed as ``alert.stream``, each with the optional
-``purpose`` query parameter. The audit row is written on the connection that did the read, so
-a read that cannot be audited answers an error instead of the alerts.
+Each reads the request, runs one command of ``service/alerts.py`` (where reads of alerts are
+audited, with the optional ``purpose`` query parameter) and renders its result.
 
 The feed replays the event log's alert events (PostgreSQL, the truth) after the client's
 Last-Event-ID and then follows new events through the process's feed hub
@@ -15,24 +12,25 @@ is lost across processes or outages. A stream ends when its token expires or is 
 
 from __future__ import annotations
 
-from typing import Any
-
-import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from correction_monitor.adapters import alerts, audit, officers
-from correction_monitor.adapters.errors import NotFound
-from correction_monitor.domain.access import CASEWORK_ROLES, Principal
+from correction_monitor.domain.access import CASEWORK_ROLES
 from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
-from correction_monitor.service.alerts import AcknowledgeAlert, ResolveAlert
+from correction_monitor.service.alerts import (
+    AcknowledgeAlert,
+    GetAlert,
+    ListAlerts,
+    OpenAlertFeed,
+    ResolveAlert,
+)
 from correction_monitor.service.auth import token_hash
 from correction_monitor.service.feed import FeedEvent, StreamEnded
 from correction_monitor.web.auth import bearer_token, officer
 from correction_monitor.web.dispatch import handle
-from correction_monitor.web.errors import bad_request, not_found, unauthorized
+from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, parse_model, read_json, refuse_nul
-from correction_monitor.web.keys import FEED_HUB, POOL, REQUEST_ID
+from correction_monitor.web.keys import FEED_HUB, REQUEST_ID
 from correction_monitor.web.params import PG_INT_MAX, int_param
 
 routes = web.RouteTableDef()
@@ -41,8 +39,6 @@ ALERT_TYPES = frozenset(t.value for t in AlertType)
 STATUSES = frozenset(s.value for s in AlertStatus)
 PG_BIGINT_MAX = 2**63 - 1
 KEEPALIVE_S = 15.0
-# An audit entry names at most this many alert ids and subject ids (it always has the counts).
-AUDIT_IDS_MAX = 200
 
 
 def _purpose(request: web.Request) -> str | None:
@@ -74,53 +70,17 @@ async def list_alerts(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise bad_request("invalid_request", f"status must be one of {sorted(STATUSES)}")
     include_retracted = q.get("include_retracted", "").lower() in ("1", "true", "yes")
-    async with request.app[POOL].acquire() as conn:
-        rows = await alerts.list_alerts(
-            conn,
-            who.scope,
-            subject_id=subject_id,
-            type_=type_,
-            status=status,
-            limit=limit,
-            include_retracted=include_retracted,
-        )
-        subject_ids = list(dict.fromkeys(r["subject_id"] for r in rows))
-        about = subject_id
-        if about is None and len(subject_ids) == 1:
-            # Only one subject's alerts were read: the entry is about that subject.
-            about = subject_ids[0]
-        await audit.record(
-            conn,
-            officer_id=who.officer_id,
-            action="alert.list",
-            subject_id=about,
-            purpose=purpose,
-            request_id=request.get(REQUEST_ID),
-            detail={
-                "filters": {
-                    "subject_id": subject_id,
-                    "type": type_,
-                    "status": status,
-                    "limit": limit,
-                    "include_retracted": include_retracted,
-                },
-                "alerts": len(rows),
-                "alert_ids": [r["id"] for r in rows[:AUDIT_IDS_MAX]],
-                "subjects": len(subject_ids),
-                "subject_ids": subject_ids[:AUDIT_IDS_MAX],
-            },
-        )
-    return json_response({"alerts": [alerts.to_json(r) for r in rows]})
-
-
-async def _visible_alert(conn: asyncpg.Connection, who: Principal, alert_id: int) -> Any:
-    try:
-        row = await alerts.get(conn, alert_id)
-    except NotFound as exc:
-        raise not_found(f"alert {alert_id}") from exc
-    if not who.sees(row["org_unit_id"]):
-        raise not_found(f"alert {alert_id}")
-    return row
+    command = ListAlerts(
+        actor=who,
+        subject_id=subject_id,
+        type=AlertType(type_) if type_ is not None else None,
+        status=AlertStatus(status) if status is not None else None,
+        limit=limit,
+        include_retracted=include_retracted,
+        purpose=purpose,
+        request_id=request.get(REQUEST_ID),
+    )
+    return json_response({"alerts": [a.to_json() for a in await handle(request, command)]})
 
 
 @routes.post("/api/v1/alerts/{id}/acknowledge")
@@ -174,31 +134,25 @@ async def stream(request: web.Request) -> web.StreamResponse:
     purpose = _purpose(request)
     header_last = request.headers.get("Last-Event-ID") or None
     raw_last = header_last or request.query.get("since")
-    async with request.app[POOL].acquire() as conn:
-        if raw_last is not None and raw_last != "":
-            try:
-                last_id = int(raw_last)
-            except ValueError as exc:
-                raise bad_request("invalid_request", "Last-Event-ID must be an integer") from exc
-            # Checked before the stream starts: a bigint overflow later could only cut it.
-            if not 0 <= last_id <= PG_BIGINT_MAX:
-                raise bad_request("invalid_request", "Last-Event-ID is not an event id")
-            start = "Last-Event-ID" if header_last else "since"
-        else:
-            last_id = await alerts.last_event_id(conn)
-            start = "now"
-        expires_at = await officers.token_expires_at(conn, digest)
-        if expires_at is None:
-            # Revoked between authentication and here.
-            raise unauthorized("the bearer token is unknown or has expired")
-        await audit.record(
-            conn,
-            officer_id=who.officer_id,
-            action="alert.stream",
-            purpose=purpose,
-            request_id=request.get(REQUEST_ID),
-            detail={"start": start, "after_event_id": last_id},
-        )
+    last_id: int | None = None
+    if raw_last is not None and raw_last != "":
+        try:
+            last_id = int(raw_last)
+        except ValueError as exc:
+            raise bad_request("invalid_request", "Last-Event-ID must be an integer") from exc
+        # Checked before the stream starts: a bigint overflow later could only cut it.
+        if not 0 <= last_id <= PG_BIGINT_MAX:
+            raise bad_request("invalid_request", "Last-Event-ID is not an event id")
+    command = OpenAlertFeed(
+        actor=who,
+        token_digest=digest,
+        after_event_id=last_id,
+        resumed_by="Last-Event-ID" if header_last else "since",
+        purpose=purpose,
+        request_id=request.get(REQUEST_ID),
+    )
+    # A token revoked since authentication is refused as any unknown token is.
+    opened = await handle(request, command, challenge="Bearer")
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -207,7 +161,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         }
     )
     hub = request.app[FEED_HUB]
-    async with hub.subscribe(last_id, who.scope, digest, expires_at.timestamp()) as feed:
+    expires_at = opened.token_expires_at.timestamp()
+    async with hub.subscribe(opened.after_event_id, who.scope, digest, expires_at) as feed:
         await response.prepare(request)
         await response.write(b": connected\nretry: 2000\n\n")
         try:
@@ -233,16 +188,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def get_alert(request: web.Request) -> web.Response:
     who = await officer(request)
     alert_id = int_param(request, "id")
-    purpose = _purpose(request)
-    async with request.app[POOL].acquire() as conn:
-        row = await _visible_alert(conn, who, alert_id)
-        await audit.record(
-            conn,
-            officer_id=who.officer_id,
-            action="alert.read",
-            subject_id=row["subject_id"],
-            purpose=purpose,
-            request_id=request.get(REQUEST_ID),
-            detail={"alert_id": alert_id},
-        )
-    return json_response(alerts.to_json(row))
+    command = GetAlert(
+        actor=who, alert_id=alert_id, purpose=_purpose(request), request_id=request.get(REQUEST_ID)
+    )
+    return json_response((await handle(request, command)).to_json())

@@ -6,15 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from correction_monitor.adapters import officers
 from correction_monitor.domain.timeutil import iso
-from correction_monitor.service.auth import token_hash
-from correction_monitor.service.officers import IssueToken
+from correction_monitor.service.officers import IssueToken, Logout
 from correction_monitor.web.auth import bearer_token, officer
 from correction_monitor.web.dispatch import handle
-from correction_monitor.web.errors import unauthorized
 from correction_monitor.web.jsonio import json_response, parse_model, read_object
-from correction_monitor.web.keys import FEED_HUB, POOL
+from correction_monitor.web.keys import FEED_HUB
 
 routes = web.RouteTableDef()
 
@@ -45,10 +42,7 @@ async def logout(request: web.Request) -> web.Response:
     await officer(request)
     token = bearer_token(request)
     assert token is not None, "officer() admitted the request"
-    digest = token_hash(token)
-    async with request.app[POOL].acquire() as conn:
-        if not await officers.revoke_token(conn, digest):
-            # Another request revoked it since this one was authenticated.
-            raise unauthorized("the bearer token is unknown or has expired")
+    # Another request may have revoked it since this one was authenticated: a 401 then.
+    digest = await handle(request, Logout(token=token), challenge="Bearer")
     request.app[FEED_HUB].token_revoked(digest)
     return web.Response(status=204)

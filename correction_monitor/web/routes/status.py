@@ -1,31 +1,21 @@
-"""A subject's live status: latest position, contact, open alerts (for the feed and console).
-
-The latest position comes from Redis (hot state) and falls back to PostgreSQL when Redis is
-down; reading it is a read of location data, so it is audited like a track read. The open
-alerts it carries (their evidence holds positions too) are named in the same audit entry.
-"""
+"""A subject's live status (``service/status.py``): latest position, contact, open alerts,
+for the feed and the console; reading it is audited there."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from correction_monitor.adapters import alerts, audit
 from correction_monitor.domain.timeutil import iso
+from correction_monitor.service.status import ReadSubjectStatus
 from correction_monitor.web.auth import officer
+from correction_monitor.web.dispatch import handle
 from correction_monitor.web.jsonio import json_response, refuse_nul
-from correction_monitor.web.keys import HOT_STATE, POOL, REQUEST_ID
-from correction_monitor.web.params import int_param, visible_subject
+from correction_monitor.web.keys import REQUEST_ID
+from correction_monitor.web.params import int_param
 
 routes = web.RouteTableDef()
-
-STATE = """
-SELECT state->'ref' AS ref, max_fix_ts, last_contact_at, lost_contact_since,
-       lost_contact_total_s
-FROM subject_eval_state WHERE subject_id = $1
-"""
 
 
 @routes.get("/api/v1/subjects/{id}/status")
@@ -34,45 +24,28 @@ async def subject_status(request: web.Request) -> web.Response:
     subject_id = int_param(request, "id")
     purpose = request.query.get("purpose") or None
     refuse_nul(purpose)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        await visible_subject(conn, who, subject_id)
-        state = await conn.fetchrow(STATE, subject_id)
-        open_alerts = await alerts.list_alerts(
-            conn, who.scope, subject_id=subject_id, type_=None, status="open", limit=100
-        )
-        await audit.record(
-            conn,
-            officer_id=who.officer_id,
-            action="position.read",
-            subject_id=subject_id,
-            purpose=purpose,
-            request_id=request.get(REQUEST_ID),
-            detail={"open_alert_ids": [r["id"] for r in open_alerts]},
-        )
-    position: dict[str, Any] | None = (
-        await request.app[HOT_STATE].latest_positions([subject_id])
-    ).get(subject_id)
-    source = "redis"
-    if position is None and state is not None and state["ref"]:
-        ts, lon, lat, acc = state["ref"][:4]
-        position = {"ts": ts, "lon": lon, "lat": lat, "accuracy_m": acc}
-        source = "postgresql"
-    if position is not None:
+    command = ReadSubjectStatus(
+        actor=who, subject_id=subject_id, purpose=purpose, request_id=request.get(REQUEST_ID)
+    )
+    status = await handle(request, command)
+    latest, contact = status.latest_position, status.contact
+    position: dict[str, Any] | None = None
+    if latest is not None:
         position = {
-            "at": iso(datetime.fromtimestamp(position["ts"], UTC)),
-            "lon": position["lon"],
-            "lat": position["lat"],
-            "accuracy_m": position["accuracy_m"],
-            "source": source,
+            "at": iso(latest.at),
+            "lon": latest.lon,
+            "lat": latest.lat,
+            "accuracy_m": latest.accuracy_m,
+            "source": latest.source,
         }
     return json_response(
         {
-            "subject_id": subject_id,
+            "subject_id": status.subject_id,
             "latest_position": position,
-            "last_fix_at": iso(state["max_fix_ts"]) if state else None,
-            "last_contact_at": iso(state["last_contact_at"]) if state else None,
-            "lost_contact": bool(state and state["lost_contact_since"]),
-            "lost_contact_total_s": state["lost_contact_total_s"] if state else 0.0,
-            "open_alerts": [alerts.to_json(r) for r in open_alerts],
+            "last_fix_at": iso(contact.last_fix_at) if contact else None,
+            "last_contact_at": iso(contact.last_contact_at) if contact else None,
+            "lost_contact": bool(contact and contact.lost_contact_since),
+            "lost_contact_total_s": contact.lost_contact_total_s if contact else 0.0,
+            "open_alerts": [a.to_json() for a in status.open_alerts],
         }
     )
