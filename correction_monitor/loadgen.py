@@ -50,8 +50,8 @@ import numpy as np
 import orjson
 import psutil
 
+from correction_monitor.adapters.fix_store import FIX_COLUMNS
 from correction_monitor.cli import use_event_loop
-from correction_monitor.ingest.committer import FIX_COLUMNS
 from correction_monitor.migrations import migrate
 from correction_monitor.service.bootstrap import create_officer
 

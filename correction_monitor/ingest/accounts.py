@@ -22,11 +22,13 @@ Contradicting fixes are stored with :data:`FixFlag.CONTRADICTING` and never eval
 raise one ``device_integrity`` alert per contradiction episode, with both accounts as
 evidence: each late fix, and the device's stored fixes it fell between.
 
-Everything here is pure (arrays in, arrays and JSON values out); the committer does the I/O.
+Everything here is pure (arrays in, arrays and JSON values out); the commit
+(``ingest/commit.py``) does the I/O.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from correction_monitor.domain.alerts import SEVERITY, AlertOpen, AlertType
+from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
-from correction_monitor.ingest.evaluate import SubjectFixes
 
 REASON = "contradicting_account"
 JOIN_WITHIN_S = 3600.0
@@ -82,6 +84,58 @@ def contradicting(
             (stored.flags[a_rows] & FixFlag.BACKFILL) == 0
         )
     return covered, before, after
+
+
+@dataclass(slots=True)
+class Contradiction:
+    """A subject's contradicting fixes of one commit (flagged, to be stored, never
+    evaluated) and, per device, the evidence of both accounts."""
+
+    fixes: SubjectFixes
+    evidence: list[dict[str, Any]]
+
+
+def set_aside(
+    merged: dict[int, SubjectFixes],
+    near: dict[int, SubjectFixes],
+    newest_stored_us: dict[int, int],
+    covered_gap_us: int,
+) -> dict[int, Contradiction]:
+    """Flag ``backfill`` the fixes of the subjects in ``near`` that are older than their
+    newest stored fix (``newest_stored_us``, microseconds), and take the contradicting ones
+    out of ``merged``, so that they are stored but never evaluated.
+
+    ``merged`` holds each subject's new fixes, in time order; ``near`` the stored fixes
+    around those of the subjects that have late ones (as :func:`contradicting` reads them).
+    """
+    out: dict[int, Contradiction] = {}
+    for sid, stored in near.items():
+        fixes = merged[sid]
+        if len(fixes) == 0:
+            continue
+        # Strictly older: a second fix at the newest instant still arrived live.
+        fixes.flags[fixes.ts_us < newest_stored_us[sid]] |= FixFlag.BACKFILL
+        covered, before, after = contradicting(fixes, stored, covered_gap_us)
+        if not covered.any():
+            continue
+        told = np.flatnonzero(covered)
+        late = fixes.select(told)
+        late.flags |= FixFlag.CONTRADICTING
+        evidence = []
+        for device in np.unique(late.device).tolist():
+            mine = np.flatnonzero(late.device == device)
+            evidence.append(
+                contradiction_evidence(
+                    late.select(mine),
+                    stored,
+                    before[told][mine],
+                    after[told][mine],
+                    covered_gap_us / 1e6,
+                )
+            )
+        out[sid] = Contradiction(late, evidence)
+        merged[sid] = fixes.select(np.flatnonzero(~covered))
+    return out
 
 
 def _iso(ts_us: int) -> str:

@@ -43,6 +43,7 @@ from correction_monitor.domain.alerts import (
     AlertType,
     episode_key,
 )
+from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.profiles import SubjectProfile
 from geofences import spikes
@@ -111,61 +112,6 @@ def rules_of(profile: SubjectProfile) -> dict[str, Rule]:
             AlertType.CURFEW_VIOLATION, None, profile.home, Membership.OUTSIDE, profile.curfew
         )
     return rules
-
-
-@dataclass(slots=True)
-class SubjectFixes:
-    """One subject's fixes as parallel arrays (see ``FixBatch``), plus the enrolled device and
-    the position of the originating request in its commit group (``owner``)."""
-
-    ts_us: npt.NDArray[np.int64]
-    lon: npt.NDArray[np.float64]
-    lat: npt.NDArray[np.float64]
-    accuracy_m: npt.NDArray[np.float64]
-    flags: npt.NDArray[np.int16]
-    key: npt.NDArray[np.int32]
-    device: npt.NDArray[np.int32]
-    owner: npt.NDArray[np.int32]
-
-    def __len__(self) -> int:
-        return len(self.ts_us)
-
-    @classmethod
-    def from_arrays(
-        cls,
-        ts: npt.NDArray[np.float64],
-        lon: npt.NDArray[np.float64],
-        lat: npt.NDArray[np.float64],
-        accuracy_m: npt.NDArray[np.float64],
-        flags: npt.NDArray[np.int16],
-        key: npt.NDArray[np.int32],
-        device: npt.NDArray[np.int32],
-        owner: npt.NDArray[np.int32],
-    ) -> SubjectFixes:
-        """From a batch's units (epoch seconds, degrees, metres) to those stored."""
-        return cls(
-            np.round(ts * 1e6).astype(np.int64),
-            # Evaluate exactly what is stored (1e-7 degrees, whole metres), so a re-evaluation
-            # from the database can never decide differently.
-            np.round(lon * 1e7) / 1e7,
-            np.round(lat * 1e7) / 1e7,
-            np.ceil(accuracy_m),
-            flags,
-            key,
-            device,
-            owner,
-        )
-
-    @classmethod
-    def concat(cls, parts: list[SubjectFixes]) -> SubjectFixes:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__slots__))
-
-    def select(self, index: npt.NDArray[Any]) -> SubjectFixes:
-        return SubjectFixes(*(getattr(self, f)[index] for f in self.__slots__))
-
-    def slice(self, start: int, stop: int) -> SubjectFixes:
-        """Rows ``start:stop`` as views (no copy)."""
-        return SubjectFixes(*(getattr(self, f)[start:stop] for f in self.__slots__))
 
 
 @dataclass(slots=True)

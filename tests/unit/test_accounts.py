@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.accounts import (
     JOIN_WITHIN_S,
@@ -17,7 +18,6 @@ from correction_monitor.ingest.accounts import (
     joins,
     merged,
 )
-from correction_monitor.ingest.evaluate import SubjectFixes
 
 pytestmark = pytest.mark.unit
 

@@ -14,9 +14,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from correction_monitor.domain.alerts import AlertEnd, AlertOpen
+from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.evaluate import (
-    SubjectFixes,
     evaluate_subject,
     newest_evaluated,
     replay_state,

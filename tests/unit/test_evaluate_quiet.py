@@ -12,10 +12,10 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.evaluate import (
     SCALAR_CHAIN_MAX,
-    SubjectFixes,
     _implausible_chain,
     evaluate_quiet,
     evaluate_subject,

@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 
 from correction_monitor.adapters.subjects import DeviceIdentity
 from correction_monitor.ingest.batch import FixBatch, dedupe_in_request
-from correction_monitor.ingest.committer import _Job, merge_group
+from correction_monitor.ingest.committer import QueuedBatch
+from correction_monitor.ingest.merge import merge_group
 
 pytestmark = pytest.mark.unit
 
 T0 = 1_790_000_000.0
 
 
-def job(loop: asyncio.AbstractEventLoop, subject: int, device: int, ts: list[float]) -> _Job:
+def job(loop: asyncio.AbstractEventLoop, subject: int, device: int, ts: list[float]) -> QueuedBatch:
     n = len(ts)
     batch = FixBatch(
         np.arange(n, dtype=np.int32),
@@ -35,10 +36,10 @@ def job(loop: asyncio.AbstractEventLoop, subject: int, device: int, ts: list[flo
     )
     dedupe_in_request(batch)  # the stage before the committer, which sets ``increasing``
     identity = DeviceIdentity(device, subject, f"d{device}", 1)
-    return _Job(identity, batch, "native", loop.create_future(), duplicates=batch.duplicates)
+    return QueuedBatch(identity, batch, "native", loop.create_future(), duplicates=batch.duplicates)
 
 
-def reference(group: list[_Job]) -> tuple[dict[int, list[tuple[Any, ...]]], list[int]]:
+def reference(group: list[QueuedBatch]) -> tuple[dict[int, list[tuple[Any, ...]]], list[int]]:
     """The same result the slow, obvious way."""
     rows = []
     for owner, j in enumerate(group):

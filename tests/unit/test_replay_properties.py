@@ -1,10 +1,11 @@
 """Replaying late fixes reaches the in-order outcome, whatever honest delivery brought them,
 and contradicting accounts never change it (pure logic).
 
-``Deliveries`` mirrors the committer on plain Python state: dedupe against what is stored,
-flag late arrivals and set contradicting fixes aside (``ingest/accounts.py``), choose the
-checkpoint to replay from (``committer._replay_start``), evaluate, and reconcile alerts as
-``alerts.reconcile_episodes`` does (restore, end, raise, retract).
+``Deliveries`` mirrors the commit (``ingest/commit.py``) on plain Python state: dedupe
+against what is stored, flag late arrivals and set contradicting fixes aside
+(``ingest/accounts.py``), choose the checkpoint to replay from (``replay.replay_start``),
+evaluate, and reconcile alerts as ``alerts.reconcile_episodes`` does (restore, end, raise,
+retract).
 
 Honest deliveries are the ones phones make: fixes in time order, in requests of any size,
 resent when an answer was lost, and offline buffers, sent after the live fix that follows
@@ -26,16 +27,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from correction_monitor.domain.alerts import AlertEnd, AlertOpen
+from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest.accounts import contradicting
-from correction_monitor.ingest.committer import _replay_start
 from correction_monitor.ingest.evaluate import (
     REPLAY_WINDOW_S,
-    SubjectFixes,
     evaluate_subject,
     replay_subject,
 )
 from correction_monitor.ingest.profiles import SubjectProfile
+from correction_monitor.ingest.replay import replay_start
 from correction_monitor.policy import load_policy
 from geofences.classify import PreparedArea
 
@@ -81,7 +82,7 @@ def fixes_of(points: list[str], times: list[float]) -> SubjectFixes:
 
 
 class Deliveries:
-    """One subject's stored fixes, evaluation state and alerts, fed as the committer does."""
+    """One subject's stored fixes, evaluation state and alerts, fed as the commit does."""
 
     def __init__(self, fixes: SubjectFixes) -> None:
         self.all = fixes
@@ -100,7 +101,7 @@ class Deliveries:
             return
         part = self.all.select(np.array(fresh, dtype=np.intp))
         part.flags[:] = 0
-        start = _replay_start(self.state, part)
+        start = replay_start(self.state, part)
         if start is None:
             out = evaluate_subject(PROFILE, self.state, part, NOW)
             self._apply(out.alert_ops)
