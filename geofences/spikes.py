@@ -29,7 +29,8 @@ Fixes are screened one at a time, in time order (:class:`SpikeScreen`):
 Only suspects wait, and only for one fix. Two bad fixes that agree with each other are not
 spikes, and neither is a jump after a long silence (a cold start), which is plausible from
 the fix before the silence: the first fix after it is then taken as it is, and the fix that
-brings the track back is held and then released, because the fix after it agrees with it.
+brings the track back is held, then released, because the fix after it is no more plausible
+from the jump than it was.
 Either way a breach needs at least two fixes over the confirmation time (``geofences.episodes``),
 which one wrong fix cannot give.
 

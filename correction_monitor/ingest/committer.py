@@ -252,6 +252,7 @@ class GroupCommitter:
     async def _commit(
         self, conn: asyncpg.Connection, group: list[QueuedBatch]
     ) -> tuple[Events, Positions]:
+        """Merge the group, make sure the partitions of its days exist, and commit it."""
         for job in group:
             job.duplicates = job.batch.duplicates
         merged = merge_group(group)
