@@ -17,12 +17,13 @@ Rules applied on top of the episode machines:
 * **Late fixes**: a fix older than the subject's newest evaluated fix does not fit the
   forward-running episode machines. The state keeps *checkpoints*: moments when nothing was
   pending (no breach open or being confirmed, no suspect held), at most one per
-  ``CHECKPOINT_EVERY_S``, for ``REPLAY_WINDOW_S``. The committer replays the subject from the
-  newest checkpoint before the late fix over the stored and new fixes in time order, and
-  reconciles its alerts with the replay's (``replay_state``): the outcome is what the fixes
-  would have given had they arrived in order. A fix older than every checkpoint is stored
-  flagged ``late`` and kept as evidence, but not evaluated. Late fixes that re-tell a span
-  their device had already reported never get here (``ingest/accounts.py``).
+  ``CHECKPOINT_EVERY_S``, for ``REPLAY_WINDOW_S``. The commit replays the subject
+  (``ingest/replay.py``) from the newest checkpoint before the late fix (``replay_state``)
+  over the stored and new fixes in time order, and reconciles its alerts with the replay's:
+  the outcome is what the fixes would have given had they arrived in order. A fix older than
+  every checkpoint is stored flagged ``late`` and kept as evidence, but not evaluated. Late
+  fixes that re-tell a span their device had already reported never get here
+  (``ingest/accounts.py``).
 """
 
 from __future__ import annotations
@@ -545,7 +546,7 @@ def evaluate_quiet(
     :func:`evaluate_subject`): a held suspect, a late fix, a rule other than the activity
     area (zones and curfew are evaluated per subject), a fix towards a breach or back.
     ``activity`` is the activity-area membership of ``fixes``, as for evaluate_subject;
-    ``fixes`` are sorted by time, as the committer's merge leaves them; ``steepest`` is the
+    ``fixes`` are sorted by time, as the group's merge leaves them; ``steepest`` is the
     highest step speed among them when the merge computed it (:func:`steepest_steps`).
     """
     n = len(fixes)
