@@ -12,7 +12,6 @@ import asyncio
 import json
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 

@@ -41,6 +41,7 @@ async def test_a_timer_fires_once_when_the_clock_passes_its_deadline() -> None:
 async def test_a_failing_timer_is_retried_with_backoff_and_the_others_fire() -> None:
     clock = ManualClock(T0)
     uow = FakeUnitOfWork(clock=clock)
+
     async def flaky(timer: DueTimer, uow: UnitOfWork) -> None:
         if timer.key == "b" and timer.attempts < 2:
             raise TimeoutError("webhook did not answer")
