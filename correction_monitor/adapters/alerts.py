@@ -71,8 +71,8 @@ ORDER BY e.id
 LIMIT $3
 """
 EPISODE_ALERTS_SINCE = """
-SELECT id, type, episode_key, started_at, ended_at, org_unit_id, retracted_at FROM alerts
-WHERE subject_id = $1 AND type = ANY($2::text[]) AND started_at > $3
+SELECT id, type, fence_id, episode_key, started_at, ended_at, org_unit_id, retracted_at
+FROM alerts WHERE subject_id = $1 AND type = ANY($2::text[]) AND started_at > $3
 """
 SET_ENDED = "UPDATE alerts SET ended_at = $2, evidence = evidence || $3::jsonb WHERE id = $1"
 RESTORE = """
@@ -203,11 +203,12 @@ def _retraction(
     """Why a replay disproved an alert's episode, for its evidence: the late fixes replayed
     and, when the replay confirmed an overlapping episode of the same rule instead (the same
     breach, seen to start at another time), that episode."""
-    rule = row["episode_key"].rsplit(":", 1)[0]
+    # A rule is its alert type and fence (the activity area, one exclusion zone, or none
+    # for the curfew), so the same rule's episodes are found without reading their keys.
     start, end = row["started_at"], row["ended_at"]
     instead = None
     for op in opens:
-        if op.type != row["type"] or op.episode_key.rsplit(":", 1)[0] != rule:
+        if op.type != row["type"] or op.fence_id != row["fence_id"]:
             continue
         other = ends.get((op.type, op.episode_key))
         other_end = other.ended_at if other else None
