@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     iso_z,
     make_world,
     recent,
+    same_instant,
     send,
     track,
     track_of,
@@ -147,3 +148,28 @@ async def sse_events(resp: ClientResponse, until: tuple[str, int]) -> AsyncItera
             if (fields["event"], json.loads(fields["data"])["id"]) == until:
                 return
         fields = {}
+
+
+async def test_an_alert_whose_breach_started_earlier_names_the_episode_that_replaces_it(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    """Fixes of a gap show the same breach began earlier: the first alert stays listed,
+    marked as superseded by the episode the replay confirmed, which is raised too."""
+    world = await make_world(client, officers, level="strict")  # confirm 120 s
+    start = recent(60)
+    i, o = NEAR_INSIDE, NEAR_OUTSIDE
+    fixes = track(start, [i, o, o, o, o, o, o, o], accuracy_m=5.0)
+    gap = [fixes.pop(1), fixes.pop(1), fixes.pop(1)]  # minutes 1-3, delivered last
+    await send(client, world, fixes)
+    [first] = await alerts_of(client, world)
+    assert same_instant(first["started_at"], fixes[1]["ts"])
+    await send(client, world, gap)
+    shown = {a["id"]: a for a in await alerts_of(client, world)}
+    assert len(shown) == 2
+    kept = shown.pop(first["id"])
+    [replacement] = shown.values()
+    assert same_instant(replacement["started_at"], gap[0]["ts"])
+    mark = kept["evidence"]["retracted"]
+    assert mark["why"] == "fixes that arrived later show the breach started at another time"
+    assert mark["superseded_by"]["started_at"] == replacement["started_at"]
+    assert kept["status"] == "open"
