@@ -194,7 +194,7 @@ class FeedHub:
         hot: HotState,
         *,
         poll_s: float = 1.0,
-        buffer_size: int = 5000,
+        buffer_size: int = 1000,
         page: int = 500,
         token_check_s: float = 2.0,
     ) -> None:
@@ -289,10 +289,13 @@ class FeedHub:
             self._wakeup.clear()
             rows = []
             try:
-                async with self.pool.acquire() as conn:
-                    rows = await alerts.events_after(conn, self.head, None, self.page)
-                if rows:
-                    self._append([FeedEvent.from_row(r) for r in rows])
+                if self.subscriptions:
+                    async with self.pool.acquire() as conn:
+                        rows = await alerts.events_after(conn, self.head, None, self.page)
+                    if rows:
+                        self._append([FeedEvent.from_row(r) for r in rows])
+                else:
+                    await self._skip_ahead()
             except DB_ERRORS as exc:
                 if not failing:
                     log.warning("feed read failed; retrying", error=repr(exc))
@@ -307,6 +310,17 @@ class FeedHub:
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.poll_s)
+
+    async def _skip_ahead(self) -> None:
+        """With no stream open, only follow the head: reading and keeping events that nobody
+        takes would cost a read per wake-up and the buffer's memory. A stream that opens
+        later replays up to the head from PostgreSQL, as any stream behind the buffer does."""
+        async with self.pool.acquire() as conn:
+            head = await alerts.last_event_id(conn)
+        if head > self.head:
+            self.head = self.floor = head
+            self._ids.clear()
+            self._events.clear()
 
     async def _watch_tokens(self) -> None:
         while True:

@@ -55,6 +55,10 @@ async def test_a_stream_older_than_the_buffer_catches_up_and_hands_over_exactly(
     await record(7)
     hub = FeedHub(pool, client.app[HOT_STATE], poll_s=0.05, buffer_size=4, page=3)
     await hub.start()
+    # With no stream open the hub only follows the head; one open stream (seeing nothing
+    # in its scope) makes it read and keep events.
+    keeper = hub.subscribe(hub.head, NOBODY, b"keeper", time.time() + 60)
+    await keeper.__aenter__()
     try:
         await record(6)
         for _ in range(200):
@@ -97,6 +101,7 @@ async def test_a_stream_older_than_the_buffer_catches_up_and_hands_over_exactly(
                 await writer
             assert await sub.next(0.3) == []
     finally:
+        await keeper.__aexit__(None, None, None)
         await hub.close()
 
     async with pool.acquire() as conn:
@@ -132,3 +137,38 @@ async def test_without_redis_the_hub_advances_by_polling(
     finally:
         await hub.close()
         await down.close()
+
+
+async def test_with_no_stream_open_the_hub_keeps_no_events_and_a_late_stream_misses_none(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    world = await make_world(client, officers)
+    pool = client.app[POOL]
+    async with pool.acquire() as conn:
+        alert = await conn.fetchrow(NEW_ALERT, world.subject_id, "idle-hub")
+    scope = frozenset({alert["org_unit_id"]})
+    hub = FeedHub(pool, client.app[HOT_STATE], poll_s=0.05, buffer_size=100, page=3)
+    await hub.start()
+    start = hub.head
+    recorded = []
+    try:
+        for _ in range(5):
+            async with pool.acquire() as conn, conn.transaction():
+                recorded.append(
+                    await alerts.record_event(
+                        conn, alert["id"], alert["org_unit_id"], "acknowledged"
+                    )
+                )
+        for _ in range(200):
+            if hub.head == recorded[-1]:
+                break
+            await asyncio.sleep(0.02)
+        assert hub.head == recorded[-1]
+        assert hub.buffered_after(start, None) == ([], hub.head)  # nothing kept
+        async with hub.subscribe(start, scope, b"late", time.time() + 60) as sub:
+            delivered: list[FeedEvent] = []
+            while len(delivered) < len(recorded):
+                delivered += await sub.next(10.0)
+        assert [e.id for e in delivered] == recorded
+    finally:
+        await hub.close()
