@@ -21,9 +21,17 @@ from typing import Any
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from correction_monitor.adapters.alerts import Change
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
 from correction_monitor.domain.access import Principal, Role
-from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.alerts import (
+    AlertChange,
+    AlertOp,
+    AlertOpen,
+    AlertStatus,
+    AlertType,
+    Disposition,
+)
 from correction_monitor.domain.clock import Clock, ManualClock
 from correction_monitor.domain.events import DomainEvent, StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
@@ -38,6 +46,7 @@ from correction_monitor.domain.models import (
     NewSubject,
     Officer,
     OrgUnit,
+    SilentSubject,
     Subject,
     SubjectCategory,
     SubjectContact,
@@ -87,6 +96,8 @@ class FakeState:
     timers: dict[tuple[str, str], TimerRow] = field(default_factory=dict)
     event_log: dict[int, StoredEvent] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)
+    contact: dict[int, SilentSubject] = field(default_factory=dict)
+    lost_since: dict[int, datetime] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def copy(self) -> FakeState:
@@ -434,6 +445,44 @@ class FakeAlerts:
         except KeyError:
             raise NotFound(f"alert {alert_id}") from None
 
+    async def apply(self, ops: Sequence[AlertOp]) -> list[Change]:
+        """As the SQL: an episode is raised once (by subject, type and episode key), and
+        ended once."""
+        changes: list[Change] = []
+        for op in ops:
+            found = next(
+                (
+                    a
+                    for a in self._state.alerts.values()
+                    if (a.subject_id, a.type, a.episode_key)
+                    == (op.subject_id, op.type, op.episode_key)
+                ),
+                None,
+            )
+            if isinstance(op, AlertOpen):
+                if found is not None:
+                    continue
+                alert = Alert(
+                    id=self._state.next_id(),
+                    subject_id=op.subject_id,
+                    org_unit_id=op.org_unit_id,
+                    type=op.type,
+                    severity=op.severity,
+                    status=AlertStatus.OPEN,
+                    fence_id=op.fence_id,
+                    episode_key=op.episode_key,
+                    started_at=op.started_at,
+                    detected_at=op.started_at,
+                    ended_at=None,
+                    evidence=dict(op.evidence),
+                )
+                self._state.alerts[alert.id] = alert
+                changes.append(Change(alert.id, AlertChange.OPENED, op))
+            elif found is not None and found.ended_at is None:
+                self._state.alerts[found.id] = dataclasses.replace(found, ended_at=op.ended_at)
+                changes.append(Change(found.id, AlertChange.ENDED, op))
+        return changes
+
     async def list_in(
         self,
         org_unit_ids: frozenset[int] | None,
@@ -518,6 +567,24 @@ class FakeAuditLog:
             if (subject_id is None or r.entry.subject_id == subject_id) and self._within(r, scope)
         ]
         return found[:limit]
+
+
+class FakeContact:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def silent_since(self, before: datetime) -> list[SilentSubject]:
+        return [
+            c
+            for sid, c in sorted(self._state.contact.items())
+            if sid not in self._state.lost_since and c.last_contact < before
+        ]
+
+    async def mark_lost(self, subject_id: int, since: datetime) -> bool:
+        if subject_id in self._state.lost_since:
+            return False
+        self._state.lost_since[subject_id] = since
+        return True
 
 
 class FakeTimers:
@@ -611,6 +678,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.fixes = FakeFixes(self._working)
         self.audit_log = FakeAuditLog(self._working)
         self.timers = FakeTimers(self._working)
+        self.contact = FakeContact(self._working)
         self.events = FakeEventLog(self._working)
 
     async def _commit(

@@ -8,14 +8,14 @@ usable on their own by ingestion and the jobs. They implement the protocols of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
 from shapely.geometry.base import BaseGeometry
 
 from correction_monitor.adapters import alerts, audit, fixes, geo, officers, org_units, subjects
-from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.alerts import AlertOp, AlertStatus, AlertType, Disposition
 from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
     AdminAreaRecord,
@@ -193,6 +193,9 @@ class PostgresAlerts:
 
     async def get(self, alert_id: int) -> Alert:
         return _alert(await alerts.get(self._conn, alert_id))
+
+    async def apply(self, ops: Sequence[AlertOp]) -> list[alerts.Change]:
+        return await alerts.apply(self._conn, ops)
 
     async def list_in(
         self,

@@ -294,3 +294,16 @@ class SubjectContact:
     last_contact_at: datetime | None
     lost_contact_since: datetime | None
     lost_contact_total_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SilentSubject:
+    """A subject not heard from since ``last_contact`` (UTC): its last accepted fix or, never
+    heard from, its device's enrolment; ``lost_total_s`` is its 脱离监管 clock so far
+    (seconds)."""
+
+    subject_id: int
+    org_unit_id: int
+    supervision_level: str
+    last_contact: datetime
+    lost_total_s: float

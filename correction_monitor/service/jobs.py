@@ -193,7 +193,7 @@ def standard_jobs(
     clock, timers, consumers = services.clock, services.timers, services.consumers
 
     async def sweep() -> int:
-        return await lost_contact.sweep(pool, policy, clock.now())
+        return await services.handle(lost_contact.SweepLostContact(clock.now()))
 
     return [
         Job("lost-contact-sweep", sweep_interval_s(policy), sweep, once_across_processes=True),

@@ -15,7 +15,8 @@ from typing import Protocol
 
 from shapely.geometry.base import BaseGeometry
 
-from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.adapters.alerts import Change
+from correction_monitor.domain.alerts import AlertOp, AlertStatus, AlertType, Disposition
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
@@ -28,6 +29,7 @@ from correction_monitor.domain.models import (
     NewSubject,
     Officer,
     OrgUnit,
+    SilentSubject,
     Subject,
     SubjectContact,
 )
@@ -145,6 +147,11 @@ class GeoRepository(Protocol):
 class AlertRepository(Protocol):
     async def get(self, alert_id: int) -> Alert: ...
 
+    async def apply(self, ops: Sequence[AlertOp]) -> list[Change]:
+        """Open and end episodes' alerts (idempotent per episode); the changes made, whose
+        events the caller emits."""
+        ...
+
     async def list_in(
         self,
         org_unit_ids: frozenset[int] | None,
@@ -226,3 +233,11 @@ class EventLog(Protocol):
     async def last_id(self) -> int:
         """The newest visible event's position."""
         ...
+
+
+class ContactRepository(Protocol):
+    """Who has gone silent (``service/lost_contact.py``)."""
+
+    async def silent_since(self, before: datetime) -> list[SilentSubject]: ...
+
+    async def mark_lost(self, subject_id: int, since: datetime) -> bool: ...

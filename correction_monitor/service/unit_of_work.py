@@ -27,6 +27,7 @@ import asyncpg
 from correction_monitor.adapters import audit as audit_log
 from correction_monitor.adapters import outbox
 from correction_monitor.adapters import timers as timer_store
+from correction_monitor.adapters.contact import PostgresContact
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.repositories import (
     PostgresAlerts,
@@ -45,6 +46,7 @@ from correction_monitor.domain.timers import Timer
 from correction_monitor.service.repositories import (
     AlertRepository,
     AuditLog,
+    ContactRepository,
     DeviceRepository,
     EventLog,
     FixRepository,
@@ -72,6 +74,7 @@ class UnitOfWork(abc.ABC):
     fixes: FixRepository
     audit_log: AuditLog
     timers: TimerRepository
+    contact: ContactRepository
     events: EventLog
 
     def __init__(self) -> None:
@@ -171,6 +174,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.fixes = PostgresFixes(conn)
         self.audit_log = PostgresAuditLog(conn)
         self.timers = PostgresTimers(conn)
+        self.contact = PostgresContact(conn)
         self.events = PostgresEvents(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:

@@ -1,7 +1,7 @@
 """Lost contact (失联): the sweep opens one alert per silence, accepted fixes close it and feed
 the 脱离监管 clock, rejected fixes are no contact.
 
-The sweep is called directly with a server clock moved forward (``now=``) instead of waiting
+The sweep command runs directly with a server clock moved forward (``now``) instead of waiting
 an hour; fixes go through HTTP. The sweep covers every subject of the test database, so the
 assertions look only at this module's subjects.
 """
@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from correction_monitor.policy import Policy
-from correction_monitor.service.lost_contact import sweep
-from correction_monitor.web.keys import POLICY, POOL
+from correction_monitor.service.lost_contact import SweepLostContact
+from correction_monitor.web.keys import POLICY, SERVICES
 from tests.conftest import Officers
 from tests.e2e.helpers import (
     INSIDE,
@@ -53,7 +53,7 @@ def policy_of(client: TestClient[Any, Any]) -> Policy:
 
 
 async def sweep_at(client: TestClient[Any, Any], now: datetime) -> None:
-    await sweep(client.app[POOL], policy_of(client), now=now)
+    await client.app[SERVICES].handle(SweepLostContact(now))
 
 
 async def lost_alerts(client: TestClient[Any, Any], world: World) -> list[Any]:
