@@ -21,7 +21,6 @@ from typing import Any
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from correction_monitor.adapters.alerts import Change
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
 from correction_monitor.domain.access import Principal, Role
 from correction_monitor.domain.alerts import (
@@ -30,6 +29,7 @@ from correction_monitor.domain.alerts import (
     AlertOpen,
     AlertStatus,
     AlertType,
+    AppliedChange,
     Disposition,
 )
 from correction_monitor.domain.clock import Clock, ManualClock
@@ -445,10 +445,10 @@ class FakeAlerts:
         except KeyError:
             raise NotFound(f"alert {alert_id}") from None
 
-    async def apply(self, ops: Sequence[AlertOp]) -> list[Change]:
+    async def apply(self, ops: Sequence[AlertOp]) -> list[AppliedChange]:
         """As the SQL: an episode is raised once (by subject, type and episode key), and
         ended once."""
-        changes: list[Change] = []
+        changes: list[AppliedChange] = []
         for op in ops:
             found = next(
                 (
@@ -477,10 +477,10 @@ class FakeAlerts:
                     evidence=dict(op.evidence),
                 )
                 self._state.alerts[alert.id] = alert
-                changes.append(Change(alert.id, AlertChange.OPENED, op))
+                changes.append(AppliedChange(alert.id, AlertChange.OPENED, op))
             elif found is not None and found.ended_at is None:
                 self._state.alerts[found.id] = dataclasses.replace(found, ended_at=op.ended_at)
-                changes.append(Change(found.id, AlertChange.ENDED, op))
+                changes.append(AppliedChange(found.id, AlertChange.ENDED, op))
         return changes
 
     async def list_in(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +10,15 @@ import asyncpg
 
 from correction_monitor.adapters import outbox
 from correction_monitor.adapters.errors import NotFound
-from correction_monitor.domain.alerts import AlertChange, AlertEnd, AlertOp, AlertOpen, AlertType
-from correction_monitor.domain.events import DomainEvent, alert_event
+from correction_monitor.domain.alerts import (
+    AlertChange,
+    AlertEnd,
+    AlertOp,
+    AlertOpen,
+    AlertType,
+    AppliedChange,
+)
+from correction_monitor.domain.events import alert_event
 from correction_monitor.domain.timeutil import iso
 
 _COLUMNS = (
@@ -88,30 +94,12 @@ WHERE id = $1 AND retracted_at IS NULL
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A change made to an alert, still to be told as an event (:func:`event_of`)."""
-
-    alert_id: int
-    kind: AlertChange
-    op: AlertOp
-
-
-def event_of(change: Change) -> DomainEvent:
-    """The domain event telling ``change``; the caller appends it to the event log
-    (``outbox.append``) as the transaction's last write."""
-    op = change.op
-    return alert_event(
-        change.kind, change.alert_id, op.org_unit_id, op.subject_id, {"type": op.type}
-    )
-
-
-async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[Change]:
+async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[AppliedChange]:
     """Write alert openings and endings; returns the changes made (an op that changes
     nothing, such as re-opening a known episode, yields none). Opening an episode whose
     alert a replay retracted restores that alert (``reopened``). The caller appends the
-    changes' events (:func:`event_of`) last in its transaction."""
-    events: list[Change] = []
+    changes' events (``domain.events.event_of``) last in its transaction."""
+    events: list[AppliedChange] = []
     for op in ops:
         if isinstance(op, AlertOpen):
             alert_id = await conn.fetchval(
@@ -135,7 +123,7 @@ async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[Change
             )
             kind = AlertChange.ENDED
         if alert_id is not None:
-            events.append(Change(alert_id, kind, op))
+            events.append(AppliedChange(alert_id, kind, op))
     return events
 
 
@@ -147,7 +135,7 @@ async def reconcile_episodes(
     replayed: list[AlertOp],
     late_fixes: list[dict[str, Any]] | None = None,
     late_count: int = 0,
-) -> list[Change]:
+) -> list[AppliedChange]:
     """Make a subject's episode alerts started after ``since`` match a replay's.
 
     A replayed episode already raised keeps its alert (its end is corrected if it moved); a
@@ -164,7 +152,7 @@ async def reconcile_episodes(
     }
     opens = [op for op in replayed if isinstance(op, AlertOpen)]
     ends = {(op.type, op.episode_key): op for op in replayed if isinstance(op, AlertEnd)}
-    events: list[Change] = []
+    events: list[AppliedChange] = []
     for op in opens:
         key = (op.type, op.episode_key)
         end = ends.get(key)
@@ -175,11 +163,11 @@ async def reconcile_episodes(
         wanted = end.ended_at if end else None
         if row["retracted_at"] is not None:
             await conn.execute(RESTORE, row["id"], wanted, end.evidence if end else {})
-            events.append(Change(row["id"], AlertChange.REOPENED, op))
+            events.append(AppliedChange(row["id"], AlertChange.REOPENED, op))
         elif row["ended_at"] != wanted:
             await conn.execute(SET_ENDED, row["id"], wanted, end.evidence if end else {})
             kind = AlertChange.ENDED if wanted else AlertChange.REOPENED
-            events.append(Change(row["id"], kind, op))
+            events.append(AppliedChange(row["id"], kind, op))
     for row in existing.values():
         if row["retracted_at"] is not None:
             continue  # retracted by an earlier replay
@@ -188,7 +176,7 @@ async def reconcile_episodes(
         gone = AlertEnd(
             subject_id, row["org_unit_id"], AlertType(row["type"]), row["episode_key"], since, {}
         )
-        events.append(Change(row["id"], AlertChange.RETRACTED, gone))
+        events.append(AppliedChange(row["id"], AlertChange.RETRACTED, gone))
     return events
 
 

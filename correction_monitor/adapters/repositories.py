@@ -15,7 +15,13 @@ import asyncpg
 from shapely.geometry.base import BaseGeometry
 
 from correction_monitor.adapters import alerts, audit, fixes, geo, officers, org_units, subjects
-from correction_monitor.domain.alerts import AlertOp, AlertStatus, AlertType, Disposition
+from correction_monitor.domain.alerts import (
+    AlertOp,
+    AlertStatus,
+    AlertType,
+    AppliedChange,
+    Disposition,
+)
 from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
     AdminAreaRecord,
@@ -194,7 +200,7 @@ class PostgresAlerts:
     async def get(self, alert_id: int) -> Alert:
         return _alert(await alerts.get(self._conn, alert_id))
 
-    async def apply(self, ops: Sequence[AlertOp]) -> list[alerts.Change]:
+    async def apply(self, ops: Sequence[AlertOp]) -> list[AppliedChange]:
         return await alerts.apply(self._conn, ops)
 
     async def list_in(

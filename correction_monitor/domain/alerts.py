@@ -133,6 +133,18 @@ class AlertEnd:
 
 
 AlertOp = AlertOpen | AlertEnd
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """A change an ``AlertOp`` made to a stored alert, still to be told as an event
+    (``domain.events.event_of``)."""
+
+    alert_id: int
+    kind: AlertChange
+    op: AlertOp
+
+
 """What evaluation decides about one episode's alert."""
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from correction_monitor.domain.alerts import AlertChange
+from correction_monitor.domain.alerts import AlertChange, AppliedChange
 
 
 class EventName(StrEnum):
@@ -70,3 +70,12 @@ def alert_event(
 ) -> DomainEvent:
     """The event recording ``change`` of an alert."""
     return DomainEvent(change.event_name, org_unit_id, subject_id, alert_id, data or {})
+
+
+def event_of(change: AppliedChange) -> DomainEvent:
+    """The domain event telling an alert's ``change``; it goes to the event log with the
+    transaction that made the change, as its last write."""
+    op = change.op
+    return alert_event(
+        change.kind, change.alert_id, op.org_unit_id, op.subject_id, {"type": op.type}
+    )

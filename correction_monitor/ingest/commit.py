@@ -26,8 +26,10 @@ from correction_monitor.domain.alerts import (
     AlertEnd,
     AlertOp,
     AlertType,
+    AppliedChange,
     lost_contact_key,
 )
+from correction_monitor.domain.events import event_of
 from correction_monitor.domain.fix_arrays import SubjectFixes, to_datetime, to_us
 from correction_monitor.ingest import accounts
 from correction_monitor.ingest.evaluate import evaluate_quiet, evaluate_subject
@@ -61,7 +63,7 @@ async def commit_group(
     spikes: list[fix_store.FixKey] = []
     saved: tuple[list[Any], ...] = ([], [], [], [], [])
     positions: Positions = {}
-    reconciled: list[alerts.Change] = []
+    reconciled: list[AppliedChange] = []
     async with conn.transaction():
         rows = await eval_state.lock(conn, subject_ids)
         subject_profiles = await profiles.get_many(conn, subject_ids)
@@ -145,7 +147,7 @@ async def commit_group(
         await eval_state.save(conn, *saved)
         await last_seen.touch(conn, {job.device.device_id for job in jobs if job.accepted}, now)
         # Last: appending takes the event log's ordering lock until the commit.
-        event_ids = await outbox.append(conn, [alerts.event_of(c) for c in changes])
+        event_ids = await outbox.append(conn, [event_of(c) for c in changes])
     events = []
     for event_id, change in zip(event_ids, changes, strict=True):
         op = change.op

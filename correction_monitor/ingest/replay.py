@@ -18,7 +18,7 @@ import asyncpg
 import numpy as np
 
 from correction_monitor.adapters import alerts, fix_store
-from correction_monitor.domain.alerts import EPISODE_TYPES
+from correction_monitor.domain.alerts import EPISODE_TYPES, AppliedChange
 from correction_monitor.domain.fix_arrays import SubjectFixes, to_datetime
 from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.ingest import accounts
@@ -67,7 +67,7 @@ async def replay(
     start: dict[str, Any],
     fixes: SubjectFixes,
     now: datetime,
-) -> tuple[EvalOutcome, SubjectFixes, list[alerts.Change]]:
+) -> tuple[EvalOutcome, SubjectFixes, list[AppliedChange]]:
     """Re-evaluate a subject from a checkpoint of its ``state`` (``start``, from
     :func:`replay_start`) over its stored fixes since then and the new ``fixes``, in time
     order, keeping the state's later checkpoints where they still hold, and reconcile its

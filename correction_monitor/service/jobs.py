@@ -28,7 +28,7 @@ import asyncpg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from correction_monitor.adapters import officers
+from correction_monitor.adapters import officers, timers
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.outbox import lock_key
 from correction_monitor.domain.clock import Clock
@@ -105,6 +105,17 @@ class HotStateWatch:
         if await self.hot.mark_rebuilt() and self.hot.failures == failures:
             self._failures_at_rebuild = failures
             log.info("hot state rebuilt from PostgreSQL", subjects=count)
+
+
+FIRED_TIMERS_KEPT = timedelta(days=7)
+
+
+async def purge_fired_timers(pool: asyncpg.Pool, now: datetime) -> int:
+    """Forget timers that fired over a week before ``now``; returns how many. A fired timer
+    is kept that long for operators to see what fired when, and no longer: every check-in
+    window and SLA leaves one."""
+    async with pool.acquire() as conn:
+        return await timers.purge_fired(conn, now - FIRED_TIMERS_KEPT)
 
 
 async def purge_expired_tokens(pool: asyncpg.Pool) -> None:
@@ -205,6 +216,12 @@ def standard_jobs(
             at_start=True,
         ),
         Job("token-purge", 3600, lambda: purge_expired_tokens(pool), once_across_processes=True),
+        Job(
+            "timer-purge",
+            3600,
+            lambda: purge_fired_timers(pool, clock.now()),
+            once_across_processes=True,
+        ),
         # Each process watches its own Redis client's failures (see HotStateWatch).
         Job("hot-state-watch", 5, watch.tick, once_across_processes=False, at_start=True),
         # Shared safely: due timers are taken with SKIP LOCKED.

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from correction_monitor.adapters import alerts
 from correction_monitor.domain.alerts import (
     SEVERITY,
     AlertOp,
@@ -19,6 +18,7 @@ from correction_monitor.domain.alerts import (
     AlertType,
     lost_contact_key,
 )
+from correction_monitor.domain.events import event_of
 from correction_monitor.policy import Policy
 from correction_monitor.service.command import Command
 from correction_monitor.service.unit_of_work import UnitOfWork
@@ -77,5 +77,5 @@ async def sweep_lost_contact(command: SweepLostContact, uow: UnitOfWork, *, poli
             )
         changes = await uow.alerts.apply(ops)
         for change in changes:
-            uow.emit(alerts.event_of(change))
+            uow.emit(event_of(change))
     return len(changes)

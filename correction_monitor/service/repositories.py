@@ -15,8 +15,13 @@ from typing import Protocol
 
 from shapely.geometry.base import BaseGeometry
 
-from correction_monitor.adapters.alerts import Change
-from correction_monitor.domain.alerts import AlertOp, AlertStatus, AlertType, Disposition
+from correction_monitor.domain.alerts import (
+    AlertOp,
+    AlertStatus,
+    AlertType,
+    AppliedChange,
+    Disposition,
+)
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.models import (
@@ -147,7 +152,7 @@ class GeoRepository(Protocol):
 class AlertRepository(Protocol):
     async def get(self, alert_id: int) -> Alert: ...
 
-    async def apply(self, ops: Sequence[AlertOp]) -> list[Change]:
+    async def apply(self, ops: Sequence[AlertOp]) -> list[AppliedChange]:
         """Open and end episodes' alerts (idempotent per episode); the changes made, whose
         events the caller emits."""
         ...

@@ -19,6 +19,7 @@ from correction_monitor.adapters.db import create_pool
 from correction_monitor.domain.clock import ManualClock
 from correction_monitor.domain.events import DomainEvent
 from correction_monitor.domain.timers import DueTimer, Timer
+from correction_monitor.service.jobs import purge_fired_timers
 from correction_monitor.service.timers import TimerHandler, TimerService
 from correction_monitor.service.unit_of_work import PostgresUnitOfWork, UnitOfWork
 from tests.conftest import unique
@@ -211,3 +212,20 @@ async def test_a_kind_without_handler_waits_for_a_release_that_knows_it(
     assert row["attempts"] == 0
     newer = TimerService(lambda: PostgresUnitOfWork(pool), {kind: recording(kind)}, clock)
     assert await newer.fire_due() == 1
+
+
+async def test_fired_timers_are_forgotten_after_a_week_and_due_ones_never(
+    pool: asyncpg.Pool,
+) -> None:
+    kind = unique("k")
+    clock = ManualClock(T0)
+    await set_timers(
+        pool, [Timer(kind, "fired", T0), Timer(kind, "pending", T0 + timedelta(days=30))]
+    )
+    service = TimerService(lambda: PostgresUnitOfWork(pool), {kind: recording(kind)}, clock)
+    assert await service.fire_due() == 1
+    assert await purge_fired_timers(pool, T0 + timedelta(days=6)) == 0
+    await purge_fired_timers(pool, T0 + timedelta(days=8))
+    async with pool.acquire() as conn:
+        assert await timer_store.get(conn, kind, "fired") is None
+    assert (await stored(pool, kind, "pending"))["fired_at"] is None
