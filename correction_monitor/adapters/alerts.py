@@ -18,7 +18,6 @@ from correction_monitor.domain.alerts import (
     AlertType,
     AppliedChange,
 )
-from correction_monitor.domain.events import alert_event
 from correction_monitor.domain.timeutil import iso
 
 _COLUMNS = (
@@ -277,14 +276,6 @@ async def resolve(
 ) -> bool:
     changed = await conn.fetchval(RESOLVE, alert_id, officer_id, disposition, note)
     return changed is not None
-
-
-async def record_event(conn: asyncpg.Connection, alert_id: int, org_unit_id: int, kind: str) -> int:
-    """Append one alert event now: only as the transaction's last write (outbox.append)."""
-    subject_id: int = await conn.fetchval("SELECT subject_id FROM alerts WHERE id = $1", alert_id)
-    event = alert_event(AlertChange(kind), alert_id, org_unit_id, subject_id)
-    (event_id,) = await outbox.append(conn, [event])
-    return event_id
 
 
 async def events_after(

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from correction_monitor.adapters import outbox
+from correction_monitor.domain.alerts import AlertChange
+from correction_monitor.domain.events import alert_event
 from correction_monitor.web.keys import POOL
 from tests.conftest import Officers, bearer, unique
 
@@ -251,3 +255,14 @@ async def expect_json(resp: ClientResponse, status: int = 200) -> Any:
     text = await resp.text()
     assert resp.status == status, text
     return json.loads(text)
+
+
+async def record_alert_event(
+    conn: asyncpg.Connection, alert_id: int, org_unit_id: int, kind: str
+) -> int:
+    """Append one event of an alert to the event log on ``conn``, as a change of that alert
+    would (the transaction's last write); returns its id."""
+    subject_id: int = await conn.fetchval("SELECT subject_id FROM alerts WHERE id = $1", alert_id)
+    event = alert_event(AlertChange(kind), alert_id, org_unit_id, subject_id)
+    (event_id,) = await outbox.append(conn, [event])
+    return event_id

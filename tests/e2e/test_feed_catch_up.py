@@ -15,7 +15,7 @@ from correction_monitor.adapters import alerts, hot_state
 from correction_monitor.service.feed import FeedEvent, FeedHub
 from correction_monitor.web.keys import HOT_STATE, POOL
 from tests.conftest import Officers
-from tests.e2e.helpers import make_world
+from tests.e2e.helpers import make_world, record_alert_event
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ async def test_a_stream_older_than_the_buffer_catches_up_and_hands_over_exactly(
         for _ in range(count):
             async with pool.acquire() as conn, conn.transaction():
                 recorded.append(
-                    await alerts.record_event(
+                    await record_alert_event(
                         conn, alert["id"], alert["org_unit_id"], "acknowledged"
                     )
                 )
@@ -128,7 +128,7 @@ async def test_without_redis_the_hub_advances_by_polling(
             hub.head, frozenset({alert["org_unit_id"]}), b"no-redis", time.time() + 60
         ) as sub:
             async with pool.acquire() as conn, conn.transaction():
-                event_id = await alerts.record_event(
+                event_id = await record_alert_event(
                     conn, alert["id"], alert["org_unit_id"], "acknowledged"
                 )
             events = await sub.next(10.0)
@@ -155,7 +155,7 @@ async def test_with_no_stream_open_the_hub_keeps_no_events_and_a_late_stream_mis
         for _ in range(5):
             async with pool.acquire() as conn, conn.transaction():
                 recorded.append(
-                    await alerts.record_event(
+                    await record_alert_event(
                         conn, alert["id"], alert["org_unit_id"], "acknowledged"
                     )
                 )

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from correction_monitor.adapters import alerts
 from correction_monitor.adapters.db import create_pool
 from tests.conftest import Officers
-from tests.e2e.helpers import make_world
+from tests.e2e.helpers import make_world, record_alert_event
 from tests.e2e.test_alerts_feed import next_event, open_stream
 
 pytestmark = pytest.mark.e2e
@@ -43,11 +43,11 @@ async def test_an_event_committed_late_is_delivered_in_order(
         later = await pool.fetchrow(NEW_ALERT, world.subject_id, "late-commit:2")
         first = first_conn.transaction()
         await first.start()
-        await alerts.record_event(first_conn, early["id"], early["org_unit_id"], "opened")
+        await record_alert_event(first_conn, early["id"], early["org_unit_id"], "opened")
 
         async def second_writer() -> None:
             async with second_conn.transaction():
-                await alerts.record_event(second_conn, later["id"], later["org_unit_id"], "opened")
+                await record_alert_event(second_conn, later["id"], later["org_unit_id"], "opened")
 
         second = asyncio.create_task(second_writer())
         # The second writer either waits for the first (events in commit order) or commits
@@ -85,7 +85,7 @@ async def test_a_reader_following_concurrent_writers_misses_nothing(
         async def writer(alert_id: int) -> None:
             async with pool.acquire() as conn, conn.transaction():
                 org = await conn.fetchval("SELECT org_unit_id FROM alerts WHERE id = $1", alert_id)
-                await alerts.record_event(conn, alert_id, org, "opened")
+                await record_alert_event(conn, alert_id, org, "opened")
                 # Commits land in a different order from the writes.
                 await asyncio.sleep(0.002 * (alert_id % 5))
 
