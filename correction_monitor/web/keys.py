@@ -38,3 +38,8 @@ COMMITTER: web.AppKey[GroupCommitter] = web.AppKey("committer")
 DEVICES: web.AppKey[DeviceDirectory] = web.AppKey("devices")
 PROFILES: web.AppKey[ProfileCache] = web.AppKey("profiles")
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
+
+if TYPE_CHECKING:
+    from correction_monitor.adapters.subjects import DeviceIdentity
+
+DEVICE: web.RequestKey[DeviceIdentity] = web.RequestKey("device")
