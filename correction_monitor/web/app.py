@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import pkgutil
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -26,6 +29,7 @@ from correction_monitor.service.jobs import (
 from correction_monitor.service.unit_of_work import PostgresUnitOfWork
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
+from correction_monitor.web import routes as route_modules
 from correction_monitor.web.keys import (
     CLOCK,
     COMMITTER,
@@ -40,7 +44,6 @@ from correction_monitor.web.keys import (
     SETTINGS,
 )
 from correction_monitor.web.limits import DEFAULT_BODY_LIMIT
-from correction_monitor.web.routes import admin, alerts, auth, health, ingest, status, track
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -135,6 +138,13 @@ def init_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicati
     # The services read the hot state: Redis's context comes first.
     app.cleanup_ctx.extend([_database, _redis, _services, _ingest, _feed, _scheduler])
     app.on_shutdown.append(_end_streams)
-    for module in (health, auth, admin, track, status, ingest, alerts):
+    for module in _route_modules():
         app.router.add_routes(module.routes)
     return app
+
+
+def _route_modules() -> list[Any]:
+    """Every module of ``web/routes``, by name: each holds the routes of one part of the
+    API in its ``routes`` table (no two modules serve one method and path)."""
+    names = sorted(info.name for info in pkgutil.iter_modules(route_modules.__path__))
+    return [importlib.import_module(f"{route_modules.__name__}.{name}") for name in names]

@@ -29,6 +29,7 @@ WEB_ADAPTER_USERS = {
     "correction_monitor/web/keys.py",
     # Who is calling: every officer request looks its token up, before any command runs.
     "correction_monitor/web/auth.py",
+    "correction_monitor/web/device_auth.py",
     # Which exceptions mean "PostgreSQL is away" (answered 503, not 500).
     "correction_monitor/web/middlewares.py",
 }
