@@ -14,7 +14,16 @@ from datetime import datetime
 import asyncpg
 from shapely.geometry.base import BaseGeometry
 
-from correction_monitor.adapters import alerts, audit, fixes, geo, officers, org_units, subjects
+from correction_monitor.adapters import (
+    alerts,
+    audit,
+    fixes,
+    geo,
+    messages,
+    officers,
+    org_units,
+    subjects,
+)
 from correction_monitor.domain.alerts import (
     AlertOp,
     AlertStatus,
@@ -23,6 +32,7 @@ from correction_monitor.domain.alerts import (
     Disposition,
 )
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.messages import NewMessage, SubjectMessage
 from correction_monitor.domain.models import (
     AdminAreaRecord,
     Alert,
@@ -249,3 +259,17 @@ class PostgresAuditLog:
         self, *, subject_id: int | None, limit: int, scope: frozenset[int] | None
     ) -> list[AuditRecord]:
         return await audit.entries(self._conn, subject_id=subject_id, limit=limit, scope=scope)
+
+
+class PostgresMessages:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def add(self, new: Sequence[NewMessage], at: datetime) -> list[SubjectMessage]:
+        return await messages.add(self._conn, new, at)
+
+    async def since(self, subject_id: int, after_id: int, limit: int) -> list[SubjectMessage]:
+        return await messages.since(self._conn, subject_id, after_id, limit)
+
+    async def mark_read(self, subject_id: int, message_id: int, at: datetime) -> datetime | None:
+        return await messages.mark_read(self._conn, subject_id, message_id, at)

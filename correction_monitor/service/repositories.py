@@ -24,6 +24,7 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.messages import NewMessage, SubjectMessage
 from correction_monitor.domain.models import (
     AdminAreaRecord,
     Alert,
@@ -246,3 +247,17 @@ class ContactRepository(Protocol):
     async def silent_since(self, before: datetime) -> list[SilentSubject]: ...
 
     async def mark_lost(self, subject_id: int, since: datetime) -> bool: ...
+
+
+class MessageRepository(Protocol):
+    """Messages to subjects' apps."""
+
+    async def add(self, messages: Sequence[NewMessage], at: datetime) -> list[SubjectMessage]:
+        """Send ``messages`` at ``at``; those whose dedupe key the subject already has are
+        skipped (and not returned)."""
+
+    async def since(self, subject_id: int, after_id: int, limit: int) -> list[SubjectMessage]:
+        """The subject's messages with an id above ``after_id``, oldest first."""
+
+    async def mark_read(self, subject_id: int, message_id: int, at: datetime) -> datetime | None:
+        """Mark the message read (the first read counts); None when the subject has none such."""

@@ -35,6 +35,7 @@ from correction_monitor.adapters.repositories import (
     PostgresDevices,
     PostgresFixes,
     PostgresGeo,
+    PostgresMessages,
     PostgresOfficers,
     PostgresOrgUnits,
     PostgresSubjects,
@@ -51,6 +52,7 @@ from correction_monitor.service.repositories import (
     EventLog,
     FixRepository,
     GeoRepository,
+    MessageRepository,
     OfficerRepository,
     OrgUnitRepository,
     SubjectRepository,
@@ -76,6 +78,7 @@ class UnitOfWork(abc.ABC):
     timers: TimerRepository
     contact: ContactRepository
     events: EventLog
+    messages: MessageRepository
 
     def __init__(self) -> None:
         self._audits: list[AuditEntry] = []
@@ -176,6 +179,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.timers = PostgresTimers(conn)
         self.contact = PostgresContact(conn)
         self.events = PostgresEvents(conn)
+        self.messages = PostgresMessages(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
         assert self._open is not None, "the unit of work is not open"
