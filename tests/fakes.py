@@ -35,6 +35,7 @@ from correction_monitor.domain.alerts import (
 from correction_monitor.domain.clock import Clock, ManualClock
 from correction_monitor.domain.events import DomainEvent, StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.integrity import RuleAlert
 from correction_monitor.domain.models import (
     AdminAreaRecord,
     Alert,
@@ -98,6 +99,7 @@ class FakeState:
     cursors: dict[str, int] = field(default_factory=dict)
     contact: dict[int, SilentSubject] = field(default_factory=dict)
     lost_since: dict[int, datetime] = field(default_factory=dict)
+    device_seen: dict[int, datetime] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def copy(self) -> FakeState:
@@ -364,6 +366,34 @@ class FakeDevices:
         revoked = dataclasses.replace(device, revoked_at=T0)
         self._state.devices[device_id] = revoked
         return revoked
+
+
+class FakeIntegrity:
+    def __init__(self, state: FakeState) -> None:
+        self._state = state
+
+    async def lock_subject(self, subject_id: int) -> None:
+        return None  # one unit of work at a time: nothing to serialise
+
+    async def alerts_of_rule(self, subject_id: int, rule: str) -> list[RuleAlert]:
+        return [
+            RuleAlert(a.id, a.status == AlertStatus.RESOLVED, a.evidence)
+            for a in sorted(self._state.alerts.values(), key=lambda a: a.id)
+            if a.subject_id == subject_id
+            and a.type == AlertType.DEVICE_INTEGRITY
+            and a.evidence.get("rule") == rule
+        ]
+
+    async def set_evidence(self, alert_id: int, evidence: dict[str, Any]) -> None:
+        alert = self._state.alerts[alert_id]
+        self._state.alerts[alert_id] = dataclasses.replace(alert, evidence=evidence)
+
+    async def devices_heard(self, subject_id: int) -> list[tuple[int, str | None, datetime | None]]:
+        return [
+            (d.id, d.platform, self._state.device_seen.get(d.id))
+            for d in sorted(self._state.devices.values(), key=lambda d: d.id)
+            if d.subject_id == subject_id and d.revoked_at is None
+        ]
 
 
 class FakeGeo:
@@ -680,6 +710,7 @@ class FakeUnitOfWork(UnitOfWork):
         self.timers = FakeTimers(self._working)
         self.contact = FakeContact(self._working)
         self.events = FakeEventLog(self._working)
+        self.integrity = FakeIntegrity(self._working)
 
     async def _commit(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shapely.geometry.base import BaseGeometry
 
@@ -24,6 +24,7 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.integrity import RuleAlert
 from correction_monitor.domain.messages import NewMessage, SubjectMessage
 from correction_monitor.domain.models import (
     AdminAreaRecord,
@@ -38,6 +39,7 @@ from correction_monitor.domain.models import (
     SilentSubject,
     Subject,
     SubjectContact,
+    SupervisionLevel,
 )
 from correction_monitor.domain.timers import DueTimer
 from geofences.geojson import AdminArea
@@ -71,7 +73,25 @@ class OfficerRepository(Protocol):
         role: str,
         org_unit_id: int,
         display_name: str | None = None,
+        phone: str | None = None,
     ) -> Officer: ...
+
+    async def list_in(self, org_unit_ids: frozenset[int] | None) -> list[Officer]:
+        """Officers of these units (all with None), by id."""
+        ...
+
+    async def set_password_hash(self, officer_id: int, password_hash: str) -> None: ...
+
+    async def record_login_failure(self, username: str, at: datetime) -> None:
+        """Remember a failed login for ``username`` (known or not) at ``at``."""
+        ...
+
+    async def login_failures_since(
+        self, username: str, since: datetime, limit: int
+    ) -> list[datetime]:
+        """When the last ``limit`` failed logins for ``username`` after ``since`` happened,
+        newest first."""
+        ...
 
     async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
         """Keep a bearer token's SHA-256 digest until ``expires_at`` (UTC)."""
@@ -89,6 +109,22 @@ class OfficerRepository(Protocol):
 
 class SubjectRepository(Protocol):
     async def get(self, subject_id: int) -> Subject: ...
+
+    async def get_for_update(self, subject_id: int) -> Subject:
+        """The subject, its row locked until the unit of work ends (changes read, then
+        written, without another change between)."""
+        ...
+
+    async def update_supervision(
+        self,
+        subject_id: int,
+        *,
+        supervision_level: SupervisionLevel,
+        responsible_officer_id: int | None,
+        responsible_supervisor_id: int | None,
+    ) -> Subject:
+        """Set the subject's level and who is responsible for it; the subject as it now is."""
+        ...
 
     async def add(self, new: NewSubject) -> Subject: ...
 
@@ -261,3 +297,22 @@ class MessageRepository(Protocol):
 
     async def mark_read(self, subject_id: int, message_id: int, at: datetime) -> datetime | None:
         """Mark the message read (the first read counts); None when the subject has none such."""
+
+
+class IntegrityRepository(Protocol):
+    """Device-integrity alerts by rule, and a subject's devices as the ``new_device`` rule
+    reads them (``service/integrity.py``)."""
+
+    async def lock_subject(self, subject_id: int) -> None:
+        """Serialise the subject's integrity signals until the unit of work ends."""
+        ...
+
+    async def alerts_of_rule(self, subject_id: int, rule: str) -> list[RuleAlert]:
+        """Every device_integrity alert of the subject for ``rule``, oldest first."""
+        ...
+
+    async def set_evidence(self, alert_id: int, evidence: dict[str, Any]) -> None: ...
+
+    async def devices_heard(self, subject_id: int) -> list[tuple[int, str | None, datetime | None]]:
+        """The subject's unrevoked devices: (id, platform, last heard from or None), by id."""
+        ...

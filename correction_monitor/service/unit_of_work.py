@@ -28,6 +28,7 @@ from correction_monitor.adapters import audit as audit_log
 from correction_monitor.adapters import outbox
 from correction_monitor.adapters import timers as timer_store
 from correction_monitor.adapters.contact import PostgresContact
+from correction_monitor.adapters.integrity import PostgresIntegrity
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.repositories import (
     PostgresAlerts,
@@ -52,6 +53,7 @@ from correction_monitor.service.repositories import (
     EventLog,
     FixRepository,
     GeoRepository,
+    IntegrityRepository,
     MessageRepository,
     OfficerRepository,
     OrgUnitRepository,
@@ -78,6 +80,7 @@ class UnitOfWork(abc.ABC):
     timers: TimerRepository
     contact: ContactRepository
     events: EventLog
+    integrity: IntegrityRepository
     messages: MessageRepository
 
     def __init__(self) -> None:
@@ -179,6 +182,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.timers = PostgresTimers(conn)
         self.contact = PostgresContact(conn)
         self.events = PostgresEvents(conn)
+        self.integrity = PostgresIntegrity(conn)
         self.messages = PostgresMessages(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
