@@ -84,6 +84,7 @@ class FakeState:
     org_units: dict[int, OrgUnit] = field(default_factory=dict)
     officers: dict[int, Officer] = field(default_factory=dict)
     tokens: dict[bytes, tuple[int, datetime]] = field(default_factory=dict)
+    login_failures: list[tuple[str, datetime]] = field(default_factory=list)
     subjects: dict[int, Subject] = field(default_factory=dict)
     devices: dict[int, Device] = field(default_factory=dict)
     device_digests: dict[int, bytes] = field(default_factory=dict)
@@ -273,12 +274,48 @@ class FakeOfficers:
         role: str,
         org_unit_id: int,
         display_name: str | None = None,
+        phone: str | None = None,
     ) -> Officer:
         if any(o.username == username for o in self._state.officers.values()):
             raise AlreadyExists(f"officer {username!r} exists already")
-        officer = Officer(self._state.next_id(), username, password_hash, role, org_unit_id, True)
+        officer = Officer(
+            self._state.next_id(),
+            username,
+            password_hash,
+            role,
+            org_unit_id,
+            True,
+            display_name,
+            phone,
+        )
         self._state.officers[officer.id] = officer
         return officer
+
+    async def list_in(self, org_unit_ids: frozenset[int] | None) -> list[Officer]:
+        return sorted(
+            (
+                o
+                for o in self._state.officers.values()
+                if org_unit_ids is None or o.org_unit_id in org_unit_ids
+            ),
+            key=lambda o: o.id,
+        )
+
+    async def set_password_hash(self, officer_id: int, password_hash: str) -> None:
+        officer = self._state.officers[officer_id]
+        self._state.officers[officer_id] = dataclasses.replace(officer, password_hash=password_hash)
+
+    async def record_login_failure(self, username: str, at: datetime) -> None:
+        self._state.login_failures.append((username, at))
+
+    async def login_failures_since(
+        self, username: str, since: datetime, limit: int
+    ) -> list[datetime]:
+        found = sorted(
+            (at for name, at in self._state.login_failures if name == username and at > since),
+            reverse=True,
+        )
+        return found[:limit]
 
     async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
         self._state.tokens[digest] = (officer_id, expires_at)
@@ -300,6 +337,26 @@ class FakeSubjects:
             return self._state.subjects[subject_id]
         except KeyError:
             raise NotFound(f"subject {subject_id}") from None
+
+    async def get_for_update(self, subject_id: int) -> Subject:
+        return await self.get(subject_id)
+
+    async def update_supervision(
+        self,
+        subject_id: int,
+        *,
+        supervision_level: SupervisionLevel,
+        responsible_officer_id: int | None,
+        responsible_supervisor_id: int | None,
+    ) -> Subject:
+        changed = dataclasses.replace(
+            await self.get(subject_id),
+            supervision_level=supervision_level,
+            responsible_officer_id=responsible_officer_id,
+            responsible_supervisor_id=responsible_supervisor_id,
+        )
+        self._state.subjects[subject_id] = changed
+        return changed
 
     async def add(self, new: NewSubject) -> Subject:
         subject = Subject(

@@ -9,13 +9,24 @@ import asyncpg
 from correction_monitor.adapters.errors import AlreadyExists, NotFound
 from correction_monitor.domain.models import Officer
 
-_COLUMNS = "id, username, password_hash, role, org_unit_id, active"
+_COLUMNS = "id, username, password_hash, role, org_unit_id, active, display_name, phone"
 GET_BY_USERNAME = f"SELECT {_COLUMNS} FROM officers WHERE username = $1"
 GET_BY_ID = f"SELECT {_COLUMNS} FROM officers WHERE id = $1"
-INSERT = f"""
-INSERT INTO officers (username, password_hash, role, org_unit_id, display_name)
-VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}
+LIST = f"""
+SELECT {_COLUMNS} FROM officers
+WHERE ($1::int[] IS NULL OR org_unit_id = ANY($1::int[])) ORDER BY id
 """
+INSERT = f"""
+INSERT INTO officers (username, password_hash, role, org_unit_id, display_name, phone)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}
+"""
+SET_PASSWORD_HASH = "UPDATE officers SET password_hash = $2 WHERE id = $1"  # noqa: S105 - SQL
+RECORD_FAILURE = "INSERT INTO login_failures (username, at) VALUES ($1, $2)"
+# Newest first: the throttle needs the count and, when it is reached, the tenth newest.
+FAILURES_SINCE = """
+SELECT at FROM login_failures WHERE username = $1 AND at > $2 ORDER BY at DESC LIMIT $3
+"""
+PURGE_FAILURES = "DELETE FROM login_failures WHERE at <= $1"
 INSERT_DIGEST = (
     "INSERT INTO officer_tokens (token_hash, officer_id, expires_at) VALUES ($1, $2, $3)"
 )
@@ -42,6 +53,8 @@ def _officer(row: asyncpg.Record) -> Officer:
         row["role"],
         row["org_unit_id"],
         row["active"],
+        row["display_name"],
+        row["phone"],
     )
 
 
@@ -66,13 +79,44 @@ async def create(
     role: str,
     org_unit_id: int,
     display_name: str | None = None,
+    phone: str | None = None,
 ) -> Officer:
     try:
-        row = await conn.fetchrow(INSERT, username, password_hash, role, org_unit_id, display_name)
+        row = await conn.fetchrow(
+            INSERT, username, password_hash, role, org_unit_id, display_name, phone
+        )
     except asyncpg.UniqueViolationError as exc:
         raise AlreadyExists(f"officer {username!r} exists already") from exc
     assert row is not None
     return _officer(row)
+
+
+async def list_in(conn: asyncpg.Connection, org_unit_ids: frozenset[int] | None) -> list[Officer]:
+    """Officers of these units (all with None), by id."""
+    ids = list(org_unit_ids) if org_unit_ids is not None else None
+    return [_officer(r) for r in await conn.fetch(LIST, ids)]
+
+
+async def set_password_hash(conn: asyncpg.Connection, officer_id: int, password_hash: str) -> None:
+    await conn.execute(SET_PASSWORD_HASH, officer_id, password_hash)
+
+
+async def record_login_failure(conn: asyncpg.Connection, username: str, at: datetime) -> None:
+    await conn.execute(RECORD_FAILURE, username, at)
+
+
+async def login_failures_since(
+    conn: asyncpg.Connection, username: str, since: datetime, limit: int
+) -> list[datetime]:
+    """When the last ``limit`` failed logins for ``username`` after ``since`` happened,
+    newest first."""
+    return [r["at"] for r in await conn.fetch(FAILURES_SINCE, username, since, limit)]
+
+
+async def purge_login_failures(conn: asyncpg.Connection, before: datetime) -> int:
+    """Forget failed logins at or before ``before``; how many were dropped."""
+    status: str = await conn.execute(PURGE_FAILURES, before)
+    return int(status.split()[-1])
 
 
 async def store_token(

@@ -45,6 +45,7 @@ from correction_monitor.domain.models import (
     OrgUnit,
     Subject,
     SubjectContact,
+    SupervisionLevel,
 )
 from geofences.geojson import AdminArea
 
@@ -89,10 +90,25 @@ class PostgresOfficers:
         role: str,
         org_unit_id: int,
         display_name: str | None = None,
+        phone: str | None = None,
     ) -> Officer:
         return await officers.create(
-            self._conn, username, password_hash, role, org_unit_id, display_name
+            self._conn, username, password_hash, role, org_unit_id, display_name, phone
         )
+
+    async def list_in(self, org_unit_ids: frozenset[int] | None) -> list[Officer]:
+        return await officers.list_in(self._conn, org_unit_ids)
+
+    async def set_password_hash(self, officer_id: int, password_hash: str) -> None:
+        await officers.set_password_hash(self._conn, officer_id, password_hash)
+
+    async def record_login_failure(self, username: str, at: datetime) -> None:
+        await officers.record_login_failure(self._conn, username, at)
+
+    async def login_failures_since(
+        self, username: str, since: datetime, limit: int
+    ) -> list[datetime]:
+        return await officers.login_failures_since(self._conn, username, since, limit)
 
     async def store_token(self, digest: bytes, officer_id: int, expires_at: datetime) -> None:
         await officers.store_token(self._conn, digest, officer_id, expires_at)
@@ -110,6 +126,25 @@ class PostgresSubjects:
 
     async def get(self, subject_id: int) -> Subject:
         return await subjects.get(self._conn, subject_id)
+
+    async def get_for_update(self, subject_id: int) -> Subject:
+        return await subjects.get(self._conn, subject_id, for_update=True)
+
+    async def update_supervision(
+        self,
+        subject_id: int,
+        *,
+        supervision_level: SupervisionLevel,
+        responsible_officer_id: int | None,
+        responsible_supervisor_id: int | None,
+    ) -> Subject:
+        return await subjects.update_supervision(
+            self._conn,
+            subject_id,
+            supervision_level=supervision_level,
+            responsible_officer_id=responsible_officer_id,
+            responsible_supervisor_id=responsible_supervisor_id,
+        )
 
     async def add(self, new: NewSubject) -> Subject:
         return await subjects.create(self._conn, new)

@@ -41,6 +41,12 @@ SELECT $1, unnest($2::int[])
 # Every subject gets its evaluation-state row at once, so ingestion only ever locks rows.
 INSERT_EVAL_STATE = "INSERT INTO subject_eval_state (subject_id) VALUES ($1)"
 GET = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = $1"
+GET_FOR_UPDATE = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = $1 FOR UPDATE OF s"
+UPDATE_SUPERVISION = """
+UPDATE subjects SET supervision_level = $2, responsible_officer_id = $3,
+    responsible_supervisor_id = $4
+WHERE id = $1 RETURNING id
+"""
 GET_MANY = f"SELECT {_COLUMNS} FROM subjects s WHERE s.id = ANY($1::int[])"
 LIST = f"""
 SELECT {_COLUMNS} FROM subjects s
@@ -151,11 +157,33 @@ async def create(conn: asyncpg.Connection, new: NewSubject) -> Subject:
     return await get(conn, subject_id)
 
 
-async def get(conn: asyncpg.Connection, subject_id: int) -> Subject:
-    row = await conn.fetchrow(GET, subject_id)
+async def get(conn: asyncpg.Connection, subject_id: int, *, for_update: bool = False) -> Subject:
+    """The subject; with ``for_update`` its row stays locked until the transaction ends."""
+    row = await conn.fetchrow(GET_FOR_UPDATE if for_update else GET, subject_id)
     if row is None:
         raise NotFound(f"subject {subject_id}")
     return _subject(row)
+
+
+async def update_supervision(
+    conn: asyncpg.Connection,
+    subject_id: int,
+    *,
+    supervision_level: SupervisionLevel,
+    responsible_officer_id: int | None,
+    responsible_supervisor_id: int | None,
+) -> Subject:
+    """Set the subject's level and responsible officer and supervisor; the subject after."""
+    found = await conn.fetchval(
+        UPDATE_SUPERVISION,
+        subject_id,
+        supervision_level.value,
+        responsible_officer_id,
+        responsible_supervisor_id,
+    )
+    if found is None:
+        raise NotFound(f"subject {subject_id}")
+    return await get(conn, subject_id)
 
 
 async def get_many(conn: asyncpg.Connection, subject_ids: list[int]) -> dict[int, Subject]:

@@ -27,6 +27,10 @@ class EventName(StrEnum):
     ALERT_REOPENED = AlertChange.REOPENED.event_name
     SUBJECT_CREATED = "subject.created"
     SUBJECT_UPDATED = "subject.updated"
+    # An officer changed a subject's level or who is responsible for it:
+    # data {"changes": {field: {"from", "to"}}, "reason", "changed_by"}.
+    SUBJECT_CHANGED = "subject.changed"
+    OFFICER_CREATED = "officer.created"
     DEVICE_ENROLLED = "device.enrolled"
     DEVICE_REVOKED = "device.revoked"
     FENCE_CREATED = "fence.created"

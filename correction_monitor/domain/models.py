@@ -56,6 +56,8 @@ class Officer:
     role: str
     org_unit_id: int
     active: bool
+    display_name: str | None = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

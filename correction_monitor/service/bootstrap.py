@@ -28,6 +28,7 @@ from correction_monitor.service import (
     subjects,
     track,
 )
+from correction_monitor.service.auth import PasswordWork, shared_password_work
 from correction_monitor.service.command import Command, Handler
 from correction_monitor.service.consumers import CONSUMERS, Consumer, ConsumerRunner
 from correction_monitor.service.errors import ServiceError
@@ -50,6 +51,8 @@ class Services:
     timers: TimerService
     consumers: ConsumerRunner
     clock: Clock
+    # The process's bounded pool for password hashing (logins, new officers).
+    passwords: PasswordWork | None = None
 
     async def handle(self, command: Command[R]) -> R:
         handler = self.handlers[type(command)]
@@ -66,6 +69,7 @@ def bootstrap(
     timer_handlers: Mapping[str, TimerHandler] | None = None,
     consumers: Sequence[Consumer] | None = None,
     positions: status.PositionCache | None = None,
+    passwords: PasswordWork | None = None,
 ) -> Services:
     """Wire every handler to its dependencies.
 
@@ -74,14 +78,21 @@ def bootstrap(
     ``device_credentials`` draws a new device's token and OsmAnd id; ``timer_handlers`` and
     ``consumers`` are the durable timers' handlers by kind and the event log's consumers
     (the service's own registries unless given); ``positions`` is the hot state's copy of
-    the latest positions (without it, a subject's status reads PostgreSQL alone).
+    the latest positions (without it, a subject's status reads PostgreSQL alone);
+    ``passwords`` the bounded pool passwords are hashed and checked on (the process's own
+    unless given).
     """
     clock = clock or SystemClock()
+    passwords = passwords or shared_password_work()
     handlers: dict[type[Command[Any]], Handler] = {
         org_units.CreateOrgUnit: org_units.create_org_unit,
         org_units.ListOrgUnits: org_units.list_org_units,
-        officers.CreateOfficer: officers.create_officer,
-        officers.IssueToken: partial(officers.issue_token, ttl_s=token_ttl_s, clock=clock),
+        officers.CreateOfficer: partial(officers.create_officer, passwords=passwords),
+        officers.RegisterOfficer: partial(officers.register_officer, passwords=passwords),
+        officers.ListOfficers: officers.list_officers,
+        officers.IssueToken: partial(
+            officers.issue_token, ttl_s=token_ttl_s, clock=clock, passwords=passwords
+        ),
         officers.Logout: officers.logout,
         boundaries.ImportBoundaries: boundaries.import_boundaries,
         boundaries.ListBoundaries: boundaries.list_boundaries,
@@ -93,7 +104,13 @@ def bootstrap(
         ),
         subjects.GetSubject: subjects.get_subject,
         subjects.ListSubjects: subjects.list_subjects,
-        devices.EnrolDevice: partial(devices.enrol_device, credentials=device_credentials),
+        subjects.ChangeSubject: subjects.change_subject,
+        devices.EnrolDevice: partial(
+            devices.enrol_device,
+            credentials=device_credentials,
+            integrity=policy.integrity,
+            clock=clock,
+        ),
         devices.ListDevices: devices.list_devices,
         devices.RevokeDevice: devices.revoke_device,
         alerts.ListAlerts: alerts.list_alerts,
@@ -108,7 +125,7 @@ def bootstrap(
     }
     timers = TimerService(uow, TIMER_HANDLERS if timer_handlers is None else timer_handlers, clock)
     runner = ConsumerRunner(uow, CONSUMERS if consumers is None else consumers)
-    return Services(uow, handlers, timers, runner, clock)
+    return Services(uow, handlers, timers, runner, clock, passwords)
 
 
 def ingest_service(

@@ -63,3 +63,12 @@ class TryAgain(ServiceError):
     ) -> None:
         super().__init__(code, message, **extra)
         self.retry_after_s = retry_after_s
+
+
+class TooManyAttempts(ServiceError):
+    """The caller has failed too often lately (ten wrong logins for one username within
+    fifteen minutes): refused without looking further until ``retry_after_s`` seconds pass."""
+
+    def __init__(self, code: str, message: str, *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(code, message, **extra)
+        self.retry_after_s = retry_after_s

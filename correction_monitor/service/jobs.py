@@ -35,6 +35,7 @@ from correction_monitor.domain.clock import Clock
 from correction_monitor.policy import Policy
 from correction_monitor.service import lost_contact
 from correction_monitor.service.bootstrap import Services
+from correction_monitor.service.officers import LOGIN_FAILURE_WINDOW
 
 log = structlog.get_logger("correction_monitor.jobs")
 
@@ -122,6 +123,13 @@ async def purge_expired_tokens(pool: asyncpg.Pool) -> None:
     """Forget officer tokens a day after they expired (only their hashes are kept)."""
     async with pool.acquire() as conn:
         await officers.purge_expired_tokens(conn)
+
+
+async def purge_login_failures(pool: asyncpg.Pool, now: datetime) -> int:
+    """Forget failed logins that have left the throttle's window (they no longer count);
+    returns how many."""
+    async with pool.acquire() as conn:
+        return await officers.purge_login_failures(conn, now - LOGIN_FAILURE_WINDOW)
 
 
 def sweep_interval_s(policy: Policy) -> float:
@@ -216,6 +224,12 @@ def standard_jobs(
             at_start=True,
         ),
         Job("token-purge", 3600, lambda: purge_expired_tokens(pool), once_across_processes=True),
+        Job(
+            "login-failure-purge",
+            900,
+            lambda: purge_login_failures(pool, clock.now()),
+            once_across_processes=True,
+        ),
         Job(
             "timer-purge",
             3600,

@@ -1,22 +1,64 @@
-"""Officers: creating them (the first ones from the command line), logging them in and out."""
+"""Officers: creating them (the first ones from the command line, the others through the
+API by an administrator), listing them, logging them in and out.
+
+Logins are throttled per username (:data:`LOGIN_FAILURES_ALLOWED` failures within
+:data:`LOGIN_FAILURE_WINDOW` refuse every login for it, the right password too, until the
+window passes) and cost the same whether the username exists or not: an unknown username or
+an inactive officer is checked against a dummy hash (``service.auth.dummy_hash``).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import math
 import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 from correction_monitor.adapters import errors as stored
-from correction_monitor.domain.access import Role
+from correction_monitor.domain.access import Principal, Role
 from correction_monitor.domain.clock import Clock, SystemClock
-from correction_monitor.domain.models import Officer
-from correction_monitor.service.auth import hash_password, new_token, token_hash, verify_password
+from correction_monitor.domain.events import DomainEvent, EventName
+from correction_monitor.domain.models import Officer, OrgUnit
+from correction_monitor.service.auth import (
+    PasswordWork,
+    needs_rehash,
+    new_token,
+    shared_password_work,
+    token_hash,
+)
 from correction_monitor.service.command import Command
-from correction_monitor.service.errors import Conflict, InvalidInput, Unauthenticated
+from correction_monitor.service.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooManyAttempts,
+    TryAgain,
+    Unauthenticated,
+)
 from correction_monitor.service.unit_of_work import UnitOfWork
 
 MIN_PASSWORD_LENGTH = 8
+LOGIN_FAILURES_ALLOWED: Final = 10
+LOGIN_FAILURE_WINDOW: Final = timedelta(minutes=15)
+# Who may create officers through the API (RULES.md §4: the county bureau runs its stations).
+OFFICER_CREATORS: Final = frozenset({Role.COUNTY_ADMIN, Role.ADMIN})
+
+
+def _role(name: str) -> Role:
+    try:
+        return Role(name)
+    except ValueError as exc:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidInput("invalid_request", f"unknown role {name!r}; one of {roles}") from exc
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            "weak_password", f"the password must have at least {MIN_PASSWORD_LENGTH} characters"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +86,14 @@ def _check_timezone(name: str) -> None:
         raise InvalidInput("invalid_request", f"unknown time zone {name!r}") from exc
 
 
-async def create_officer(command: CreateOfficer, uow: UnitOfWork) -> Officer:
-    try:
-        role = Role(command.role)
-    except ValueError as exc:
-        roles = ", ".join(r.value for r in Role)
-        raise InvalidInput(
-            "invalid_request", f"unknown role {command.role!r}; one of {roles}"
-        ) from exc
-    if len(command.password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(
-            "weak_password", f"the password must have at least {MIN_PASSWORD_LENGTH} characters"
-        )
+async def create_officer(
+    command: CreateOfficer, uow: UnitOfWork, *, passwords: PasswordWork | None = None
+) -> Officer:
+    role = _role(command.role)
+    _check_password(command.password)
     _check_timezone(command.timezone)
-    # argon2 costs tens of milliseconds of CPU: off the event loop, before the transaction.
-    password_hash = await asyncio.to_thread(hash_password, command.password)
+    # argon2 costs tens of milliseconds of CPU: on the password pool, before the transaction.
+    password_hash = await (passwords or shared_password_work()).hash(command.password)
     async with uow:
         try:
             unit = await uow.org_units.get_by_code(command.org_code)
@@ -88,6 +123,131 @@ async def create_officer(command: CreateOfficer, uow: UnitOfWork) -> Officer:
 
 
 @dataclass(frozen=True, slots=True)
+class PlacedOfficer:
+    """An officer with the code of their unit."""
+
+    officer: Officer
+    org_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterOfficer(Command[PlacedOfficer]):
+    """An administrator creates an officer account at a unit of their jurisdiction.
+
+    A county administrator creates officers, supervisors, auditors and county
+    administrators within their county; only an administrator creates administrators, and
+    anywhere. A unit outside the caller's jurisdiction is answered as one that does not
+    exist.
+    """
+
+    actor: Principal
+    username: str
+    password: str
+    role: str
+    org_unit: str
+    name: str | None = None
+    phone: str | None = None
+    request_id: str | None = None
+
+
+async def _unit_for(uow: UnitOfWork, who: Principal, code: str) -> OrgUnit:
+    """The unit of ``code`` if ``who`` sees it; NotFound alike when it does not exist."""
+    try:
+        unit = await uow.org_units.get_by_code(code)
+    except stored.NotFound as exc:
+        raise NotFound(f"org unit {code!r}") from exc
+    if not who.sees(unit.id):
+        raise NotFound(f"org unit {code!r}")
+    return unit
+
+
+async def register_officer(
+    command: RegisterOfficer, uow: UnitOfWork, *, passwords: PasswordWork | None = None
+) -> PlacedOfficer:
+    who = command.actor
+    if not who.may(OFFICER_CREATORS):
+        raise Forbidden(f"role {who.role.value!r} may not create officers")
+    role = _role(command.role)
+    if role is Role.ADMIN and who.role is not Role.ADMIN:
+        raise Forbidden("only an administrator may create an administrator")
+    _check_password(command.password)
+    # Refusals that need no hash first: the hash costs ~20 ms of a core.
+    async with uow:
+        await _unit_for(uow, who, command.org_unit)
+        try:
+            await uow.officers.get_by_username(command.username)
+        except stored.NotFound:
+            pass
+        else:
+            raise Conflict("officer_exists", f"officer {command.username!r} exists already")
+    password_hash = await (passwords or shared_password_work()).hash(command.password)
+    async with uow:
+        unit = await _unit_for(uow, who, command.org_unit)
+        try:
+            officer = await uow.officers.add(
+                command.username, password_hash, role.value, unit.id, command.name, command.phone
+            )
+        except stored.AlreadyExists as exc:
+            raise Conflict("officer_exists", str(exc)) from exc
+        uow.audit(
+            officer_id=who.officer_id,
+            action="officer.create",
+            request_id=command.request_id,
+            detail={
+                "officer_id": officer.id,
+                "username": officer.username,
+                "role": role.value,
+                "org_unit": unit.code,
+            },
+        )
+        uow.emit(
+            DomainEvent(
+                EventName.OFFICER_CREATED,
+                unit.id,
+                data={"officer_id": officer.id, "role": role.value, "created_by": who.officer_id},
+            )
+        )
+    return PlacedOfficer(officer, unit.code)
+
+
+@dataclass(frozen=True, slots=True)
+class ListOfficers(Command[list[PlacedOfficer]]):
+    """The officers within the caller's jurisdiction, by id; with ``org_unit``, only those
+    of that unit and the units below it."""
+
+    actor: Principal
+    org_unit: str | None = None
+
+
+def _subtree(units: list[OrgUnit], root_id: int) -> frozenset[int]:
+    below: dict[int, list[int]] = {}
+    for unit in units:
+        if unit.parent_id is not None:
+            below.setdefault(unit.parent_id, []).append(unit.id)
+    found, stack = set(), [root_id]
+    while stack:
+        unit_id = stack.pop()
+        if unit_id not in found:
+            found.add(unit_id)
+            stack.extend(below.get(unit_id, ()))
+    return frozenset(found)
+
+
+async def list_officers(command: ListOfficers, uow: UnitOfWork) -> list[PlacedOfficer]:
+    who = command.actor
+    async with uow:
+        scope = who.scope
+        units = await uow.org_units.all()
+        if command.org_unit is not None:
+            root = await _unit_for(uow, who, command.org_unit)
+            wanted = _subtree(units, root.id)
+            scope = wanted if scope is None else wanted & scope
+        found = await uow.officers.list_in(scope)
+    codes = {u.id: u.code for u in units}
+    return [PlacedOfficer(o, codes[o.org_unit_id]) for o in found]
+
+
+@dataclass(frozen=True, slots=True)
 class IssuedToken:
     """A bearer token for an officer; only its digest is stored."""
 
@@ -104,29 +264,73 @@ class IssueToken(Command[IssuedToken]):
     password: str
 
 
+def _retry_after_s(failures: list[datetime], now: datetime) -> int:
+    """Seconds until the oldest of the failures that reach the limit leaves the window (one
+    failure fewer than the limit lets logins through again); at least one."""
+    left = (failures[LOGIN_FAILURES_ALLOWED - 1] + LOGIN_FAILURE_WINDOW - now).total_seconds()
+    return max(1, math.ceil(left))
+
+
 async def issue_token(
-    command: IssueToken, uow: UnitOfWork, *, ttl_s: float, clock: Clock | None = None
+    command: IssueToken,
+    uow: UnitOfWork,
+    *,
+    ttl_s: float,
+    clock: Clock | None = None,
+    passwords: PasswordWork | None = None,
 ) -> IssuedToken:
     """A token valid ``ttl_s`` seconds; Unauthenticated, alike for an unknown username, an
-    inactive officer and a wrong password."""
+    inactive officer and a wrong password, each costing one argon2 verification and counted
+    as a failure of that username. TooManyAttempts while the username has failed
+    :data:`LOGIN_FAILURES_ALLOWED` times within :data:`LOGIN_FAILURE_WINDOW` (``clock``'s
+    time), before any password is looked at."""
+    clock = clock or SystemClock()
+    passwords = passwords or shared_password_work()
+    now = clock.now()
     async with uow:
+        failures = await uow.officers.login_failures_since(
+            command.username, now - LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_ALLOWED
+        )
+        if len(failures) >= LOGIN_FAILURES_ALLOWED:
+            raise TooManyAttempts(
+                "too_many_attempts",
+                "too many failed logins for this username; try again later",
+                retry_after_s=_retry_after_s(failures, now),
+            )
         try:
             found: Officer | None = await uow.officers.get_by_username(command.username)
         except stored.NotFound:
             found = None
-    # argon2 takes tens of milliseconds of CPU: off the event loop and outside any
-    # transaction, so logins never stall ingestion, the feed, or the connection pool.
-    if (
-        found is None
-        or not found.active
-        or not await asyncio.to_thread(verify_password, found.password_hash, command.password)
-    ):
+    usable = found if found is not None and found.active else None
+    # On the password pool and outside any transaction, so logins never stall ingestion,
+    # the feed, or the connection pool.
+    matches = await passwords.verify(
+        usable.password_hash if usable is not None else None, command.password
+    )
+    if usable is None or not matches:
+        async with uow:
+            await uow.officers.record_login_failure(command.username, clock.now())
         raise Unauthenticated("invalid_credentials", "unknown username or wrong password")
+    fresh_hash = await _rehashed(passwords, usable.password_hash, command.password)
     token = new_token()
-    expires_at = (clock or SystemClock()).now() + timedelta(seconds=ttl_s)
+    expires_at = clock.now() + timedelta(seconds=ttl_s)
     async with uow:
-        await uow.officers.store_token(token_hash(token), found.id, expires_at)
-    return IssuedToken(token, expires_at, found.role)
+        if fresh_hash is not None:
+            await uow.officers.set_password_hash(usable.id, fresh_hash)
+        await uow.officers.store_token(token_hash(token), usable.id, expires_at)
+    return IssuedToken(token, expires_at, usable.role)
+
+
+async def _rehashed(passwords: PasswordWork, stored_hash: str, password: str) -> str | None:
+    """A hash of ``password`` with today's parameters when ``stored_hash`` was made with
+    others (the password is at hand only now); None when none is needed or the password
+    pool is busy (the next login tries again)."""
+    if not needs_rehash(stored_hash):
+        return None
+    try:
+        return await passwords.hash(password)
+    except TryAgain:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,14 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.leave import (
+    ApprovalLevel,
+    Leave,
+    LeaveReport,
+    LeaveStatus,
+    NewLeave,
+    NewLeaveReport,
+)
 from correction_monitor.domain.integrity import RuleAlert
 from correction_monitor.domain.messages import NewMessage, SubjectMessage
 from correction_monitor.domain.models import (
@@ -316,3 +324,52 @@ class IntegrityRepository(Protocol):
     async def devices_heard(self, subject_id: int) -> list[tuple[int, str | None, datetime | None]]:
         """The subject's unrevoked devices: (id, platform, last heard from or None), by id."""
         ...
+
+
+class LeaveRepository(Protocol):
+    """Leave (外出) applications, their decisions and the subject's reports."""
+
+    async def add(self, new: NewLeave) -> Leave: ...
+
+    async def get(self, leave_id: int, *, for_update: bool = False) -> Leave:
+        """One leave (locked for the unit of work with ``for_update``)."""
+        ...
+
+    async def list_in(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        *,
+        status: LeaveStatus | None,
+        subject_id: int | None,
+        limit: int,
+    ) -> list[Leave]:
+        """Leaves of these units (all with None), newest first."""
+        ...
+
+    async def of_subject(self, subject_id: int, limit: int) -> list[Leave]:
+        """The subject's leaves, newest first."""
+        ...
+
+    async def decide(
+        self,
+        leave_id: int,
+        status: LeaveStatus,
+        *,
+        officer_id: int | None,
+        at: datetime,
+        note: str | None,
+        approval_level: ApprovalLevel,
+    ) -> Leave | None:
+        """Move a pending leave to ``status``; None when it is no longer pending."""
+        ...
+
+    async def approved_spans(
+        self, subject_id: int, start: datetime, end: datetime, except_id: int
+    ) -> list[tuple[datetime, datetime]]:
+        """Spans of the subject's approved non-commuting leaves but ``except_id`` meeting
+        ``[start, end]``."""
+        ...
+
+    async def add_report(self, new: NewLeaveReport) -> LeaveReport: ...
+
+    async def reports(self, leave_id: int) -> list[LeaveReport]: ...

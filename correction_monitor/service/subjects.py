@@ -1,13 +1,16 @@
-"""Subjects (社区矫正对象): registering them with their rules, and reading them."""
+"""Subjects (社区矫正对象): registering them with their rules, reading them, and changing
+their supervision level and who is responsible for them."""
 
 from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import Enum
+from typing import Final
 
 from correction_monitor.adapters import errors as stored
-from correction_monitor.domain.access import Principal
+from correction_monitor.domain.access import Principal, Role
 from correction_monitor.domain.events import DomainEvent, EventName
 from correction_monitor.domain.models import (
     Curfew,
@@ -18,7 +21,7 @@ from correction_monitor.domain.models import (
     SupervisionLevel,
 )
 from correction_monitor.service.command import Command
-from correction_monitor.service.errors import InvalidInput
+from correction_monitor.service.errors import Forbidden, InvalidInput
 from correction_monitor.service.fences import FenceInputError, circle_centre
 from correction_monitor.service.jurisdiction import visible_subject, visible_unit
 from correction_monitor.service.unit_of_work import UnitOfWork
@@ -233,3 +236,170 @@ async def list_subjects(command: ListSubjects, uow: UnitOfWork) -> list[PlacedSu
         )
         codes = await uow.org_units.codes_by_id(s.org_unit_id for s in found)
     return [PlacedSubject(s, codes[s.org_unit_id]) for s in found]
+
+
+class Keep(Enum):
+    """A field a change leaves as it is (None, for the responsible officers, clears it)."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+
+# Changing the level is a decision on how closely someone is supervised (RULES.md §3): the
+# station's head and above take it, as they do reassigning a subject (二级包保, §4).
+LEVEL_DECIDERS: Final = frozenset({Role.SUPERVISOR, Role.COUNTY_ADMIN, Role.ADMIN})
+REASSIGNERS: Final = frozenset({Role.SUPERVISOR, Role.COUNTY_ADMIN, Role.ADMIN})
+RESPONSIBLE_OFFICER_ROLES: Final = frozenset({Role.OFFICER, Role.SUPERVISOR})
+RESPONSIBLE_SUPERVISOR_ROLES: Final = frozenset({Role.SUPERVISOR, Role.COUNTY_ADMIN})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSubject(Command[PlacedSubject]):
+    """Change a subject's supervision level, responsible officer or responsible supervisor,
+    for ``reason``. A field left at :data:`KEEP` stays as it is; None clears a responsible
+    officer or supervisor."""
+
+    actor: Principal
+    subject_id: int
+    supervision_level: SupervisionLevel | Keep = KEEP
+    responsible_officer_id: int | Keep | None = KEEP
+    responsible_supervisor_id: int | Keep | None = KEEP
+    reason: str | None = None
+    request_id: str | None = None
+
+
+def _check_change_roles(command: ChangeSubject) -> None:
+    who = command.actor
+    if command.supervision_level is not KEEP and not who.may(LEVEL_DECIDERS):
+        raise Forbidden(f"role {who.role.value!r} may not change a supervision level")
+    reassigns = (command.responsible_officer_id, command.responsible_supervisor_id)
+    if any(v is not KEEP for v in reassigns) and not who.may(REASSIGNERS):
+        raise Forbidden(f"role {who.role.value!r} may not reassign a subject")
+
+
+async def _check_assignee(
+    uow: UnitOfWork,
+    who: Principal,
+    field: str,
+    officer_id: int,
+    roles: frozenset[Role],
+    lineage: frozenset[int],
+) -> None:
+    """The officer exists, is active, belongs to the subject's station or a unit above it,
+    and holds one of ``roles``. Someone the caller could not see otherwise (outside both
+    their jurisdiction and the station's lineage) is answered as one that does not exist."""
+    try:
+        found = await uow.officers.get(officer_id)
+    except stored.NotFound as exc:
+        raise InvalidInput(
+            "unknown_officer", f"{field}: officer {officer_id} does not exist"
+        ) from exc
+    if found.org_unit_id not in lineage:
+        if not who.sees(found.org_unit_id):
+            raise InvalidInput("unknown_officer", f"{field}: officer {officer_id} does not exist")
+        raise InvalidInput(
+            "officer_outside_station",
+            f"{field}: officer {officer_id} belongs neither to the subject's station nor to "
+            "a unit above it",
+        )
+    if not found.active:
+        raise InvalidInput("inactive_officer", f"{field}: officer {officer_id} is not active")
+    if Role(found.role) not in roles:
+        allowed = " or ".join(sorted(r.value for r in roles))
+        raise InvalidInput(
+            "wrong_officer_role",
+            f"{field}: officer {officer_id} is a {found.role}, not a {allowed}",
+        )
+
+
+async def change_subject(command: ChangeSubject, uow: UnitOfWork) -> PlacedSubject:
+    """Apply the change; each field that differs is audited with what it was and becomes,
+    with the reason, and the whole is announced as one ``subject.changed`` event. A change
+    that changes nothing is answered with the subject as it is, and records nothing."""
+    who = command.actor
+    fields = (
+        command.supervision_level,
+        command.responsible_officer_id,
+        command.responsible_supervisor_id,
+    )
+    if all(value is KEEP for value in fields):
+        raise InvalidInput(
+            "invalid_request",
+            "nothing to change: give supervision_level, responsible_officer_id or "
+            "responsible_supervisor_id",
+        )
+    _check_change_roles(command)
+    async with uow:
+        subject = await visible_subject(uow, who, command.subject_id)
+        subject = await uow.subjects.get_for_update(subject.id)
+        lineage = await uow.org_units.lineage_ids(subject.org_unit_id)
+        for field, value, roles in (
+            ("responsible_officer_id", command.responsible_officer_id, RESPONSIBLE_OFFICER_ROLES),
+            (
+                "responsible_supervisor_id",
+                command.responsible_supervisor_id,
+                RESPONSIBLE_SUPERVISOR_ROLES,
+            ),
+        ):
+            if value is not KEEP and value is not None:
+                await _check_assignee(uow, who, field, value, roles, lineage)
+        level = (
+            subject.supervision_level
+            if command.supervision_level is KEEP
+            else command.supervision_level
+        )
+        officer_id = (
+            subject.responsible_officer_id
+            if command.responsible_officer_id is KEEP
+            else command.responsible_officer_id
+        )
+        supervisor_id = (
+            subject.responsible_supervisor_id
+            if command.responsible_supervisor_id is KEEP
+            else command.responsible_supervisor_id
+        )
+        before: dict[str, object] = {
+            "supervision_level": subject.supervision_level.value,
+            "responsible_officer_id": subject.responsible_officer_id,
+            "responsible_supervisor_id": subject.responsible_supervisor_id,
+        }
+        after: dict[str, object] = {
+            "supervision_level": level.value,
+            "responsible_officer_id": officer_id,
+            "responsible_supervisor_id": supervisor_id,
+        }
+        changes = {
+            name: {"from": before[name], "to": after[name]}
+            for name in before
+            if before[name] != after[name]
+        }
+        unit = await uow.org_units.get(subject.org_unit_id)
+        if not changes:
+            return PlacedSubject(subject, unit.code)
+        changed = await uow.subjects.update_supervision(
+            subject.id,
+            supervision_level=level,
+            responsible_officer_id=officer_id,
+            responsible_supervisor_id=supervisor_id,
+        )
+        uow.audit(
+            officer_id=who.officer_id,
+            action="subject.change",
+            subject_id=subject.id,
+            request_id=command.request_id,
+            detail={"changes": changes, "reason": command.reason},
+        )
+        uow.emit(
+            DomainEvent(
+                EventName.SUBJECT_CHANGED,
+                subject.org_unit_id,
+                subject_id=subject.id,
+                data={
+                    "changes": changes,
+                    "reason": command.reason,
+                    "changed_by": who.officer_id,
+                },
+            )
+        )
+    return PlacedSubject(changed, unit.code)

@@ -15,6 +15,7 @@ from correction_monitor.service.errors import (
     NotFound,
     ServiceError,
     TooLarge,
+    TooManyAttempts,
     TryAgain,
     Unauthenticated,
 )
@@ -31,6 +32,7 @@ STATUS: dict[type[ServiceError], int] = {
     Conflict: 409,
     TooLarge: 413,
     TryAgain: 503,
+    TooManyAttempts: 429,
 }
 REFUSALS: tuple[type[ServiceError], ...] = tuple(STATUS)
 
@@ -43,7 +45,7 @@ def api_error(exc: ServiceError, hint: str = "", *, challenge: str | None = None
     err = ApiError(status, exc.code, f"{exc.message}{hint}", **exc.extra)
     if challenge is not None and isinstance(exc, Unauthenticated):
         err.headers["WWW-Authenticate"] = challenge
-    if isinstance(exc, TryAgain) and exc.retry_after_s is not None:
+    if isinstance(exc, (TryAgain, TooManyAttempts)) and exc.retry_after_s is not None:
         err.headers["Retry-After"] = str(exc.retry_after_s)
     return err
 

@@ -12,7 +12,14 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from correction_monitor.domain.access import CASEWORK_ROLES, CONFIGURATION_ROLES
 from correction_monitor.domain.models import (
@@ -411,6 +418,47 @@ async def list_subjects(request: web.Request) -> web.Response:
 async def get_subject(request: web.Request) -> web.Response:
     who = await officer(request)
     command = subjects.GetSubject(actor=who, subject_id=int_param(request, "id"))
+    placed = await handle(request, command)
+    return json_response(placed.subject.to_json(placed.org_code))
+
+
+class SubjectChangeIn(BaseModel):
+    """``PATCH /api/v1/subjects/{id}``: only the fields given change; null clears a
+    responsible officer or supervisor (a level cannot be cleared)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    supervision_level: SupervisionLevel = SupervisionLevel.NORMAL
+    responsible_officer_id: RowId | None = None
+    responsible_supervisor_id: RowId | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+@routes.patch("/api/v1/subjects/{id}")
+async def change_subject(request: web.Request) -> web.Response:
+    """Change a subject's level (supervisor and above) or who is responsible for it
+    (supervisor and above); answers the subject as ``GET`` does."""
+    who = await officer(request, subjects.LEVEL_DECIDERS | subjects.REASSIGNERS)
+    subject_id = int_param(request, "id")
+    body = parse_model(SubjectChangeIn, await read_object(request))
+    given = body.model_fields_set
+    command = subjects.ChangeSubject(
+        actor=who,
+        subject_id=subject_id,
+        supervision_level=(
+            body.supervision_level if "supervision_level" in given else subjects.KEEP
+        ),
+        responsible_officer_id=(
+            body.responsible_officer_id if "responsible_officer_id" in given else subjects.KEEP
+        ),
+        responsible_supervisor_id=(
+            body.responsible_supervisor_id
+            if "responsible_supervisor_id" in given
+            else subjects.KEEP
+        ),
+        reason=body.reason,
+        request_id=request.get(REQUEST_ID),
+    )
     placed = await handle(request, command)
     return json_response(placed.subject.to_json(placed.org_code))
 
