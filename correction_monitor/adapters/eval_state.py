@@ -34,6 +34,18 @@ FROM unnest($1::int[], $2::jsonb[], $3::timestamptz[], $4::timestamptz[], $5::fl
 WHERE s.subject_id = u.subject_id
 """
 DEVICE_SEEN = "UPDATE devices SET last_seen_at = $2 WHERE id = ANY($1::int[])"
+DEVICE_SEEN_WITH_OTHERS = """
+WITH seen AS (
+    UPDATE devices SET last_seen_at = $2 WHERE id = ANY($1::int[])
+    RETURNING id, subject_id, platform
+)
+SELECT s.subject_id, s.id AS device_id, s.platform,
+       o.id AS other_id, o.platform AS other_platform, o.last_seen_at AS other_seen_at
+FROM seen s
+JOIN devices o ON o.subject_id = s.subject_id AND o.id <> s.id
+WHERE o.revoked_at IS NULL AND o.last_seen_at >= $3
+ORDER BY s.subject_id, s.id, o.id
+"""
 DEVICE_SEEN_EVERY_S = 60.0
 _SEEN_REMEMBERED = 500_000
 
@@ -70,8 +82,20 @@ class LastSeen:
     def __init__(self) -> None:
         self._written: dict[int, datetime] = {}
 
-    async def touch(self, conn: asyncpg.Connection, device_ids: set[int], now: datetime) -> None:
-        """Record that the devices reported at ``now``, where their row is over a minute old."""
+    async def touch(
+        self,
+        conn: asyncpg.Connection,
+        device_ids: set[int],
+        now: datetime,
+        others_since: datetime | None = None,
+    ) -> list[asyncpg.Record]:
+        """Record that the devices reported at ``now``, where their row is over a minute old.
+
+        With ``others_since``, the same statement also returns, for each device written, the
+        other unrevoked devices of its subject last heard from at or after that moment
+        (``subject_id``, ``device_id``, ``platform``, ``other_id``, ``other_platform``,
+        ``other_seen_at``; the ``new_device`` integrity rule): no query of its own, and at
+        most once a minute per device."""
         due = []
         for device_id in sorted(device_ids):
             seen = self._written.get(device_id)
@@ -80,5 +104,12 @@ class LastSeen:
                 due.append(device_id)
         if len(self._written) > _SEEN_REMEMBERED:
             self._written.clear()
-        if due:
+        if not due:
+            return []
+        if others_since is None:
             await conn.execute(DEVICE_SEEN, due, now)
+            return []
+        rows: list[asyncpg.Record] = await conn.fetch(
+            DEVICE_SEEN_WITH_OTHERS, due, now, others_since
+        )
+        return rows

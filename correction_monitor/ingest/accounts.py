@@ -19,8 +19,9 @@ reported. A fix newer than everything stored is never late, so live delivery, in
 or one fix at a time, is never affected.
 
 Contradicting fixes are stored with :data:`FixFlag.CONTRADICTING` and never evaluated. They
-raise one ``device_integrity`` alert per contradiction episode, with both accounts as
-evidence: each late fix, and the device's stored fixes it fell between.
+raise one ``device_integrity`` alert per contradiction episode (rule and reason
+``contradicting_account``; always on, since it guards what evaluation decides), with both
+accounts as evidence: each late fix, and the device's stored fixes it fell between.
 
 Everything here is pure (arrays in, arrays and JSON values out); the commit
 (``ingest/commit.py``) does the I/O.
@@ -38,6 +39,7 @@ import numpy.typing as npt
 from correction_monitor.domain.alerts import SEVERITY, AlertOpen, AlertType
 from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
+from correction_monitor.domain.integrity import NOTE
 
 REASON = "contradicting_account"
 JOIN_WITHIN_S = 3600.0
@@ -185,7 +187,9 @@ def contradiction_evidence(
         )
     ordered = sorted(stored_rows, key=lambda r: int(stored.ts_us[r]))
     return {
+        "rule": REASON,
         "reason": REASON,
+        "note": NOTE,
         "device_id": int(late.device[0]),
         "covered_gap_s": covered_gap_s,
         "from": _iso(int(late.ts_us[order[0]])),

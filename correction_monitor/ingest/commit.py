@@ -31,7 +31,8 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.events import event_of
 from correction_monitor.domain.fix_arrays import SubjectFixes, to_datetime, to_us
-from correction_monitor.ingest import accounts
+from correction_monitor.domain.integrity import Rule
+from correction_monitor.ingest import accounts, signals
 from correction_monitor.ingest.evaluate import evaluate_quiet, evaluate_subject
 from correction_monitor.ingest.merge import MergedGroup
 from correction_monitor.ingest.profiles import ProfileCache, SubjectProfile
@@ -50,10 +51,17 @@ async def commit_group(
     group: MergedGroup,
     profiles: ProfileCache,
     last_seen: eval_state.LastSeen,
+    live_devices: signals.LiveDevices | None = None,
 ) -> tuple[Events, Positions]:
     """Persist and evaluate ``group`` in one transaction on ``conn``; count each request's
     fixes accepted and repeated on its job. Returns the committed events and the subjects'
-    newest positions, to publish once committed."""
+    newest positions, to publish once committed.
+
+    Integrity signals (``ingest/signals.py``) are raised in the same transaction;
+    ``live_devices`` remembers which pairs of devices were signalled (a fresh one per call
+    when not given)."""
+    live_devices = live_devices or signals.LiveDevices()
+    integrity = profiles.policy.integrity
     jobs, merged = group.jobs, group.fixes
     subject_ids = sorted(merged)
     now = datetime.now(UTC)
@@ -71,6 +79,8 @@ async def commit_group(
         owners = np.concatenate([f.owner for f in merged.values()])
         for number, count in enumerate(np.bincount(owners, minlength=len(jobs)).tolist()):
             jobs[number].accepted += count
+        # One test over the group: only a group with mock fixes does any work for them.
+        mocked = integrity.enabled(Rule.MOCK_LOCATION) and signals.has_mock(list(merged.values()))
         contradicting = accounts.set_aside(
             merged, near, {sid: to_us(rows[sid]["max_fix_ts"]) for sid in near}, covered_gap_us
         )
@@ -143,11 +153,29 @@ async def commit_group(
             await fix_store.copy_fixes(conn, to_copy)
         if spikes:
             await fix_store.mark_spikes(conn, spikes)
+        live = await last_seen.touch(
+            conn,
+            {job.device.device_id for job in jobs if job.accepted},
+            now,
+            signals.since(now, integrity),
+        )
+        found: dict[int, dict[Rule, list[dict[str, Any]]]] = defaultdict(dict)
+        if mocked:
+            for sid, stored in to_copy:
+                items = signals.mock_items(stored)
+                if items:
+                    found[sid].setdefault(Rule.MOCK_LOCATION, []).extend(items)
+        told_live, pairs = live_devices.items(live, now)
+        for sid, items in told_live.items():
+            found[sid][Rule.NEW_DEVICE] = items
+        if found:
+            org_units = {sid: subject_profiles[sid].org_unit_id for sid in found}
+            alert_ops.extend(await signals.signal_alerts(conn, org_units, found, integrity))
         changes = reconciled + await alerts.apply(conn, alert_ops)
         await eval_state.save(conn, *saved)
-        await last_seen.touch(conn, {job.device.device_id for job in jobs if job.accepted}, now)
         # Last: appending takes the event log's ordering lock until the commit.
         event_ids = await outbox.append(conn, [event_of(c) for c in changes])
+    live_devices.remember(pairs, now)
     events = []
     for event_id, change in zip(event_ids, changes, strict=True):
         op = change.op

@@ -29,6 +29,7 @@ from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.commit import Events, Positions, commit_group
 from correction_monitor.ingest.merge import merge_group
 from correction_monitor.ingest.profiles import ProfileCache
+from correction_monitor.ingest.signals import LiveDevices
 from correction_monitor.metrics import (
     COMMIT_BATCH_SIZE,
     COMMIT_SECONDS,
@@ -118,6 +119,7 @@ class GroupCommitter:
         self._queued_fixes = 0
         self._partitions = fix_store.Partitions()
         self._last_seen = eval_state.LastSeen()
+        self._live_devices = LiveDevices()
         self._pending_positions: dict[int, dict[str, Any]] = {}
         self._pending_events: list[dict[str, Any]] = []
         self._publish_wakeup = asyncio.Event()
@@ -257,7 +259,7 @@ class GroupCommitter:
             job.duplicates = job.batch.duplicates
         merged = merge_group(group)
         await self._partitions.ensure(conn, merged.fixes.values())
-        return await commit_group(conn, merged, self.profiles, self._last_seen)
+        return await commit_group(conn, merged, self.profiles, self._last_seen, self._live_devices)
 
     def _publish(self, events: Events, positions: Positions) -> None:
         """Hand a commit's copies for Redis to the publisher task, off the commit path.

@@ -21,6 +21,7 @@ from correction_monitor.service import (
     boundaries,
     devices,
     fences,
+    leave,
     lost_contact,
     officers,
     org_units,
@@ -122,6 +123,13 @@ def bootstrap(
         track.ReadTrack: partial(track.read_track, clock=clock),
         status.ReadSubjectStatus: partial(status.read_subject_status, positions=positions),
         audit_log.ListAuditEntries: audit_log.list_audit_entries,
+        leave.ApplyLeave: partial(leave.apply_leave, policy=policy, clock=clock),
+        leave.ListMyLeave: leave.list_my_leave,
+        leave.CancelLeave: partial(leave.cancel_leave, clock=clock),
+        leave.ReportLeave: partial(leave.report_leave, policy=policy, clock=clock),
+        leave.ListLeave: leave.list_leave,
+        leave.GetLeave: leave.get_leave,
+        leave.DecideLeave: partial(leave.decide_leave, policy=policy, clock=clock),
     }
     timers = TimerService(uow, TIMER_HANDLERS if timer_handlers is None else timer_handlers, clock)
     runner = ConsumerRunner(uow, CONSUMERS if consumers is None else consumers)

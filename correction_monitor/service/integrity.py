@@ -18,6 +18,7 @@ from typing import Any
 from correction_monitor.domain.alerts import AlertOpen
 from correction_monitor.domain.events import event_of
 from correction_monitor.domain.integrity import (
+    Rule,
     enabled,
     extended,
     new_evidence,
@@ -43,6 +44,7 @@ async def signal_ops(
     alert of ``rule``, or return the opening of a new one for the caller to apply with its
     other alert changes (and to announce as an event). Nothing when the rule is switched off
     or there are no items."""
+    rule = Rule(rule).value  # an unknown rule is a programming error, never silently off
     if not items or not enabled(policy, rule):
         return []
     await integrity.lock_subject(subject_id)
