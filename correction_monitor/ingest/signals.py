@@ -20,7 +20,7 @@ neither, and a fix sent again is dropped as a repeat before it could signal twic
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,7 +73,7 @@ class LiveDevices:
         self._told: dict[Pair, datetime] = {}
 
     def items(
-        self, rows: Sequence[asyncpg.Record], now: datetime
+        self, rows: Sequence[Mapping[str, Any]], now: datetime
     ) -> tuple[dict[int, list[dict[str, Any]]], list[Pair]]:
         """``new_device`` items per subject from ``LastSeen.touch``'s rows (a device that
         reported at ``now`` and another of its subject heard from within the overlap), one

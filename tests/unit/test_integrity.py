@@ -7,11 +7,14 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 
 from correction_monitor.domain.access import Role
 from correction_monitor.domain.alerts import AlertStatus, AlertType
 from correction_monitor.domain.events import EventName
+from correction_monitor.domain.fix_arrays import SubjectFixes, to_us
+from correction_monitor.domain.fixes import FixFlag
 from correction_monitor.domain.integrity import (
     FIRST_KEPT,
     LATEST_KEPT,
@@ -26,6 +29,7 @@ from correction_monitor.domain.integrity import (
     policy_evidence,
     signal_alert,
 )
+from correction_monitor.ingest import signals
 from correction_monitor.policy import IntegrityPolicy, load_policy
 from correction_monitor.service.bootstrap import bootstrap
 from correction_monitor.service.devices import EnrolDevice
@@ -198,3 +202,76 @@ async def test_enrolment_with_the_rule_off_signals_nothing() -> None:
     quiet = bootstrap(lambda: uow, policy=policy, clock=uow.clock)
     await quiet.handle(EnrolDevice(actor=officer, subject_id=subject.id))
     assert uow.state.alerts == {}
+
+
+def _fixes(flags: list[int]) -> SubjectFixes:
+    n = len(flags)
+    return SubjectFixes(
+        np.arange(n, dtype=np.int64) * 60_000_000 + to_us(T0),
+        np.full(n, 116.3),
+        np.full(n, 39.9),
+        np.full(n, 12.0),
+        np.array(flags, dtype=np.int16),
+        np.arange(n, dtype=np.int32),
+        np.full(n, 9, dtype=np.int32),
+        np.zeros(n, dtype=np.int32),
+    )
+
+
+def test_only_mock_fixes_become_items_and_a_group_without_any_is_skipped() -> None:
+    clean = _fixes([0, FixFlag.COARSE])
+    mixed = _fixes([0, FixFlag.MOCK | FixFlag.LATE, FixFlag.MOCK])
+    assert not signals.has_mock([clean])
+    assert not signals.has_mock([])
+    assert signals.has_mock([clean, mixed])
+    items = signals.mock_items(mixed)
+    assert [i["at"] for i in items] == ["2026-03-01T08:01:00Z", "2026-03-01T08:02:00Z"]
+    assert items[0] == {
+        "at": "2026-03-01T08:01:00Z",
+        "device_id": 9,
+        "lon": 116.3,
+        "lat": 39.9,
+        "accuracy_m": 12.0,
+    }
+
+
+def test_a_live_pair_is_signalled_once_an_hour_per_process() -> None:
+    live = signals.LiveDevices()
+    seen = T0 - timedelta(minutes=3)
+    both_ways = [
+        {
+            "subject_id": 4,
+            "device_id": 7,
+            "platform": "ios",
+            "other_id": 5,
+            "other_platform": "android",
+            "other_seen_at": seen,
+        },
+        {
+            "subject_id": 4,
+            "device_id": 5,
+            "platform": "android",
+            "other_id": 7,
+            "other_platform": "ios",
+            "other_seen_at": seen,
+        },
+    ]
+    items, pairs = live.items(both_ways, T0)
+    assert pairs == [(4, 5, 7)]
+    [item] = items[4]
+    assert (item["trigger"], item["device"]["device_id"], item["platform_changed"]) == (
+        "report",
+        7,
+        True,
+    )
+    assert item["active_devices"][0]["last_seen_at"] == "2026-03-01T07:57:00Z"
+    # Not remembered (the commit failed): signalled again.
+    assert live.items(both_ways, T0)[1] == [(4, 5, 7)]
+    live.remember(pairs, T0)
+    assert live.items(both_ways, T0 + timedelta(minutes=59)) == ({}, [])
+    assert live.items(both_ways, T0 + timedelta(hours=1))[1] == [(4, 5, 7)]
+
+
+def test_the_overlap_starts_from_the_policy_and_off_means_no_check() -> None:
+    assert signals.since(T0, POLICY) == T0 - timedelta(seconds=POLICY.new_device_overlap_s)
+    assert signals.since(T0, off(new_device=False)) is None
