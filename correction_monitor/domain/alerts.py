@@ -65,6 +65,8 @@ SEVERITY: dict[AlertType, Severity] = {
 
 EPISODE_TYPES = (
     AlertType.LEFT_ACTIVITY_AREA,
+    # The activity area's episode, raised instead of left_activity_area after a leave.
+    AlertType.LEAVE_OVERDUE,
     AlertType.ENTERED_EXCLUSION_ZONE,
     AlertType.CURFEW_VIOLATION,
 )

@@ -34,6 +34,15 @@ class EventName(StrEnum):
     DEVICE_ENROLLED = "device.enrolled"
     DEVICE_REVOKED = "device.revoked"
     FENCE_CREATED = "fence.created"
+    # An officer's message to the subject's app: data {"message_id", "kind"}.
+    MESSAGE_SENT = "message.sent"
+    # Leave (外出): data {"leave_id", "starts_at", "ends_at", "days", "approval_level", ...}.
+    LEAVE_APPLIED = "leave.applied"
+    LEAVE_APPROVED = "leave.approved"
+    LEAVE_REJECTED = "leave.rejected"
+    LEAVE_CANCELLED = "leave.cancelled"
+    # The subject's arrival/departure/return report: data {"leave_id", "kind", "inside"}.
+    LEAVE_REPORTED = "leave.reported"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,16 @@ Rules applied on top of the episode machines:
   every checkpoint is stored flagged ``late`` and kept as evidence, but not evaluated. Late
   fixes that re-tell a span their device had already reported never get here
   (``ingest/accounts.py``).
+* **Leave** (外出, docs/leave.md): while an approved leave runs (its start ≤ the fix's event
+  time ≤ its end), a fix wholly inside its destination counts as inside the activity area.
+  After a leave's end, while the subject has not been seen back (no deciding fix wholly
+  inside the activity area since that end; the state's ``back`` keeps the latest such
+  time), a fix outside decides nothing for the level's ``leave_overdue_grace_s``. An
+  activity-area episode starting later than a leave's end plus that grace, with no leave
+  running at its start and the subject not back since the most recent leave that ended
+  before it, raises ``leave_overdue`` instead of ``left_activity_area`` (the state's
+  ``open_type`` remembers which, to end the right alert). Subjects without a leave that
+  could matter take none of this path.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.fix_arrays import SubjectFixes
 from correction_monitor.domain.fixes import FixFlag
-from correction_monitor.ingest.profiles import SubjectProfile
+from correction_monitor.ingest.profiles import LeaveArea, SubjectProfile
 from geofences import spikes
 from geofences.classify import PreparedArea, classify, distance_outside_m
 from geofences.episodes import (
@@ -167,6 +177,13 @@ def _at(ts: float) -> datetime:
 class _Evaluator:
     def __init__(self, profile: SubjectProfile, state: dict[str, Any]) -> None:
         self.profile = profile
+        # Latest event time of a deciding fix wholly inside the activity area (kept while
+        # the subject has leaves), and the alert type of open episodes raised as another
+        # type than their rule's (leave_overdue).
+        self.back: float | None = state.get("back")
+        self.open_type: dict[str, str] = dict(state.get("open_type", {}))
+        # Times of this evaluation's fixes wholly inside the activity area (leave path).
+        self.inside_ts: npt.NDArray[np.float64] | None = None
         self.rules = rules_of(profile)
         self.config = EpisodeConfig(confirm_s=profile.level_policy.confirm_s)
         self.episodes = {
@@ -187,6 +204,9 @@ class _Evaluator:
         for key, ep in self.episodes.items():
             if ep.in_breach or ep.count:
                 episodes[key] = ep.to_dict()
+        if self.inside_ts is not None and len(self.inside_ts):
+            latest = float(self.inside_ts[-1])
+            self.back = latest if self.back is None else max(self.back, latest)
         return _state_json(
             episodes,
             self.open,
@@ -194,6 +214,8 @@ class _Evaluator:
             self.ref.to_json() if self.ref else None,
             self.suspect.to_json() if self.suspect else None,
             self.checkpoints,
+            self.back,
+            self.open_type,
         )
 
     # -- conditions ------------------------------------------------------------------------
@@ -243,13 +265,92 @@ class _Evaluator:
                 m = activity
             else:
                 m = classify(rule.area, lon, lat, acc)
-            c = _conditions(m, breach_when=rule.breach_when)
+            if key == AREA and self.profile.leaves:
+                c = self._area_with_leaves(ts, lon, lat, acc, m, undecidable)
+            else:
+                c = _conditions(m, breach_when=rule.breach_when)
             if rule.schedule is not None:
                 c[~rule.schedule.active_at(ts)] = Condition.OK
             out[key] = c
         for c in out.values():
             c[undecidable] = unknown
         return out
+
+    def _area_with_leaves(
+        self,
+        ts: npt.NDArray[np.float64],
+        lon: npt.NDArray[np.float64],
+        lat: npt.NDArray[np.float64],
+        acc: npt.NDArray[np.float64],
+        m: npt.NDArray[np.int8],
+        undecidable: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.int8]:
+        """The activity area's conditions for a subject with leaves (fixes in time order):
+        inside a running leave's destination counts as inside; after a leave's end, while
+        the subject has not been back inside the area since, outside decides nothing for
+        the grace."""
+        inside_ts = ts[(m == Membership.INSIDE) & ~undecidable]
+        self.inside_ts = inside_ts
+        union = m.copy()
+        for leave in self.profile.leaves:
+            running = (ts >= leave.start_ts) & (ts <= leave.end_ts)
+            if not running.any():
+                continue
+            there = classify(leave.area, lon[running], lat[running], acc[running])
+            part = union[running]
+            part[there == Membership.INSIDE] = Membership.INSIDE
+            part[(there == Membership.UNCERTAIN) & (part == Membership.OUTSIDE)] = (
+                Membership.UNCERTAIN
+            )
+            union[running] = part
+        c = _conditions(union, breach_when=Membership.OUTSIDE)
+        grace = self.profile.level_policy.leave_overdue_grace_s
+        back = self._back_before_each(ts, inside_ts)
+        for leave in self.profile.leaves:
+            waiting = (ts > leave.end_ts) & (ts <= leave.end_ts + grace) & (back < leave.end_ts)
+            c[waiting & (c == Condition.BREACH)] = Condition.UNKNOWN
+        return c
+
+    def _back_before_each(
+        self, ts: npt.NDArray[np.float64], inside_ts: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """For each time of ``ts``: when the subject was last seen wholly inside the
+        activity area before it (-inf: never)."""
+        prior = -np.inf if self.back is None else self.back
+        if len(inside_ts) == 0:
+            return np.full(len(ts), prior)
+        n = np.searchsorted(inside_ts, ts, side="left")
+        seen = np.where(n > 0, inside_ts[np.maximum(n - 1, 0)], -np.inf)
+        return np.maximum(seen, prior)
+
+    def _back_before(self, at: float) -> float | None:
+        """When the subject was last seen wholly inside the activity area before ``at``."""
+        seen = self.back
+        if self.inside_ts is not None:
+            n = int(np.searchsorted(self.inside_ts, at, side="left"))
+            if n:
+                latest = float(self.inside_ts[n - 1])
+                seen = latest if seen is None else max(seen, latest)
+        return seen
+
+    def overdue_leave(self, started_at: float) -> LeaveArea | None:
+        """The leave an activity-area episode starting at ``started_at`` is overdue from:
+        the approved leave that ended most recently before it, when the episode starts
+        later than that end plus the grace, no leave runs at its start, and the subject
+        has not been seen inside the area since that end. None: an ordinary departure."""
+        leaves = self.profile.leaves
+        if any(leave.start_ts <= started_at <= leave.end_ts for leave in leaves):
+            return None
+        ended = [leave for leave in leaves if leave.end_ts < started_at]
+        if not ended:
+            return None
+        last = max(ended, key=lambda leave: leave.end_ts)
+        if started_at <= last.end_ts + self.profile.level_policy.leave_overdue_grace_s:
+            return None
+        back = self._back_before(started_at)
+        if back is not None and back >= last.end_ts:
+            return None
+        return last
 
     def run_rule(
         self,
@@ -307,6 +408,13 @@ class _Evaluator:
         rule = self.rules[key]
         episode = episode_key(key, event.started_at)
         self.open[key] = episode
+        alert_type = rule.type
+        overdue = (
+            self.overdue_leave(event.started_at) if key == AREA and self.profile.leaves else None
+        )
+        if overdue is not None:
+            alert_type = AlertType.LEAVE_OVERDUE
+            self.open_type[key] = alert_type.value
         evidence: dict[str, Any] = {
             "rule": key,
             "fence_id": rule.fence_id,
@@ -316,6 +424,14 @@ class _Evaluator:
             "fixes": event.fixes,
             "policy": self.profile.policy_snapshot(),
         }
+        if overdue is not None:
+            back = self._back_before(event.started_at)
+            evidence["leave"] = {
+                "leave_id": overdue.leave_id,
+                "ended_at": _iso(overdue.end_ts),
+                "grace_s": self.profile.level_policy.leave_overdue_grace_s,
+                "last_inside_at": _iso(back) if back is not None else None,
+            }
         # How far outside: for the rules that say where the subject must stay.
         if rule.breach_when is Membership.OUTSIDE:
             if rule.type is AlertType.CURFEW_VIOLATION:
@@ -328,8 +444,8 @@ class _Evaluator:
             AlertOpen(
                 subject_id=self.profile.subject_id,
                 org_unit_id=self.profile.org_unit_id,
-                type=rule.type,
-                severity=SEVERITY[rule.type],
+                type=alert_type,
+                severity=SEVERITY[alert_type],
                 fence_id=rule.fence_id,
                 episode_key=episode,
                 started_at=_at(event.started_at),
@@ -341,11 +457,12 @@ class _Evaluator:
         episode = self.open.pop(key, None)
         if episode is None:
             return
+        raised_as = self.open_type.pop(key, None)
         self.ops.append(
             AlertEnd(
                 subject_id=self.profile.subject_id,
                 org_unit_id=self.profile.org_unit_id,
-                type=self.rules[key].type,
+                type=AlertType(raised_as) if raised_as else self.rules[key].type,
                 episode_key=episode,
                 ended_at=_at(event.ended_at),
                 evidence={
@@ -363,8 +480,15 @@ def _state_json(
     ref: list[Any] | None,
     suspect: list[Any] | None,
     checkpoints: list[list[Any]],
+    back: float | None = None,
+    open_type: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A subject's evaluation state as stored, adding a checkpoint when one is due."""
+    """A subject's evaluation state as stored, adding a checkpoint when one is due.
+
+    ``back`` (when the subject was last seen inside the activity area, kept for subjects
+    with leaves) is stored with the state and with each checkpoint, as its fourth element
+    (the third dates it, like the first), so a replay knows it; ``open_type`` is kept only
+    while not empty: a subject without leave has the state it always had."""
     quiet = not episodes and not open_episodes and suspect is None
     if (
         quiet  # nothing pending: a point the subject can be replayed from
@@ -372,13 +496,16 @@ def _state_json(
         and (not checkpoints or checkpoints[-1][0] <= last_ts - CHECKPOINT_EVERY_S)
     ):
         # Replay needs only where the last plausible fix was (ts, lon, lat, accuracy).
-        checkpoints.append([last_ts, ref[:4] if ref else None])
+        if back is None:
+            checkpoints.append([last_ts, ref[:4] if ref else None])
+        else:
+            checkpoints.append([last_ts, ref[:4] if ref else None, last_ts, back])
     if last_ts is not None:
         horizon = last_ts - REPLAY_WINDOW_S
         # The genesis checkpoint (the empty state before the subject's first fix) is
         # dated by that first fix (its third element) for pruning.
         checkpoints = [c for c in checkpoints if c[2 if len(c) > 2 else 0] >= horizon]
-    return {
+    state = {
         "episodes": episodes,
         "open": open_episodes,
         "last_ts": last_ts,
@@ -386,6 +513,11 @@ def _state_json(
         "suspect": suspect,
         "checkpoints": checkpoints,
     }
+    if back is not None:
+        state["back"] = back
+    if open_type:
+        state["open_type"] = open_type
+    return state
 
 
 def _conditions(membership: npt.NDArray[np.int8], breach_when: Membership) -> npt.NDArray[np.int8]:
@@ -556,6 +688,8 @@ def evaluate_quiet(
     if state.get("suspect"):
         return None
     first_s, last_s = int(fixes.ts_us[0]) / 1e6, int(fixes.ts_us[-1]) / 1e6
+    if profile.leaves and not _leaves_settled(profile, state.get("back"), last_s):
+        return None
     last_ts: float | None = state.get("last_ts")
     if last_ts is not None and first_s < last_ts:
         return None
@@ -605,8 +739,26 @@ def evaluate_quiet(
         if ep.in_breach or ep.count:
             kept[key] = ep.to_dict()
     new_ref = _fix_at(fixes, deciding[-1]).to_json() if deciding else stored_ref
-    new_state = _state_json(kept, dict(state.get("open", {})), last_s, new_ref, None, checkpoints)
+    new_state = _state_json(
+        kept,
+        dict(state.get("open", {})),
+        last_s,
+        new_ref,
+        None,
+        checkpoints,
+        state.get("back"),
+        dict(state.get("open_type", {})),
+    )
     return EvalOutcome(new_state, [], [], 0)
+
+
+def _leaves_settled(profile: SubjectProfile, back: float | None, last_s: float) -> bool:
+    """Whether no leave of the subject can matter for fixes up to ``last_s``: each starts
+    after them, or ended before the subject was last seen back inside the area."""
+    return all(
+        leave.start_ts > last_s or (back is not None and back >= leave.end_ts)
+        for leave in profile.leaves
+    )
 
 
 def replay_subject(
@@ -665,7 +817,7 @@ def replay_state(state: dict[str, Any] | None, before_ts: float) -> dict[str, An
     ts, where = usable[-1][:2]
     # A full reference fix; device, flags and client key play no part in speed checks.
     ref = [*where, 0, 0, round(where[0] * 1e6), 0] if where else None
-    return {
+    start = {
         "episodes": {},
         "open": {},
         "last_ts": ts,
@@ -673,6 +825,9 @@ def replay_state(state: dict[str, Any] | None, before_ts: float) -> dict[str, An
         "suspect": None,
         "checkpoints": usable,
     }
+    if len(usable[-1]) > 3:
+        start["back"] = usable[-1][3]
+    return start
 
 
 def _mark_spike(ev: _Evaluator, fixes: SubjectFixes, suspect: _Fix) -> None:

@@ -1,7 +1,15 @@
-"""Each subject's compiled rules: prepared fences, schedules and policy numbers.
+"""Each subject's compiled rules: prepared fences, schedules, approved leaves and policy
+numbers.
 
 Profiles are built from PostgreSQL once and cached per process; prepared polygons are shared
 by geometry id, so 100 k subjects of one county hold one prepared county polygon.
+
+Approved leaves (外出) come with the profile, their destinations prepared like any fence, so
+evaluating a fix never queries for them. An approval takes effect in the approving process
+at once (its route calls :meth:`ProfileCache.forget`); every process also reads the event
+log's ``leave.approved`` events at most every ``LEAVE_RECHECK_S`` seconds, in the commit's
+transaction, and drops the profiles of the subjects they name, so other processes follow
+within a few seconds instead of the profile's TTL.
 """
 
 from __future__ import annotations
@@ -12,8 +20,11 @@ from typing import Any
 
 import asyncpg
 
-from correction_monitor.adapters import geo, subjects
+from correction_monitor.adapters import geo, outbox, subjects
+from correction_monitor.adapters import leave as leave_store
 from correction_monitor.adapters.errors import NotFound
+from correction_monitor.domain.events import EventName
+from correction_monitor.domain.leave import ApprovedLeave
 from correction_monitor.domain.models import Subject
 from correction_monitor.policy import LevelPolicy, Policy
 from geofences.classify import PreparedArea
@@ -24,6 +35,9 @@ _ALL_DAYS = frozenset(range(1, 8))
 
 TIMEZONE_OF_UNIT = "SELECT timezone FROM org_units WHERE id = $1"
 
+# How often a process looks for leaves approved elsewhere (seconds).
+LEAVE_RECHECK_S = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class ZoneRule:
@@ -32,6 +46,16 @@ class ZoneRule:
     fence_id: int
     area: PreparedArea
     schedule: Schedule | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveArea:
+    """An approved leave: its closed span in epoch seconds and its prepared destination."""
+
+    leave_id: int
+    start_ts: float
+    end_ts: float
+    area: PreparedArea
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +74,8 @@ class SubjectProfile:
     timezone: str
     # Faster than this (m/s) between consecutive fixes is implausible: spike suspicion.
     max_speed_mps: float
+    # Approved leaves (the newest ones), by start; empty for most subjects.
+    leaves: tuple[LeaveArea, ...] = ()
 
     def policy_snapshot(self) -> dict[str, Any]:
         """The policy values an alert was decided with, kept in its evidence."""
@@ -75,11 +101,42 @@ class ProfileCache:
         self._areas: dict[tuple[str, Any], PreparedArea] = {}
         self._fences: dict[int, tuple[PreparedArea, Any]] = {}
         self._timezones: dict[int, str] = {}
+        # The event log position up to which leave approvals have been applied, and when.
+        self._leave_mark: int | None = None
+        self._leave_checked = 0.0
+
+    def forget(self, subject_id: int) -> None:
+        """Drop the subject's profile: its next fixes are evaluated with a fresh one (an
+        approved leave, say)."""
+        self._profiles.pop(subject_id, None)
+
+    async def _recheck_leaves(self, conn: asyncpg.Connection, now: float) -> None:
+        """Forget the profiles of subjects whose leave was approved since the last look
+        (in any process), at most every ``LEAVE_RECHECK_S``. The event log's id order is
+        its commit order, so no approval committed after the mark is missed."""
+        if now - self._leave_checked < LEAVE_RECHECK_S:
+            return
+        self._leave_checked = now
+        if self._leave_mark is None:
+            # Profiles built from here on read the leaves themselves.
+            self._leave_mark = await outbox.last_id(conn)
+            return
+        while True:
+            events = await outbox.read_after(
+                conn, self._leave_mark, names=[EventName.LEAVE_APPROVED], limit=500
+            )
+            for event in events:
+                if event.subject_id is not None:
+                    self.forget(event.subject_id)
+                self._leave_mark = event.id
+            if len(events) < 500:
+                return
 
     async def get_many(
         self, conn: asyncpg.Connection, subject_ids: list[int]
     ) -> dict[int, SubjectProfile]:
         now = time.monotonic()
+        await self._recheck_leaves(conn, now)
         out: dict[int, SubjectProfile] = {}
         stale = []
         for subject_id in subject_ids:
@@ -91,10 +148,11 @@ class ProfileCache:
         if stale:
             # One query for all the group's stale subjects, not one per subject.
             rows = await subjects.get_many(conn, stale)
+            leaves = await leave_store.approved_of_subjects(conn, stale)
             for subject_id in stale:
                 if subject_id not in rows:
                     raise NotFound(f"subject {subject_id}")
-                profile = await self._build(conn, rows[subject_id])
+                profile = await self._build(conn, rows[subject_id], leaves.get(subject_id, []))
                 self._profiles[subject_id] = (now, profile)
                 out[subject_id] = profile
         return out
@@ -141,7 +199,22 @@ class ProfileCache:
             self._timezones[org_unit_id] = timezone
         return timezone
 
-    async def _build(self, conn: asyncpg.Connection, subject: Subject) -> SubjectProfile:
+    async def _leave_areas(
+        self, conn: asyncpg.Connection, leaves: list[ApprovedLeave]
+    ) -> tuple[LeaveArea, ...]:
+        areas = []
+        for leave in leaves:
+            area, _ = await self._fence_area(conn, leave.destination_fence_id)
+            areas.append(
+                LeaveArea(
+                    leave.leave_id, leave.starts_at.timestamp(), leave.ends_at.timestamp(), area
+                )
+            )
+        return tuple(areas)
+
+    async def _build(
+        self, conn: asyncpg.Connection, subject: Subject, leaves: list[ApprovedLeave]
+    ) -> SubjectProfile:
         timezone = await self._timezone(conn, subject.org_unit_id)
         activity = None
         if subject.activity_area_id is not None:
@@ -175,4 +248,5 @@ class ProfileCache:
             curfew=curfew,
             timezone=timezone,
             max_speed_mps=self.policy.ingest.max_speed_mps,
+            leaves=await self._leave_areas(conn, leaves) if leaves else (),
         )

@@ -29,6 +29,7 @@ from correction_monitor.service import (
     subjects,
     track,
 )
+from correction_monitor.service import checkin_deadlines, messages, profile
 from correction_monitor.service.auth import PasswordWork, shared_password_work
 from correction_monitor.service.command import Command, Handler
 from correction_monitor.service.consumers import CONSUMERS, Consumer, ConsumerRunner
@@ -123,6 +124,14 @@ def bootstrap(
         track.ReadTrack: partial(track.read_track, clock=clock),
         status.ReadSubjectStatus: partial(status.read_subject_status, positions=positions),
         audit_log.ListAuditEntries: audit_log.list_audit_entries,
+        checkin_deadlines.SweepCheckinDeadlines: partial(
+            checkin_deadlines.sweep_checkin_deadlines, policy=policy
+        ),
+        profile.ReadProfile: partial(profile.read_profile, policy=policy),
+        messages.ListOwnMessages: messages.list_own_messages,
+        messages.MarkMessageRead: partial(messages.mark_message_read, clock=clock),
+        messages.SendMessage: partial(messages.send_message, clock=clock),
+        messages.ListSubjectMessages: messages.list_subject_messages,
         leave.ApplyLeave: partial(leave.apply_leave, policy=policy, clock=clock),
         leave.ListMyLeave: leave.list_my_leave,
         leave.CancelLeave: partial(leave.cancel_leave, clock=clock),

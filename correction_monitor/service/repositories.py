@@ -22,6 +22,15 @@ from correction_monitor.domain.alerts import (
     AppliedChange,
     Disposition,
 )
+from correction_monitor.domain.checkin_deadlines import DueReminder, LevelTerms, MissedWindow
+from correction_monitor.domain.checkins import (
+    Checkin,
+    CheckinKind,
+    CheckinStatus,
+    Draw,
+    NewCheckin,
+    StoredSchedule,
+)
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.leave import (
@@ -373,3 +382,147 @@ class LeaveRepository(Protocol):
     async def add_report(self, new: NewLeaveReport) -> LeaveReport: ...
 
     async def reports(self, leave_id: int) -> list[LeaveReport]: ...
+
+
+class CheckinDeadlineRepository(Protocol):
+    """Closing missed check-in windows and finding due reminders, in bulk
+    (``service/checkin_deadlines.py``)."""
+
+    async def close_due(
+        self, now: datetime, limit: int, terms: Sequence[LevelTerms]
+    ) -> list[MissedWindow]:
+        """Close up to ``limit`` pending windows due at ``now`` (skipping those others hold)
+        as missed, each opening its ``missed_checkin`` alert; the windows closed."""
+        ...
+
+    async def due_reminders(
+        self, now: datetime, leads: Sequence[tuple[str, float]], limit: int
+    ) -> list[DueReminder]:
+        """Lock up to ``limit`` pending windows whose next reminder is due at ``now``."""
+        ...
+
+    async def mark_reminded(self, checkin_ids: Sequence[int], at: datetime) -> None: ...
+
+
+class ProfileRepository(Protocol):
+    """What the subject's app is shown of its own rules beyond the subject's record."""
+
+    async def own_schedule(self, subject_id: int) -> list[dict[str, Any]] | None:
+        """The subject's own check-in windows (一人一策) as stored; None when it follows its
+        level's."""
+        ...
+
+
+class CheckinRepository(Protocol):
+    """Check-in windows and challenges, a subject's own schedule, how far it is laid out and
+    its challenge draws (``service/checkins.py``)."""
+
+    async def lock_layout(self, subject_id: int) -> None:
+        """Serialise the subject's layouts until the unit of work ends."""
+        ...
+
+    async def laid_until(self, subject_id: int) -> datetime | None: ...
+
+    async def set_laid_until(self, subject_id: int, until: datetime, at: datetime) -> None: ...
+
+    async def subjects_behind(self, before: datetime, today: date, limit: int) -> list[int]:
+        """Active subjects, their term not over by ``today``, laid out short of ``before``."""
+        ...
+
+    async def schedule(self, subject_id: int) -> StoredSchedule | None: ...
+
+    async def set_schedule(
+        self, subject_id: int, windows: list[dict[str, Any]], officer_id: int, at: datetime
+    ) -> None: ...
+
+    async def clear_schedule(self, subject_id: int) -> bool:
+        """Drop the subject's own schedule; False when it had none."""
+        ...
+
+    async def add(self, new: Sequence[NewCheckin], at: datetime) -> list[Checkin]:
+        """Lay out windows and challenges (one per subject, kind and opening); the ones
+        created, or revived from cancelled."""
+        ...
+
+    async def pending_after(
+        self, subject_id: int, kind: CheckinKind, after: datetime
+    ) -> list[Checkin]: ...
+
+    async def cancel(self, checkin_ids: Sequence[int]) -> None:
+        """Cancel pending check-ins (replaced before they opened; never shown)."""
+        ...
+
+    async def cancel_stale_challenges(
+        self, subject_id: int, after: datetime, keep_period: str | None
+    ) -> int:
+        """Cancel drawn challenges opening after ``after`` whose draw's period is not
+        ``keep_period`` (all of them with None); how many."""
+        ...
+
+    async def list_for(
+        self,
+        subject_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        challenges_opened_by: datetime | None,
+        limit: int,
+    ) -> list[Checkin]: ...
+
+    async def get(self, checkin_id: int, *, for_update: bool = False) -> Checkin | None: ...
+
+    async def answer(
+        self,
+        checkin_id: int,
+        *,
+        status: CheckinStatus,
+        reasons: Sequence[str],
+        answered_at: datetime,
+        answer: dict[str, Any],
+        photo_sha256: str | None,
+        device_id: int,
+    ) -> Checkin | None:
+        """Record an answer; None when the check-in was answered already."""
+        ...
+
+    async def review(
+        self,
+        checkin_id: int,
+        *,
+        status: CheckinStatus,
+        officer_id: int,
+        at: datetime,
+        note: str | None,
+    ) -> Checkin | None:
+        """Decide a check-in that needs review; None when it does not."""
+        ...
+
+    async def photo_used_by(
+        self, subject_id: int, photo_sha256: str, other_than: int
+    ) -> int | None: ...
+
+    async def draw(self, subject_id: int, period: str, period_start: datetime) -> Draw | None: ...
+
+    async def add_draw(
+        self,
+        *,
+        subject_id: int,
+        period: str,
+        period_start: datetime,
+        period_end: datetime,
+        seed: str,
+        algorithm: str,
+        inputs: dict[str, Any],
+        times: list[str],
+        at: datetime,
+    ) -> Draw | None:
+        """Store a draw; None when the period was drawn already."""
+        ...
+
+    async def draws(self, subject_id: int, limit: int) -> list[Draw]: ...
+
+    async def approved_leaves(
+        self, subject_id: int, start: datetime, end: datetime
+    ) -> list[ApprovedLeave]:
+        """The subject's approved leaves whose span meets ``[start, end]``."""
+        ...

@@ -27,7 +27,10 @@ import asyncpg
 from correction_monitor.adapters import audit as audit_log
 from correction_monitor.adapters import outbox
 from correction_monitor.adapters import timers as timer_store
+from correction_monitor.adapters.app_profile import PostgresProfiles
+from correction_monitor.adapters.checkin_deadlines import PostgresCheckinDeadlines
 from correction_monitor.adapters.contact import PostgresContact
+from correction_monitor.adapters.leave import PostgresLeaves
 from correction_monitor.adapters.integrity import PostgresIntegrity
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.repositories import (
@@ -48,15 +51,18 @@ from correction_monitor.domain.timers import Timer
 from correction_monitor.service.repositories import (
     AlertRepository,
     AuditLog,
+    CheckinDeadlineRepository,
     ContactRepository,
     DeviceRepository,
     EventLog,
     FixRepository,
     GeoRepository,
     IntegrityRepository,
+    LeaveRepository,
     MessageRepository,
     OfficerRepository,
     OrgUnitRepository,
+    ProfileRepository,
     SubjectRepository,
     TimerRepository,
 )
@@ -82,6 +88,9 @@ class UnitOfWork(abc.ABC):
     events: EventLog
     integrity: IntegrityRepository
     messages: MessageRepository
+    checkin_deadlines: CheckinDeadlineRepository
+    profiles: ProfileRepository
+    leaves: LeaveRepository
 
     def __init__(self) -> None:
         self._audits: list[AuditEntry] = []
@@ -184,6 +193,9 @@ class PostgresUnitOfWork(UnitOfWork):
         self.events = PostgresEvents(conn)
         self.integrity = PostgresIntegrity(conn)
         self.messages = PostgresMessages(conn)
+        self.checkin_deadlines = PostgresCheckinDeadlines(conn)
+        self.profiles = PostgresProfiles(conn)
+        self.leaves = PostgresLeaves(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
         assert self._open is not None, "the unit of work is not open"
