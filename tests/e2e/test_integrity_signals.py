@@ -4,6 +4,8 @@ after an officer resolved it, and nothing when the policy switches the rule off.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tests.e2e.helpers import (
     expect_json,
     make_county,
     make_world,
+    post_fixes,
     recent,
     send,
     sql_row,
@@ -249,3 +252,49 @@ async def test_switched_off_rules_raise_nothing(
         # The fixes are still stored and flagged.
         flags = [f["properties"]["flags"] for f in await track_of(client, world)]
         assert flags[:4] == [["mock"]] * 4
+
+
+@pytest.fixture(scope="module")
+async def second_client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    """Another app instance on the same database: a second process's committer."""
+    app = init_app(settings)
+    async with TestClient(FrontTestServer(app)) as other:
+        yield other
+
+
+async def test_concurrent_signals_through_two_instances_make_one_alert(
+    client: TestClient[Any, Any],
+    second_client: TestClient[Any, Any],
+    officers: Officers,
+    county: County,
+) -> None:
+    world = await make_world(client, officers, in_county=county)
+    fixes = mocked(track(recent(60), [INSIDE] * 12))
+    # Every mock fix goes out twice, in overlapping chunks, through both instances at once.
+    chunks = [fixes[n : n + 4] for n in range(0, len(fixes), 3)]
+    chunks += [fixes[n : n + 5] for n in range(1, len(fixes), 4)][::-1]
+    results = await asyncio.gather(
+        *(
+            post_fixes(client if n % 2 else second_client, world.device_token, chunk)
+            for n, chunk in enumerate(chunks)
+        )
+    )
+    assert sum(body["accepted"] for _, body in results) == len(fixes)
+    [alert] = await integrity_alerts(client, world, "mock_location")
+    assert alert["evidence"]["count"] == len(fixes)
+    times = [i["at"] for i in alert["evidence"]["first"] + alert["evidence"]["latest"]]
+    assert len(times) == len(set(times)) == len(fixes)
+
+    # An enrolment and a second phone's first upload signal new_device at the same moment.
+    second = await enrol(client, world, "ios")  # the first phone has reported: one signal
+    [opened] = await integrity_alerts(client, world, "new_device")
+    assert opened["evidence"]["count"] == 1
+    await asyncio.gather(
+        enrol(client, world, "harmony"),
+        send_as(second_client, second["token"], track(recent(5), [INSIDE])),
+    )
+    [same] = await integrity_alerts(client, world, "new_device")
+    assert same["id"] == opened["id"]
+    assert same["evidence"]["count"] == 3
+    triggers = [i["trigger"] for i in same["evidence"]["first"]]
+    assert sorted(triggers) == ["enrolment", "enrolment", "report"]
