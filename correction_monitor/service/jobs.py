@@ -33,7 +33,7 @@ from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.outbox import lock_key
 from correction_monitor.domain.clock import Clock
 from correction_monitor.policy import Policy
-from correction_monitor.service import lost_contact
+from correction_monitor.service import checkin_deadlines, lost_contact
 from correction_monitor.service.bootstrap import Services
 from correction_monitor.service.officers import LOGIN_FAILURE_WINDOW
 
@@ -204,6 +204,11 @@ class JobRunner:
         return True
 
 
+CHECKIN_DEADLINES_EVERY_S = 5.0
+"""How often each process closes missed windows and sends due reminders: a missed window's
+alert comes at most this late (plus the sweep's own time), well within the minute allowed."""
+
+
 def standard_jobs(
     pool: asyncpg.Pool, policy: Policy, hot: HotState, services: Services
 ) -> list[Job]:
@@ -242,6 +247,14 @@ def standard_jobs(
         Job("timers", 1, timers.fire_due, once_across_processes=False, at_start=True),
         # Shared safely: each consumer's cursor is taken with SKIP LOCKED.
         Job("event-consumers", 1, consumers.run_all, once_across_processes=False),
+        # Shared safely: due windows are claimed with SKIP LOCKED (service/checkin_deadlines).
+        Job(
+            "checkin-deadlines",
+            CHECKIN_DEADLINES_EVERY_S,
+            lambda: services.handle(checkin_deadlines.SweepCheckinDeadlines(clock.now())),
+            once_across_processes=False,
+            at_start=True,
+        ),
     ]
 
 

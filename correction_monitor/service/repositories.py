@@ -10,7 +10,7 @@ raises :class:`~correction_monitor.adapters.errors.AlreadyExists`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from shapely.geometry.base import BaseGeometry
@@ -35,6 +35,7 @@ from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
 from correction_monitor.domain.leave import (
     ApprovalLevel,
+    ApprovedLeave,
     Leave,
     LeaveReport,
     LeaveStatus,

@@ -36,6 +36,7 @@ from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.repositories import (
     PostgresAlerts,
     PostgresAuditLog,
+    PostgresCheckins,
     PostgresDevices,
     PostgresFixes,
     PostgresGeo,
@@ -52,6 +53,7 @@ from correction_monitor.service.repositories import (
     AlertRepository,
     AuditLog,
     CheckinDeadlineRepository,
+    CheckinRepository,
     ContactRepository,
     DeviceRepository,
     EventLog,
@@ -91,6 +93,7 @@ class UnitOfWork(abc.ABC):
     checkin_deadlines: CheckinDeadlineRepository
     profiles: ProfileRepository
     leaves: LeaveRepository
+    checkins: CheckinRepository
 
     def __init__(self) -> None:
         self._audits: list[AuditEntry] = []
@@ -186,6 +189,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.devices = PostgresDevices(conn)
         self.geo = PostgresGeo(conn)
         self.alerts = PostgresAlerts(conn)
+        self.checkins = PostgresCheckins(conn)
         self.fixes = PostgresFixes(conn)
         self.audit_log = PostgresAuditLog(conn)
         self.timers = PostgresTimers(conn)
