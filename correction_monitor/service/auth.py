@@ -18,7 +18,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Final, NoReturn, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -93,9 +93,9 @@ class PasswordWork:
     """Hashing and verifying passwords on a bounded pool of threads.
 
     At most ``workers`` hashes run at once and ``max_waiting`` more wait; a request that
-    would exceed that is refused with ``TryAgain`` (``try_again``, retry after a second)
-    instead of queueing without limit. ``hasher`` and ``verifier`` are the functions run on
-    the pool (tests count calls with their own).
+    would exceed that is refused with ``TryAgain`` (``try_again``, retry after a second),
+    answered after ``refusal_pause_s``, instead of queueing without limit. ``hasher`` and
+    ``verifier`` are the functions run on the pool (tests count calls with their own).
     """
 
     def __init__(
@@ -105,8 +105,10 @@ class PasswordWork:
         max_waiting: int | None = None,
         hasher: Callable[[str], str] = hash_password,
         verifier: Callable[[str, str], bool] = verify_password,
+        refusal_pause_s: float = RETRY_AFTER_S,
     ) -> None:
         self.workers = workers or default_workers()
+        self.refusal_pause_s = refusal_pause_s
         self.max_waiting = WAITING_PER_WORKER * self.workers if max_waiting is None else max_waiting
         self._hasher = hasher
         self._verifier = verifier
@@ -127,16 +129,31 @@ class PasswordWork:
     def capacity(self) -> int:
         return self.workers + self.max_waiting
 
+    async def check_room(self) -> None:
+        """``TryAgain`` if the pool is full, before the caller spends anything else on the
+        request (a login's queries)."""
+        if self._in_flight >= self.capacity:
+            await self._refuse()
+
+    async def _refuse(self) -> NoReturn:
+        """Refuse for load, after :attr:`refusal_pause_s`. A client that sends its next
+        login the moment it is refused would otherwise turn refusals into a flood that costs
+        the event loop more than the hashes it was spared; the pause costs a timer, no CPU."""
+        await asyncio.sleep(self.refusal_pause_s)
+        raise TryAgain(
+            "try_again",
+            "too many logins are being checked right now; try again shortly",
+            retry_after_s=RETRY_AFTER_S,
+        )
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the pool; ``TryAgain`` when it is full."""
         with self._lock:
-            if self._in_flight >= self.capacity:
-                raise TryAgain(
-                    "try_again",
-                    "too many logins are being checked right now; try again shortly",
-                    retry_after_s=RETRY_AFTER_S,
-                )
-            self._in_flight += 1
+            admitted = self._in_flight < self.capacity
+            if admitted:
+                self._in_flight += 1
+        if not admitted:
+            await self._refuse()
         try:
             future = self._executor.submit(fn, *args)
         except BaseException:

@@ -286,6 +286,7 @@ async def issue_token(
     time), before any password is looked at."""
     clock = clock or SystemClock()
     passwords = passwords or shared_password_work()
+    await passwords.check_room()
     now = clock.now()
     async with uow:
         failures = await uow.officers.login_failures_since(

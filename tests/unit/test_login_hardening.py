@@ -154,14 +154,20 @@ async def test_nine_failures_still_let_the_right_password_in() -> None:
 
 
 async def test_a_full_pool_refuses_at_once_and_recovers() -> None:
-    work = PasswordWork(workers=1, max_waiting=2)
+    work = PasswordWork(workers=1, max_waiting=2, refusal_pause_s=0.2)
     release = threading.Event()
     held = [asyncio.ensure_future(work.run(release.wait, 10)) for _ in range(work.capacity)]
     await asyncio.sleep(0)
     assert work.in_flight == 3
+    began = asyncio.get_running_loop().time()
     with pytest.raises(TryAgain) as refused:
         await work.verify(dummy_hash(), "x")
+    # Refused after the pause (a timer), without running anything.
+    assert asyncio.get_running_loop().time() - began >= 0.2
     assert (refused.value.code, refused.value.retry_after_s) == ("try_again", 1)
+    with pytest.raises(TryAgain):
+        await work.check_room()
+    assert work.in_flight == 3
     release.set()
     assert await asyncio.gather(*held) == [True] * 3
     assert work.in_flight == 0
@@ -171,7 +177,7 @@ async def test_a_full_pool_refuses_at_once_and_recovers() -> None:
 
 async def test_a_saturated_pool_refuses_a_login_with_try_again() -> None:
     uow = _world()
-    work = PasswordWork(workers=1, max_waiting=0)
+    work = PasswordWork(workers=1, max_waiting=0, refusal_pause_s=0)
     services = fake_services(uow, passwords=work)
     release = threading.Event()
     held = asyncio.ensure_future(work.run(release.wait, 10))
