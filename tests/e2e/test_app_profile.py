@@ -141,7 +141,8 @@ async def test_a_lenient_subject_is_not_tracked_and_sees_its_circle(
     area = profile["activity_area"]
     assert area["type"] == "Polygon"
     ring = area["coordinates"][0]
-    assert ring[0] == ring[-1] and len(ring) > 32
+    assert ring[0] == ring[-1]
+    assert len(ring) > 32
     for lon, lat in ring:
         assert abs(haversine_m(centre[0], centre[1], lon, lat) - 3000) < 1.0
 

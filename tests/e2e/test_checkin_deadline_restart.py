@@ -86,8 +86,8 @@ async def test_a_service_killed_before_the_close_alerts_once_after_restart(
         try:
             await conn.execute(
                 "INSERT INTO checkins (subject_id, org_unit_id, kind, opens_at, closes_at)"
-                " SELECT s.id, s.org_unit_id, 'scheduled', $2::timestamptz - make_interval(mins => 30 + n),"
-                " $2::timestamptz"
+                " SELECT s.id, s.org_unit_id, 'scheduled',"
+                " $2::timestamptz - make_interval(mins => 30 + n), $2::timestamptz"
                 " FROM subjects s, generate_series(1, $3) AS n WHERE s.id = $1",
                 world.subject_id,
                 closes,
