@@ -240,7 +240,8 @@ def check_span(starts_at: datetime, ends_at: datetime, tz: ZoneInfo, policy: Lea
     if days > policy.commuting_max_days:
         raise BadLeave(
             "end",
-            f"a leave lasts at most {policy.commuting_max_days} days; this one lasts {days}",
+            f"'end' makes the leave {days} days long; a leave lasts at most "
+            f"{policy.commuting_max_days} days",
         )
     return days
 
