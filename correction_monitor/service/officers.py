@@ -9,6 +9,8 @@ an inactive officer is checked against a dummy hash (``service.auth.dummy_hash``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import zoneinfo
 from dataclasses import dataclass
@@ -288,20 +290,25 @@ async def issue_token(
     passwords = passwords or shared_password_work()
     await passwords.check_room()
     now = clock.now()
+    found: Officer | None = None
     async with uow:
         failures = await uow.officers.login_failures_since(
             command.username, now - LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_ALLOWED
         )
-        if len(failures) >= LOGIN_FAILURES_ALLOWED:
-            raise TooManyAttempts(
-                "too_many_attempts",
-                "too many failed logins for this username; try again later",
-                retry_after_s=_retry_after_s(failures, now),
-            )
-        try:
-            found: Officer | None = await uow.officers.get_by_username(command.username)
-        except stored.NotFound:
-            found = None
+        throttled = len(failures) >= LOGIN_FAILURES_ALLOWED
+        if not throttled:
+            # An unknown username leaves None: checked against the dummy hash below.
+            with contextlib.suppress(stored.NotFound):
+                found = await uow.officers.get_by_username(command.username)
+    if throttled:
+        # Answered after the same pause as a refusal for load, out of the transaction: a
+        # client that tries again at once cannot make refusals a flood of queries.
+        await asyncio.sleep(passwords.refusal_pause_s)
+        raise TooManyAttempts(
+            "too_many_attempts",
+            "too many failed logins for this username; try again later",
+            retry_after_s=_retry_after_s(failures, now),
+        )
     usable = found if found is not None and found.active else None
     # On the password pool and outside any transaction, so logins never stall ingestion,
     # the feed, or the connection pool.

@@ -113,7 +113,7 @@ def test_the_dummy_hash_has_todays_parameters() -> None:
 async def test_ten_failures_refuse_even_the_right_password_until_the_window_passes() -> None:
     uow = _world()
     clock = ManualClock(T0)
-    services = fake_services(uow, clock=clock)
+    services = fake_services(uow, clock=clock, passwords=PasswordWork(refusal_pause_s=0))
     for _ in range(LOGIN_FAILURES_ALLOWED):
         with pytest.raises(Unauthenticated):
             await services.handle(IssueToken(username="li", password="wrong-password"))
@@ -133,12 +133,15 @@ async def test_ten_failures_refuse_even_the_right_password_until_the_window_pass
 async def test_failures_of_unknown_usernames_count_per_username() -> None:
     uow = _world()
     clock = ManualClock(T0)
-    services = fake_services(uow, clock=clock)
+    services = fake_services(uow, clock=clock, passwords=PasswordWork(refusal_pause_s=0.1))
     for _ in range(LOGIN_FAILURES_ALLOWED):
         with pytest.raises(Unauthenticated):
             await services.handle(IssueToken(username="ghost", password="x"))
+    began = asyncio.get_running_loop().time()
     with pytest.raises(TooManyAttempts):
         await services.handle(IssueToken(username="ghost", password="x"))
+    # A throttled login is answered after the refusal pause.
+    assert asyncio.get_running_loop().time() - began >= 0.1
     # Another username is not affected.
     issued = await services.handle(IssueToken(username="li", password="right-password"))
     assert issued.token
