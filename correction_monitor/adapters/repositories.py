@@ -9,7 +9,8 @@ usable on their own by ingestion and the jobs. They implement the protocols of
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 from shapely.geometry.base import BaseGeometry
@@ -24,6 +25,8 @@ from correction_monitor.adapters import (
     org_units,
     subjects,
 )
+from correction_monitor.adapters import checkins as checkin_store
+from correction_monitor.adapters.leave import approved_leaves
 from correction_monitor.domain.alerts import (
     AlertOp,
     AlertStatus,
@@ -31,7 +34,16 @@ from correction_monitor.domain.alerts import (
     AppliedChange,
     Disposition,
 )
+from correction_monitor.domain.checkins import (
+    Checkin,
+    CheckinKind,
+    CheckinStatus,
+    Draw,
+    NewCheckin,
+    StoredSchedule,
+)
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.leave import ApprovedLeave
 from correction_monitor.domain.messages import NewMessage, SubjectMessage
 from correction_monitor.domain.models import (
     AdminAreaRecord,
@@ -308,3 +320,147 @@ class PostgresMessages:
 
     async def mark_read(self, subject_id: int, message_id: int, at: datetime) -> datetime | None:
         return await messages.mark_read(self._conn, subject_id, message_id, at)
+
+
+class PostgresCheckins:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def lock_layout(self, subject_id: int) -> None:
+        await checkin_store.lock_layout(self._conn, subject_id)
+
+    async def laid_until(self, subject_id: int) -> datetime | None:
+        return await checkin_store.laid_until(self._conn, subject_id)
+
+    async def set_laid_until(self, subject_id: int, until: datetime, at: datetime) -> None:
+        await checkin_store.set_laid_until(self._conn, subject_id, until, at)
+
+    async def subjects_behind(self, before: datetime, today: date, limit: int) -> list[int]:
+        return await checkin_store.subjects_behind(self._conn, before, today, limit)
+
+    async def schedule(self, subject_id: int) -> StoredSchedule | None:
+        return await checkin_store.schedule(self._conn, subject_id)
+
+    async def set_schedule(
+        self, subject_id: int, windows: list[dict[str, Any]], officer_id: int, at: datetime
+    ) -> None:
+        await checkin_store.set_schedule(self._conn, subject_id, windows, officer_id, at)
+
+    async def clear_schedule(self, subject_id: int) -> bool:
+        return await checkin_store.clear_schedule(self._conn, subject_id)
+
+    async def add(self, new: Sequence[NewCheckin], at: datetime) -> list[Checkin]:
+        return await checkin_store.insert(self._conn, new, at)
+
+    async def pending_after(
+        self, subject_id: int, kind: CheckinKind, after: datetime
+    ) -> list[Checkin]:
+        return await checkin_store.pending_after(self._conn, subject_id, kind, after)
+
+    async def cancel(self, checkin_ids: Sequence[int]) -> None:
+        await checkin_store.cancel(self._conn, checkin_ids)
+
+    async def cancel_stale_challenges(
+        self, subject_id: int, after: datetime, keep_period: str | None
+    ) -> int:
+        return await checkin_store.cancel_stale_challenges(
+            self._conn, subject_id, after, keep_period
+        )
+
+    async def list_for(
+        self,
+        subject_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        challenges_opened_by: datetime | None,
+        limit: int,
+    ) -> list[Checkin]:
+        return await checkin_store.list_for(
+            self._conn,
+            subject_id,
+            start,
+            end,
+            challenges_opened_by=challenges_opened_by,
+            limit=limit,
+        )
+
+    async def get(self, checkin_id: int, *, for_update: bool = False) -> Checkin | None:
+        return await checkin_store.get(self._conn, checkin_id, for_update=for_update)
+
+    async def answer(
+        self,
+        checkin_id: int,
+        *,
+        status: CheckinStatus,
+        reasons: Sequence[str],
+        answered_at: datetime,
+        answer: dict[str, Any],
+        photo_sha256: str | None,
+        device_id: int,
+    ) -> Checkin | None:
+        return await checkin_store.answer(
+            self._conn,
+            checkin_id,
+            status=status,
+            reasons=reasons,
+            answered_at=answered_at,
+            answer=answer,
+            photo_sha256=photo_sha256,
+            device_id=device_id,
+        )
+
+    async def review(
+        self,
+        checkin_id: int,
+        *,
+        status: CheckinStatus,
+        officer_id: int,
+        at: datetime,
+        note: str | None,
+    ) -> Checkin | None:
+        return await checkin_store.review(
+            self._conn, checkin_id, status=status, officer_id=officer_id, at=at, note=note
+        )
+
+    async def photo_used_by(
+        self, subject_id: int, photo_sha256: str, other_than: int
+    ) -> int | None:
+        return await checkin_store.photo_used_by(self._conn, subject_id, photo_sha256, other_than)
+
+    async def draw(self, subject_id: int, period: str, period_start: datetime) -> Draw | None:
+        return await checkin_store.draw(self._conn, subject_id, period, period_start)
+
+    async def add_draw(
+        self,
+        *,
+        subject_id: int,
+        period: str,
+        period_start: datetime,
+        period_end: datetime,
+        seed: str,
+        algorithm: str,
+        inputs: dict[str, Any],
+        times: list[str],
+        at: datetime,
+    ) -> Draw | None:
+        return await checkin_store.add_draw(
+            self._conn,
+            subject_id=subject_id,
+            period=period,
+            period_start=period_start,
+            period_end=period_end,
+            seed=seed,
+            algorithm=algorithm,
+            inputs=inputs,
+            times=times,
+            at=at,
+        )
+
+    async def draws(self, subject_id: int, limit: int) -> list[Draw]:
+        return await checkin_store.draws(self._conn, subject_id, limit)
+
+    async def approved_leaves(
+        self, subject_id: int, start: datetime, end: datetime
+    ) -> list[ApprovedLeave]:
+        return await approved_leaves(self._conn, subject_id, start, end)

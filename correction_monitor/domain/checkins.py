@@ -146,6 +146,60 @@ class Slot:
     closes_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A subject's own windows (JSON as the API writes them), who set them and when."""
+
+    windows: list[dict[str, Any]]
+    set_by: int | None
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """One draw of a subject's random challenges for a period, with what re-derives it."""
+
+    id: int
+    subject_id: int
+    period: str
+    period_start: datetime
+    period_end: datetime
+    seed: str
+    algorithm: str
+    inputs: dict[str, Any]
+    times: list[str]
+    drawn_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The draw as auditors read it: everything :func:`draw_times` needs, and what it
+        gave."""
+        return {
+            "id": self.id,
+            "subject_id": self.subject_id,
+            "period": self.period,
+            "period_start": iso(self.period_start),
+            "period_end": iso(self.period_end),
+            "seed": self.seed,
+            "algorithm": self.algorithm,
+            "inputs": self.inputs,
+            "times": self.times,
+            "drawn_at": iso(self.drawn_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewCheckin:
+    """A window or challenge about to be laid out."""
+
+    subject_id: int
+    org_unit_id: int
+    kind: CheckinKind
+    opens_at: datetime
+    closes_at: datetime
+    draw_id: int | None = None
+    issued_by: int | None = None
+
+
 # ------------------------------------------------------------------------- local time
 
 

@@ -34,6 +34,14 @@ class EventName(StrEnum):
     DEVICE_ENROLLED = "device.enrolled"
     DEVICE_REVOKED = "device.revoked"
     FENCE_CREATED = "fence.created"
+    # Check-ins: the subject's app answered one (data {"checkin_id", "kind", "status",
+    # "reasons"}); an officer reviewed one (data {"checkin_id", "decision", "reviewed_by"}),
+    # issued a challenge (data {"checkin_id", "closes_at", "issued_by"}), or set or cleared a
+    # subject's own windows (data {"windows", "own"}).
+    CHECKIN_ANSWERED = "checkin.answered"
+    CHECKIN_REVIEWED = "checkin.reviewed"
+    CHECKIN_CHALLENGED = "checkin.challenged"
+    CHECKIN_SCHEDULE_CHANGED = "checkin_schedule.changed"
     # An officer's message to the subject's app: data {"message_id", "kind"}.
     MESSAGE_SENT = "message.sent"
     # Leave (外出): data {"leave_id", "starts_at", "ends_at", "days", "approval_level", ...}.

@@ -30,6 +30,7 @@ from correction_monitor.service import (
     track,
 )
 from correction_monitor.service import checkin_deadlines, messages, profile
+from correction_monitor.service import checkins as checkin_handlers
 from correction_monitor.service.auth import PasswordWork, shared_password_work
 from correction_monitor.service.command import Command, Handler
 from correction_monitor.service.consumers import CONSUMERS, Consumer, ConsumerRunner
@@ -139,9 +140,40 @@ def bootstrap(
         leave.ListLeave: leave.list_leave,
         leave.GetLeave: leave.get_leave,
         leave.DecideLeave: partial(leave.decide_leave, policy=policy, clock=clock),
+        checkin_handlers.LayOutCheckins: partial(checkin_handlers.lay_out_checkins, policy=policy),
+        checkin_handlers.ListMyCheckins: partial(
+            checkin_handlers.list_my_checkins, policy=policy, clock=clock
+        ),
+        checkin_handlers.ListSubjectCheckins: partial(
+            checkin_handlers.list_subject_checkins, policy=policy, clock=clock
+        ),
+        checkin_handlers.ListCheckinDraws: checkin_handlers.list_checkin_draws,
+        checkin_handlers.SetCheckinSchedule: partial(
+            checkin_handlers.set_checkin_schedule, policy=policy, clock=clock
+        ),
+        checkin_handlers.ClearCheckinSchedule: partial(
+            checkin_handlers.clear_checkin_schedule, policy=policy, clock=clock
+        ),
+        checkin_handlers.IssueChallenge: partial(checkin_handlers.issue_challenge, clock=clock),
+        checkin_handlers.ReviewCheckin: partial(checkin_handlers.review_checkin, clock=clock),
+        checkin_handlers.AnswerCheckin: partial(
+            checkin_handlers.answer_checkin,
+            policy=policy,
+            clock=clock,
+            areas=checkin_handlers.AreaCache(),
+        ),
     }
-    timers = TimerService(uow, TIMER_HANDLERS if timer_handlers is None else timer_handlers, clock)
-    runner = ConsumerRunner(uow, CONSUMERS if consumers is None else consumers)
+    if timer_handlers is None:
+        # A drawn challenge's opening tells the subject's app (service/checkins.py).
+        timer_handlers = {
+            **TIMER_HANDLERS,
+            checkin_handlers.CHALLENGE_TIMER: checkin_handlers.challenge_opened,
+        }
+    if consumers is None:
+        # A level change or a leave decision lays the subject's windows out again.
+        consumers = [*CONSUMERS, checkin_handlers.relayout_consumer(policy, clock)]
+    timers = TimerService(uow, timer_handlers, clock)
+    runner = ConsumerRunner(uow, consumers)
     return Services(uow, handlers, timers, runner, clock, passwords)
 
 

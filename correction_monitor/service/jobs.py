@@ -35,6 +35,7 @@ from correction_monitor.domain.clock import Clock
 from correction_monitor.policy import Policy
 from correction_monitor.service import checkin_deadlines, lost_contact
 from correction_monitor.service.bootstrap import Services
+from correction_monitor.service.checkins import LayOutCheckins
 from correction_monitor.service.officers import LOGIN_FAILURE_WINDOW
 
 log = structlog.get_logger("correction_monitor.jobs")
@@ -204,6 +205,8 @@ class JobRunner:
         return True
 
 
+CHECKIN_LAYOUT_EVERY_S = 300.0
+"""How often subjects' check-in windows and challenges are laid out ahead."""
 CHECKIN_DEADLINES_EVERY_S = 5.0
 """How often each process closes missed windows and sends due reminders: a missed window's
 alert comes at most this late (plus the sweep's own time), well within the minute allowed."""
@@ -247,6 +250,15 @@ def standard_jobs(
         Job("timers", 1, timers.fire_due, once_across_processes=False, at_start=True),
         # Shared safely: each consumer's cursor is taken with SKIP LOCKED.
         Job("event-consumers", 1, consumers.run_all, once_across_processes=False),
+        # Lays out the windows and challenges of every subject falling behind, in batches
+        # (service/checkins.py); a read of a subject's check-ins lays it out first anyway.
+        Job(
+            "checkin-layout",
+            CHECKIN_LAYOUT_EVERY_S,
+            lambda: services.handle(LayOutCheckins(clock.now())),
+            once_across_processes=True,
+            at_start=True,
+        ),
         # Shared safely: due windows are claimed with SKIP LOCKED (service/checkin_deadlines).
         Job(
             "checkin-deadlines",
