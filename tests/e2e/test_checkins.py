@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from correction_monitor.domain.checkins import DrawInputs, draw_times
 from correction_monitor.domain.clock import ManualClock
 from correction_monitor.domain.timeutil import iso
+from correction_monitor.service.checkins import LayOutCheckins
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import CLOCK, SERVICES
@@ -495,3 +496,64 @@ async def test_an_answer_inside_an_approved_leave_destination_is_not_outside(
         await client.app[SERVICES].consumers.run_all()
         windows = scheduled(await my_checkins(client, world))
         assert windows == []
+
+
+async def test_the_layout_job_lays_out_new_subjects_and_a_level_change_relays_them(
+    settings: Settings, officers: Officers
+) -> None:
+    async with clocked(settings, MONDAY_8AM_BEIJING + timedelta(minutes=90)) as (client, clock):
+        world = await make_world(client, officers, level="strict")
+        services = client.app[SERVICES]
+        assert await services.handle(LayOutCheckins(clock.now())) >= 1
+        laid = await sql_row(
+            client,
+            "SELECT laid_until FROM checkin_layouts WHERE subject_id = $1",
+            world.subject_id,
+        )
+        assert laid["laid_until"] == clock.now() + timedelta(days=2)
+        rows = await sql_row(
+            client,
+            "SELECT count(*) FILTER (WHERE kind = 'scheduled') AS windows, "
+            "count(*) FILTER (WHERE kind = 'challenge') AS challenges "
+            "FROM checkins WHERE subject_id = $1 AND status = 'pending'",
+            world.subject_id,
+        )
+        assert rows["windows"] == 5  # the open morning window, then four within two days
+        assert rows["challenges"] >= 2
+        # Laid out already: the next run leaves this subject alone.
+        await services.handle(LayOutCheckins(clock.now()))
+        again = await sql_row(
+            client, "SELECT count(*) AS n FROM checkins WHERE subject_id = $1", world.subject_id
+        )
+        assert again["n"] == rows["windows"] + rows["challenges"]
+        # Down to 普管: windows not yet open follow the new level (19:00 only), the daily
+        # draws' challenges not yet open give way to a weekly draw.
+        resp = await client.patch(
+            f"/api/v1/subjects/{world.subject_id}",
+            json={"supervision_level": "normal", "reason": "six clean months"},
+            headers=bearer(world.admin_token),
+        )
+        await expect_json(resp)
+        await services.consumers.run_all()
+        theirs = await officer_checkins(client, world)
+        assert scheduled(theirs) == [
+            ("2026-12-07T01:00:00Z", "2026-12-07T04:00:00Z"),
+            ("2026-12-07T11:00:00Z", "2026-12-07T14:00:00Z"),
+            ("2026-12-08T11:00:00Z", "2026-12-08T14:00:00Z"),
+        ]
+        periods = await sql_row(
+            client,
+            "SELECT array_agg(DISTINCT period ORDER BY period) AS p FROM checkin_draws "
+            "WHERE subject_id = $1",
+            world.subject_id,
+        )
+        assert periods["p"] == ["day", "week"]
+        future_daily = await sql_row(
+            client,
+            "SELECT count(*) AS n FROM checkins c JOIN checkin_draws d ON d.id = c.draw_id "
+            "WHERE c.subject_id = $1 AND d.period = 'day' AND c.status = 'pending' "
+            "AND c.opens_at > $2",
+            world.subject_id,
+            clock.now(),
+        )
+        assert future_daily["n"] == 0
