@@ -4,13 +4,29 @@ the rules allow, within their jurisdiction, audited and announced."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Officers, bearer, unique
-from tests.e2e.helpers import World, expect_error, expect_json, make_county, make_world, sql_row
+from tests.e2e.helpers import (
+    INSIDE,
+    OUTSIDE,
+    World,
+    alerts_of,
+    expect_error,
+    expect_json,
+    iso_z,
+    make_county,
+    make_world,
+    recent,
+    same_instant,
+    send,
+    sql_row,
+    track,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -245,3 +261,23 @@ async def test_bad_changes_are_400(client: TestClient[Any, Any], staff: Staff, b
         f"/api/v1/subjects/{staff.world.subject_id}", headers=bearer(staff.tokens["supervisor"])
     )
     assert (await expect_json(resp))["supervision_level"] == "strict"
+
+
+async def test_a_new_level_governs_the_next_fixes_of_the_process(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    """Strict confirms a breach after 2 minutes, normal after 5: the subject's profile is
+    loaded as strict by a first fix, the level changed, and 3 minutes outside open nothing
+    until 5 minutes have passed."""
+    staff = await _staff(client, officers)
+    world = staff.world
+    start = recent(60)
+    await send(client, world, track(start, [INSIDE]))
+    resp = await _patch(client, staff, "supervisor", {"supervision_level": "normal"})
+    assert (await expect_json(resp))["supervision_level"] == "normal"
+    outside = start + timedelta(minutes=1)
+    await send(client, world, track(outside, [OUTSIDE] * 4))  # 3 minutes outside
+    assert await alerts_of(client, world, type="left_activity_area") == []
+    await send(client, world, track(outside + timedelta(minutes=4), [OUTSIDE] * 3))
+    [alert] = await alerts_of(client, world, type="left_activity_area")
+    assert same_instant(alert["started_at"], iso_z(outside))

@@ -37,7 +37,7 @@ from correction_monitor.web.auth import officer
 from correction_monitor.web.dispatch import handle
 from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, parse_model, read_json, read_object
-from correction_monitor.web.keys import DEVICES, REQUEST_ID
+from correction_monitor.web.keys import DEVICES, PROFILES, REQUEST_ID
 from correction_monitor.web.params import PG_INT_MAX, RowId, int_param
 from geofences.crs import CRS
 
@@ -460,6 +460,9 @@ async def change_subject(request: web.Request) -> web.Response:
         request_id=request.get(REQUEST_ID),
     )
     placed = await handle(request, command)
+    # The new level's rules apply to this process's next fixes at once; other processes
+    # rebuild the subject's profile within the cache's TTL (a minute).
+    request.app[PROFILES].forget(placed.subject.id)
     return json_response(placed.subject.to_json(placed.org_code))
 
 
