@@ -294,13 +294,13 @@ async def answer_load(
     base: str, windows: list[Any], rate: float, duration: float
 ) -> dict[str, Any]:
     """Answer windows at ``rate`` per second, open loop; latencies from the scheduled moment."""
-    total = min(len(windows), int(rate * duration))
+    total = min(len(windows) - 1, int(rate * duration))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(base, connector=connector) as http:
         # One answer first: is the endpoint there at all?
-        probe_id, probe_token = windows[total]
+        probe_id, probe_token = windows[-1]
         body = {"ts": datetime.now(UTC).isoformat(), "lat": LAT, "lon": LON, "accuracy_m": 10}
         async with http.post(
             f"/api/v1/me/checkins/{probe_id}",
@@ -332,9 +332,10 @@ async def answer_load(
             latencies.append(time.perf_counter() - at)
 
         start = time.perf_counter() + 0.5
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(k, start + k / rate) for k in range(total)))
         wall = time.perf_counter() - t0 - 0.5
+        client_cpu = (time.process_time() - cpu0) / (wall + 0.5)
     return {
         "available": True,
         "answers": total,
@@ -343,6 +344,8 @@ async def answer_load(
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000,
+        # The client's own share of a core: near 1.0, the client, not the server, limits.
+        "client_cpu": client_cpu,
     }
 
 
@@ -353,12 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweepers", type=int, default=2)
     p.add_argument("--batch", type=int, default=5000)
     p.add_argument("--workers", type=int, default=2, help="server workers for the answers")
-    p.add_argument("--rate", type=float, default=1000.0, help="answers per second")
+    p.add_argument(
+        "--rates",
+        default="1000",
+        help="answers per second, comma-separated: one run at each, on fresh windows",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds of answers")
     p.add_argument("--answer-subjects", type=int, default=1000)
     p.add_argument("--skip-answers", action="store_true")
     p.add_argument("--keep-database", action="store_true")
     args = p.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",")]
 
     server_url = os.environ.get("CM_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     database_url = asyncio.run(create_database(server_url))
@@ -408,24 +416,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server pid {server.pid} on {base}", flush=True)
             t0 = time.perf_counter()
             made = asyncio.run(seed(base, database_url, args.answer_subjects, "normal"))
-            per_subject = int(args.rate * args.duration / max(len(made), 1)) + 2
+            wanted = sum(int(rate * args.duration) + 1 for rate in rates)
+            per_subject = wanted // max(len(made), 1) + 2
             windows = asyncio.run(open_windows(database_url, made, per_subject))
             print(
                 f"seeded {len(made)} subjects with devices and {len(windows):,} open windows"
                 f" in {time.perf_counter() - t0:.1f} s",
                 flush=True,
             )
-            answered = asyncio.run(answer_load(base, windows, args.rate, args.duration))
-            figures["answers"] = answered
-            if answered["available"]:
+            figures["answers"] = []
+            for rate in rates:
+                batch, windows = (
+                    windows[: int(rate * args.duration) + 1],
+                    windows[int(rate * args.duration) + 1 :],
+                )
+                answered = asyncio.run(answer_load(base, batch, rate, args.duration))
+                figures["answers"].append({"rate": rate} | answered)
+                if not answered["available"]:
+                    print(f"answer endpoint not available: {answered}", flush=True)
+                    break
                 print(
-                    f"answers: {answered['answers']:,} at {answered['achieved_per_s']:.0f}/s,"
-                    f" p50 {answered['p50_ms']:.1f} ms, p99 {answered['p99_ms']:.1f} ms,"
-                    f" max {answered['max_ms']:.1f} ms, statuses {answered['statuses']}",
+                    f"answers at {rate:.0f}/s asked: {answered['answers']:,} at"
+                    f" {answered['achieved_per_s']:.0f}/s, p50 {answered['p50_ms']:.1f} ms,"
+                    f" p99 {answered['p99_ms']:.1f} ms, max {answered['max_ms']:.1f} ms,"
+                    f" statuses {answered['statuses']}; the client used"
+                    f" {answered['client_cpu']:.0%} of a core",
                     flush=True,
                 )
-            else:
-                print(f"answer endpoint not available: {answered}", flush=True)
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)

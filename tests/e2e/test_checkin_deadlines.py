@@ -32,7 +32,7 @@ from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import SERVICES
 from tests.conftest import Officers, bearer
-from tests.e2e.helpers import World, alerts_of, make_county, make_world, sql_row
+from tests.e2e.helpers import INSIDE, World, alerts_of, make_county, make_world, sql_row
 from tests.e2e.test_alerts_feed import next_event, open_stream
 
 pytestmark = pytest.mark.e2e
@@ -345,3 +345,49 @@ async def test_the_sweep_skips_windows_an_answer_holds(clocked: Clocked, databas
     assert await status_of(client, held) == "failed"
     (alert,) = await alerts_of(client, world, type="missed_checkin")
     assert alert["evidence"]["checkin_id"] == free
+
+
+async def answer(client: Client, world: World, checkin_id: int, ts: datetime) -> Any:
+    """The app's answer to a check-in, from inside the activity area with a good face match."""
+    resp = await client.post(
+        f"/api/v1/me/checkins/{checkin_id}",
+        json={
+            "ts": ts.isoformat(),
+            "lat": INSIDE[1],
+            "lon": INSIDE[0],
+            "accuracy_m": 10,
+            "face": {"score": 0.97, "liveness": True},
+        },
+        headers=bearer(world.device_token),
+    )
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_through_the_app_an_answer_in_time_opens_nothing_and_a_late_one_no_second_alert(
+    clocked: Clocked,
+) -> None:
+    client, clock = clocked.client, clocked.clock
+    world = await make_world(client, clocked.officers, level="strict")
+    opens = clock.now() + timedelta(minutes=1)
+    on_time = await add_window(client, world.subject_id, opens, opens + timedelta(minutes=30))
+    late = await add_window(
+        client, world.subject_id, opens + timedelta(seconds=1), opens + timedelta(minutes=30)
+    )
+    clock.set(opens + timedelta(minutes=10))
+    assert (await answer(client, world, on_time, clock.now()))["status"] == "passed"
+
+    clock.set(opens + timedelta(minutes=31))
+    await clocked.sweep()
+    assert await status_of(client, on_time) == "passed"
+    assert await status_of(client, late) == "missed"
+    (alert,) = await alerts_of(client, world, type="missed_checkin")
+    assert alert["evidence"]["checkin_id"] == late
+
+    # The app answers the missed window after all: failed as late, and still one alert.
+    clock.advance(60)
+    answered = await answer(client, world, late, clock.now())
+    assert answered["status"] == "failed"
+    assert "late" in answered["reasons"]
+    await clocked.sweep()
+    assert [a["id"] for a in await alerts_of(client, world, type="missed_checkin")] == [alert["id"]]
