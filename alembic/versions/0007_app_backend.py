@@ -91,6 +91,10 @@ def upgrade() -> None:
     );
     CREATE INDEX checkins_subject ON checkins (subject_id, opens_at);
     CREATE INDEX checkins_closing ON checkins (closes_at) WHERE status = 'pending';
+    -- Pending windows not reminded yet: the reminder sweep's queue, which a window leaves
+    -- when reminded (so a sweep never rescans the windows it has reminded).
+    CREATE INDEX checkins_reminding ON checkins (closes_at)
+        WHERE status = 'pending' AND reminded_at IS NULL;
     CREATE INDEX checkins_photo ON checkins (subject_id, photo_sha256)
         WHERE photo_sha256 IS NOT NULL;
     CREATE INDEX checkins_review ON checkins (org_unit_id, status)

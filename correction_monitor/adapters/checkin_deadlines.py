@@ -81,10 +81,12 @@ ORDER BY m.id
 # The pending windows whose next reminder is due at $1: for each, the shortest of its
 # level's leads ($2, $3) whose moment (closes_at - lead) has come, unless a reminder was
 # sent at or after that moment. Only windows still open or yet to open (closes_at > $1) and
-# at most the longest lead ($4) away, so the range scan of ``checkins_closing`` stays short.
-# A challenge is a surprise: it is never announced before it opens, so its reminder is due
-# only when that moment falls inside the window.
-DUE_REMINDERS = """
+# at most the longest lead ($4) away. A challenge is a surprise: it is never announced
+# before it opens, so its reminder is due only when that moment falls inside the window.
+# {reminded} picks the windows never reminded (through the partial index
+# checkins_reminding, which a window leaves when reminded, so the sweep every few seconds
+# never rescans them) or, for levels with more than one lead, those reminded already.
+_DUE_REMINDERS = """
 WITH terms AS (
     SELECT * FROM unnest($2::text[], $3::float8[]) AS t(level, lead_s)
 )
@@ -98,6 +100,7 @@ CROSS JOIN LATERAL (
       AND c.closes_at - make_interval(secs => t.lead_s) <= $1
 ) l
 WHERE c.status = 'pending'
+  AND {reminded}
   AND c.closes_at > $1
   AND c.closes_at <= $1 + make_interval(secs => $4)
   AND l.lead_s IS NOT NULL
@@ -107,6 +110,8 @@ ORDER BY c.closes_at
 LIMIT $5
 FOR UPDATE OF c SKIP LOCKED
 """
+DUE_FIRST_REMINDERS = _DUE_REMINDERS.format(reminded="c.reminded_at IS NULL")
+DUE_LATER_REMINDERS = _DUE_REMINDERS.format(reminded="c.reminded_at IS NOT NULL")
 MARK_REMINDED = """
 UPDATE checkins SET reminded_at = $2 WHERE id = ANY($1::bigint[]) AND status = 'pending'
 """
@@ -135,33 +140,32 @@ async def close_due(
     ]
 
 
+def _reminder(r: asyncpg.Record) -> DueReminder:
+    return DueReminder(
+        r["id"],
+        r["subject_id"],
+        r["kind"],
+        r["opens_at"],
+        r["closes_at"],
+        float(r["lead_s"]),
+        r["timezone"],
+    )
+
+
 async def due_reminders(
     conn: asyncpg.Connection, now: datetime, leads: Sequence[tuple[str, float]], limit: int
 ) -> list[DueReminder]:
     """Lock and return up to ``limit`` pending windows whose next reminder is due at ``now``
-    (``leads``: each level's leads, seconds before ``closes_at``)."""
+    (``leads``: each level's leads, seconds before ``closes_at``); first reminders first,
+    then later ones when some level has more than one lead."""
     if not leads:
         return []
-    rows = await conn.fetch(
-        DUE_REMINDERS,
-        now,
-        [level for level, _ in leads],
-        [lead for _, lead in leads],
-        max(lead for _, lead in leads),
-        limit,
-    )
-    return [
-        DueReminder(
-            r["id"],
-            r["subject_id"],
-            r["kind"],
-            r["opens_at"],
-            r["closes_at"],
-            float(r["lead_s"]),
-            r["timezone"],
-        )
-        for r in rows
-    ]
+    levels, seconds = [level for level, _ in leads], [lead for _, lead in leads]
+    args = (levels, seconds, max(seconds))
+    rows = await conn.fetch(DUE_FIRST_REMINDERS, now, *args, limit)
+    if len(rows) < limit and len(levels) > len(set(levels)):
+        rows += await conn.fetch(DUE_LATER_REMINDERS, now, *args, limit - len(rows))
+    return [_reminder(r) for r in rows]
 
 
 async def mark_reminded(conn: asyncpg.Connection, checkin_ids: Sequence[int], at: datetime) -> None:

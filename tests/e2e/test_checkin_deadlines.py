@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -391,3 +392,44 @@ async def test_through_the_app_an_answer_in_time_opens_nothing_and_a_late_one_no
     assert "late" in answered["reasons"]
     await clocked.sweep()
     assert [a["id"] for a in await alerts_of(client, world, type="missed_checkin")] == [alert["id"]]
+
+
+async def test_each_of_several_leads_reminds_once(
+    clocked: Clocked, database_url: str, tmp_path: Path
+) -> None:
+    """A province reminding twice (an hour and ten minutes ahead) sends two reminders, each
+    once; a window whose first moment passed unswept gets only the later one."""
+    client, clock = clocked.client, clocked.clock
+    overlay = tmp_path / "province.toml"
+    overlay.write_text("[levels.strict]\nreminder_lead_s = [600, 3600]\n", encoding="utf-8")
+    world = await make_world(client, clocked.officers, level="strict")
+    opens = clock.now() + timedelta(minutes=1)
+    closes = opens + timedelta(hours=2)
+    both = await add_window(client, world.subject_id, opens, closes)
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        services = bootstrap(
+            partial(PostgresUnitOfWork, pool), policy=load_policy(overlay), clock=clock
+        )
+
+        async def sweep() -> None:
+            await services.handle(SweepCheckinDeadlines(clock.now()))
+
+        clock.set(closes - timedelta(seconds=3599))
+        await sweep()
+        await sweep()
+        # Laid out (or swept) only after its hour's moment.
+        late = await add_window(client, world.subject_id, opens + timedelta(seconds=1), closes)
+        clock.set(closes - timedelta(seconds=599))
+        await sweep()
+        await sweep()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT dedupe_key FROM subject_messages WHERE subject_id = $1 ORDER BY id",
+                world.subject_id,
+            )
+    finally:
+        await pool.close()
+    assert sorted(r["dedupe_key"] for r in rows) == sorted(
+        [f"reminder:{both}:3600", f"reminder:{both}:600", f"reminder:{late}:600"]
+    )
