@@ -194,3 +194,8 @@ def shared_password_work() -> PasswordWork:
     # Made once now, so the first unknown username costs no extra hash.
     dummy_hash()
     return work
+
+
+# A forked child has none of its parent's threads: it makes a pool of its own when it first
+# needs one (``serve --workers N`` forks before any is made, but nothing should rely on it).
+os.register_at_fork(after_in_child=shared_password_work.cache_clear)
