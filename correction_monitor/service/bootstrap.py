@@ -19,17 +19,19 @@ from correction_monitor.service import (
     alerts,
     audit_log,
     boundaries,
+    checkin_deadlines,
     devices,
     fences,
     leave,
     lost_contact,
+    messages,
     officers,
     org_units,
+    profile,
     status,
     subjects,
     track,
 )
-from correction_monitor.service import checkin_deadlines, messages, profile
 from correction_monitor.service import checkins as checkin_handlers
 from correction_monitor.service.auth import PasswordWork, shared_password_work
 from correction_monitor.service.command import Command, Handler

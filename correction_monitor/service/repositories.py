@@ -33,6 +33,7 @@ from correction_monitor.domain.checkins import (
 )
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.integrity import RuleAlert
 from correction_monitor.domain.leave import (
     ApprovalLevel,
     ApprovedLeave,
@@ -42,7 +43,6 @@ from correction_monitor.domain.leave import (
     NewLeave,
     NewLeaveReport,
 )
-from correction_monitor.domain.integrity import RuleAlert
 from correction_monitor.domain.messages import NewMessage, SubjectMessage
 from correction_monitor.domain.models import (
     AdminAreaRecord,

@@ -30,8 +30,8 @@ from correction_monitor.adapters import timers as timer_store
 from correction_monitor.adapters.app_profile import PostgresProfiles
 from correction_monitor.adapters.checkin_deadlines import PostgresCheckinDeadlines
 from correction_monitor.adapters.contact import PostgresContact
-from correction_monitor.adapters.leave import PostgresLeaves
 from correction_monitor.adapters.integrity import PostgresIntegrity
+from correction_monitor.adapters.leave import PostgresLeaves
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.repositories import (
     PostgresAlerts,
