@@ -233,6 +233,9 @@ class PhonePlan:
     spike_m: tuple[float, float] = (7000.0, 3000.0)
     curfew: tuple[str, str] | None = None
     exclusions: tuple[str, ...] = ()
+    # How the subject answers check-ins: "answers" (a good face match), "misses" (never
+    # answers: missed_checkin), or "low_face" (a poor face match: needs an officer's review).
+    checkins: str = "answers"
 
     def position_m(self, elapsed_s: float) -> tuple[float, float]:
         """Where the subject truly is ``elapsed_s`` seconds into the run (metres from the
@@ -312,8 +315,9 @@ PHONES = (
         level="normal",
         category="probation",
         home_m=(1200.0, 2200.0),
-        story="curfew 22:00-06:00, keeps it (stays home)",
+        story="curfew 22:00-06:00, keeps it; face check-ins score low (needs_review)",
         curfew=("22:00", "06:00"),
+        checkins="low_face",
     ),
     PhonePlan(
         key="spiker",
@@ -332,7 +336,8 @@ PHONES = (
         level="normal",
         category="probation",
         home_m=(4200.0, 600.0),
-        story="walks to the market and back (no alert)",
+        story="walks to the market and back; never answers check-ins (missed_checkin)",
+        checkins="misses",
         route=(
             (0.0, 0.0, 0.0),
             (60.0, 0.0, 0.0),
@@ -859,6 +864,102 @@ async def run_phones(
     return stats
 
 
+# --- check-ins ---------------------------------------------------------------------------------
+
+CHALLENGE_EVERY_S = 300.0
+CHALLENGE_ANSWER_S = 120
+FACE_SCORES = {"answers": 0.94, "low_face": 0.52}
+
+
+def checkin_answer(plan: PhonePlan, elapsed_s: float, now: datetime) -> dict[str, Any] | None:
+    """What ``plan``'s app sends to answer an open check-in ``elapsed_s`` seconds into the
+    run: where the subject is, with the face match of its behaviour; None when it does not
+    answer (a phone that misses check-ins, or one gone silent)."""
+    if plan.silent_after_s is not None and elapsed_s >= plan.silent_after_s:
+        return None
+    score = FACE_SCORES.get(plan.checkins)
+    if score is None:
+        return None
+    lon, lat = offset_m(*plan.position_m(elapsed_s))
+    return {
+        "ts": now.isoformat(),
+        "lat": lat,
+        "lon": lon,
+        "accuracy_m": 12.0,
+        "face": {"score": score, "liveness": True, "vendor": "demo"},
+    }
+
+
+async def answer_checkins(
+    api: DemoApi, phone: SeededSubject, elapsed_s: float, now: datetime, out: TextIO | None
+) -> int:
+    """Answer ``phone``'s open check-ins as its plan says; returns how many were answered."""
+    answered = 0
+    try:
+        _, listed = await api.call("GET", "/api/v1/me/checkins", token=phone.token)
+        for checkin in listed["checkins"]:
+            if checkin["status"] != "open":
+                continue
+            body = checkin_answer(phone.plan, elapsed_s, now)
+            if body is None:
+                continue
+            status, result = await api.call(
+                "POST",
+                f"/api/v1/me/checkins/{checkin['id']}",
+                body=body,
+                token=phone.token,
+                ok=(200, 409),
+            )
+            if status == 200:
+                answered += 1
+                if out is not None:
+                    reasons = ", ".join(result["reasons"]) or "-"
+                    print(
+                        f"[check-in] #{result['id']} {result['kind']} {phone.plan.name} "
+                        f"{result['status']} ({reasons})",
+                        file=out,
+                        flush=True,
+                    )
+    except (DemoError, aiohttp.ClientError, TimeoutError):
+        pass  # like a real app: try again at the next poll
+    return answered
+
+
+async def run_checkins(
+    api: DemoApi,
+    phones: Sequence[SeededSubject],
+    officer: DemoLogin,
+    out: TextIO | None,
+    *,
+    poll_s: float = DEFAULT_TICK_S,
+    challenge_every_s: float = CHALLENGE_EVERY_S,
+) -> None:
+    """Until cancelled: every ``challenge_every_s`` the officer issues each subject a face
+    challenge to answer within two minutes, and every ``poll_s`` the apps answer whatever
+    check-in is open (scheduled windows of their level included) as their plans say."""
+    started = datetime.now(UTC)
+    token: str | None = None
+    last_round: float | None = None
+    while True:
+        now = datetime.now(UTC)
+        elapsed = (now - started).total_seconds()
+        if last_round is None or elapsed - last_round >= challenge_every_s:
+            try:
+                token = token or await api.login(officer.username, officer.password)
+                for phone in phones:
+                    await api.call(
+                        "POST",
+                        f"/api/v1/subjects/{phone.subject_id}/challenges",
+                        body={"answer_within_s": CHALLENGE_ANSWER_S},
+                        token=token,
+                    )
+                last_round = elapsed
+            except (DemoError, aiohttp.ClientError, TimeoutError):
+                token = None  # expired or the service is busy: next poll
+        await asyncio.gather(*(answer_checkins(api, p, elapsed, now, out) for p in phones))
+        await asyncio.sleep(poll_s)
+
+
 def _alert_line(alert: Mapping[str, Any], change: str, names: Mapping[int, str]) -> str:
     who = names.get(alert["subject_id"], f"subject {alert['subject_id']}")
     ended = f" ended {alert['ended_at']}" if alert["ended_at"] else ""
@@ -943,6 +1044,7 @@ def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> st
         f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/subjects',
         f'  curl -s -H "Authorization: Bearer $TOKEN" '
         f'"{base}/api/v1/subjects/{first}/track?purpose=demo"',
+        f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/subjects/{first}/checkins',
         "",
         "Demo logins (DEMO ONLY, never use these passwords anywhere else):",
     ]
@@ -966,7 +1068,9 @@ def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> st
         + (f"  (embedded, in {settings.data_dir / 'redis'})" if embedded_redis else ""),
         f"  phones      {world.devices_file} (device tokens, mode 0600)",
         "",
-        "Alerts are printed below as they happen. Ctrl-C stops the demo"
+        f"Every {CHALLENGE_EVERY_S / 60:.0f} min each subject gets a face challenge to answer"
+        f" within {CHALLENGE_ANSWER_S} s;",
+        "alerts and check-in outcomes are printed below as they happen. Ctrl-C stops the demo"
         + (" and the embedded servers." if embedded_db or embedded_redis else "."),
         "",
     ]
@@ -1025,6 +1129,9 @@ async def _run_world(settings: Settings, base: str, phones: bool, stop: asyncio.
         tasks.append(asyncio.create_task(follow_alerts(api, LOGINS[0], names, sys.stdout)))
         if phones:
             tasks.append(asyncio.create_task(run_phones(api, world.subjects)))
+            tasks.append(
+                asyncio.create_task(run_checkins(api, world.subjects, LOGINS[0], sys.stdout))
+            )
         try:
             await stop.wait()
         finally:

@@ -330,3 +330,48 @@ async def test_the_demo_serves_through_the_ingest_front_as_serve_does(
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         output.task.cancel()
+
+
+async def test_simulated_apps_answer_challenges_as_their_plans_say(
+    client: TestClient[Any, Any], database_url: str, tmp_path: Path
+) -> None:
+    api = _api(client)
+    world = await demo.seed(api, database_url, tmp_path)
+    by_key = {s.plan.key: s for s in world.subjects}
+    h = bearer(world.admin_token)
+    issued: dict[str, int] = {}
+    for phone in world.subjects:
+        resp = await client.post(
+            f"/api/v1/subjects/{phone.subject_id}/challenges",
+            json={"answer_within_s": demo.CHALLENGE_ANSWER_S},
+            headers=h,
+        )
+        assert resp.status == 201, await resp.text()
+        issued[phone.plan.key] = (await resp.json())["id"]
+
+    out = io.StringIO()
+    now = datetime.now(UTC)
+    answered = {
+        key: await demo.answer_checkins(api, by_key[key], 30.0, now, out)
+        for key in ("wanderer", "curfew", "errands")
+    }
+    # The silent phone stopped 120 s into the run: it answers nothing afterwards.
+    answered["silent"] = await demo.answer_checkins(api, by_key["silent"], 600.0, now, out)
+    assert answered == {"wanderer": 1, "curfew": 1, "errands": 0, "silent": 0}
+
+    async def challenge_of(key: str) -> dict[str, Any]:
+        resp = await client.get(f"/api/v1/subjects/{by_key[key].subject_id}/checkins", headers=h)
+        assert resp.status == 200
+        found: dict[str, Any] = next(
+            c for c in (await resp.json())["checkins"] if c["id"] == issued[key]
+        )
+        return found
+
+    assert (await challenge_of("wanderer"))["status"] == "passed"
+    low = await challenge_of("curfew")
+    assert low["status"] == "needs_review"
+    assert low["reasons"] == ["face_score_low"]
+    assert (await challenge_of("errands"))["status"] == "open"
+    printed = out.getvalue()
+    assert "张某 passed" in printed
+    assert "陈某 needs_review (face_score_low)" in printed
