@@ -127,6 +127,41 @@ class IntegrityPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """Tasks and their escalation (二级包保)."""
+
+    # Seconds given at each escalation level (1: the supervisor, 2: the county).
+    escalation_sla_s: tuple[float, ...]
+    review_checkin_s: float
+    approve_leave_s: float
+    decide_proposal_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LadderPolicy:
+    """The legal ladder's articles and thresholds (RULES.md §1), configurable because some
+    article numbers are uncertain."""
+
+    reprimand_article: str
+    warning_article: str
+    public_security_penalty_article: str
+    # By subject category; a category without one (管制 control) has no revocation.
+    revocation_article: dict[str, str]
+    level_change_article: str
+    reprimands_before_warning: int
+    warnings_before_revocation: int
+    lenient_after_clean_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationPolicy:
+    robot_per_minute: int
+    retry_base_s: float
+    retry_max_s: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     ingest: IngestPolicy
     levels: dict[SupervisionLevel, LevelPolicy]
@@ -139,6 +174,15 @@ class Policy:
     checkins: CheckinPolicy
     leave: LeavePolicy
     integrity: IntegrityPolicy
+    # Seconds per alert type during which the subject is messaged first (absent: 0).
+    self_resolution_s: dict[str, float]
+    tasks: TaskPolicy
+    ladder: LadderPolicy
+    notifications: NotificationPolicy
+
+    def self_resolution(self, alert_type: str) -> float:
+        """Seconds of self-resolution for alerts of ``alert_type`` (0: none)."""
+        return self.self_resolution_s.get(alert_type, 0.0)
 
     def level(self, level: SupervisionLevel | str) -> LevelPolicy:
         return self.levels[SupervisionLevel(level)]
@@ -249,6 +293,47 @@ class _Integrity(_Strict):
     stationary_radius_m: _Positive
 
 
+class _Tasks(_Strict):
+    escalation_sla_s: list[_Positive] = Field(min_length=2, max_length=2)
+    review_checkin_s: _Positive
+    approve_leave_s: _Positive
+    decide_proposal_s: _Positive
+
+
+class _RevocationArticles(_Strict):
+    probation: str = Field(min_length=1)
+    parole: str = Field(min_length=1)
+    medical_parole: str = Field(min_length=1)
+
+
+class _Ladder(_Strict):
+    reprimand_article: str = Field(min_length=1)
+    warning_article: str = Field(min_length=1)
+    public_security_penalty_article: str = Field(min_length=1)
+    revocation_article: _RevocationArticles
+    level_change_article: str = Field(min_length=1)
+    reprimands_before_warning: Annotated[int, Field(ge=1)]
+    warnings_before_revocation: Annotated[int, Field(ge=1)]
+    lenient_after_clean_days: Annotated[int, Field(ge=1)]
+
+
+class _Notifications(_Strict):
+    robot_per_minute: Annotated[int, Field(ge=1)]
+    retry_base_s: _Positive
+    retry_max_s: _Positive
+    max_attempts: Annotated[int, Field(ge=1)]
+
+
+class _SelfResolution(_Strict):
+    left_activity_area: _Seconds = 0
+    entered_exclusion_zone: _Seconds = 0
+    curfew_violation: _Seconds = 0
+    lost_contact: _Seconds = 0
+    missed_checkin: _Seconds = 0
+    leave_overdue: _Seconds = 0
+    device_integrity: _Seconds = 0
+
+
 class _PolicyFile(_Strict):
     ingest: _Ingest
     levels: _Levels
@@ -257,6 +342,10 @@ class _PolicyFile(_Strict):
     checkins: _Checkins
     leave: _Leave
     integrity: _Integrity
+    self_resolution: _SelfResolution
+    tasks: _Tasks
+    ladder: _Ladder
+    notifications: _Notifications
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
@@ -334,6 +423,20 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         ),
         leave=LeavePolicy(**raw.leave.model_dump()),
         integrity=IntegrityPolicy(**raw.integrity.model_dump()),
+        self_resolution_s={k: float(v) for k, v in raw.self_resolution.model_dump().items()},
+        tasks=TaskPolicy(
+            escalation_sla_s=tuple(raw.tasks.escalation_sla_s),
+            review_checkin_s=raw.tasks.review_checkin_s,
+            approve_leave_s=raw.tasks.approve_leave_s,
+            decide_proposal_s=raw.tasks.decide_proposal_s,
+        ),
+        ladder=LadderPolicy(
+            **(
+                raw.ladder.model_dump()
+                | {"revocation_article": raw.ladder.revocation_article.model_dump()}
+            )
+        ),
+        notifications=NotificationPolicy(**raw.notifications.model_dump()),
     )
 
 
