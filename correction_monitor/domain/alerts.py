@@ -98,6 +98,11 @@ class AlertChange(StrEnum):
     RESOLVED = "resolved"
     RETRACTED = "retracted"
     REOPENED = "reopened"
+    # The alert reached officers: at once, or when its self-resolution grace ran out with
+    # the subject still in breach (tasks and notifications follow this, not ``opened``).
+    RELEASED = "released"
+    # The alert ended within its self-resolution grace: it never reaches officers.
+    SELF_RESOLVED = "self_resolved"
 
     @property
     def event_name(self) -> str:

@@ -25,6 +25,8 @@ class EventName(StrEnum):
     ALERT_RESOLVED = AlertChange.RESOLVED.event_name
     ALERT_RETRACTED = AlertChange.RETRACTED.event_name
     ALERT_REOPENED = AlertChange.REOPENED.event_name
+    ALERT_RELEASED = AlertChange.RELEASED.event_name
+    ALERT_SELF_RESOLVED = AlertChange.SELF_RESOLVED.event_name
     SUBJECT_CREATED = "subject.created"
     SUBJECT_UPDATED = "subject.updated"
     # An officer changed a subject's level or who is responsible for it:
@@ -51,6 +53,14 @@ class EventName(StrEnum):
     LEAVE_CANCELLED = "leave.cancelled"
     # The subject's arrival/departure/return report: data {"leave_id", "kind", "inside"}.
     LEAVE_REPORTED = "leave.reported"
+    # Tasks (二级包保): data {"task_id", "kind", "assignee_id", "escalation_level", "due_at",
+    # and the alert/checkin/leave/proposal id it is about}.
+    TASK_CREATED = "task.created"
+    TASK_ESCALATED = "task.escalated"
+    TASK_DONE = "task.done"
+    # Proposals of the legal ladder: data {"proposal_id", "measure", "article", ...}.
+    PROPOSAL_CREATED = "proposal.created"
+    PROPOSAL_DECIDED = "proposal.decided"
 
 
 @dataclass(frozen=True, slots=True)
