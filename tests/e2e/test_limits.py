@@ -511,3 +511,131 @@ async def test_no_officer_body_is_a_5xx(client: Client, county: County, world: W
     for route, documents in officer_documents(world).items():
         await fuzz_route(client, route, headers, documents, examples=60)
     await fuzz_route(client, "/api/v1/org-units", headers, hostile_bytes)
+
+
+async def fuzz_method(
+    client: Client,
+    method: str,
+    route: str,
+    headers: dict[str, str],
+    bodies: st.SearchStrategy[bytes],
+    examples: int = 40,
+) -> None:
+    """:func:`fuzz_route` for any method (PUT, PATCH): every answer below 500, in the error
+    shape."""
+    loop = asyncio.get_running_loop()
+
+    async def send(body: bytes) -> tuple[int, bytes]:
+        resp = await client.request(method, route, data=body, headers=headers)
+        return resp.status, await resp.read()
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(bodies)
+    def never_5xx(body: bytes) -> None:
+        status, answer = asyncio.run_coroutine_threadsafe(send(body), loop).result(30)
+        assert status < 500, (status, answer)
+        if status >= 400:
+            error = orjson.loads(answer)["error"]
+            assert isinstance(error["code"], str)
+            assert isinstance(error["message"], str)
+
+    await asyncio.to_thread(never_5xx)
+
+
+instant = st.one_of(
+    quoted("2026-12-06T08:00:00+08:00", "2026-02-30", "2026-12-06", "9999-12-31T23:59:59Z", ""),
+    num(-1e20, 1e20),
+)
+
+
+async def test_no_app_body_is_a_5xx(client: Client, county: County, world: World) -> None:
+    """The subject's app: answers, leave applications and reports, message receipts."""
+    officer = {"Authorization": f"Bearer {county.admin_token}"}
+    resp = await client.post(
+        f"/api/v1/subjects/{world.subject_id}/challenges",
+        json={"answer_within_s": 3600},
+        headers=officer,
+    )
+    assert resp.status == 201, await resp.text()
+    challenge = (await resp.json())["id"]
+    headers = {"Authorization": f"Bearer {world.device_token}", "Content-Type": "application/json"}
+    point = {"lat": num(-100, 100), "lon": num(-200, 200), "accuracy_m": num(-1, 1e9)}
+    documents = {
+        f"/api/v1/me/checkins/{challenge}": fix_shaped(
+            point
+            | {
+                "ts": instant,
+                "crs": crs,
+                "mock": st.sampled_from([b"true", b"false", b"1", b"null"]),
+                "face": fix_shaped(
+                    {
+                        "score": num(-1, 2),
+                        "liveness": st.sampled_from([b"true", b"false", b'"yes"']),
+                        "vendor": quoted("demo", ""),
+                    },
+                    extras=0,
+                ),
+                "photo_sha256": quoted("a" * 64, "z" * 64, "abc", ""),
+            }
+        ),
+        "/api/v1/me/leave": fix_shaped(
+            {
+                "destination": st.one_of(
+                    fix_shaped({"adcodes": array_of(quoted("120000", "999999", ""), 3)}, extras=0),
+                    fix_shaped({"geometry": fix_shaped({"type": quoted("Polygon", "Point")})}),
+                ),
+                "reason": quoted("medical", "family", "holiday"),
+                "note": quoted("复诊", ""),
+                "start": instant,
+                "end": instant,
+            }
+        ),
+        "/api/v1/me/leave/1/reports": fix_shaped(
+            point | {"kind": quoted("arrival", "departure", "lunch"), "ts": instant}
+        ),
+    }
+    for route, bodies in documents.items():
+        await fuzz_route(client, route, headers, st.one_of(bodies, hostile_bytes), examples=50)
+    await fuzz_route(client, "/api/v1/me/messages/1/read", headers, hostile_bytes, examples=20)
+
+
+async def test_no_new_officer_body_is_a_5xx(client: Client, county: County, world: World) -> None:
+    """Officers, a subject's changes and schedule, challenges, reviews, leave decisions."""
+    headers = {"Authorization": f"Bearer {county.admin_token}", "Content-Type": "application/json"}
+    subject = f"/api/v1/subjects/{world.subject_id}"
+    ids = st.sampled_from([b"1", b"-1", b"null", b'"7"', b"9223372036854775808"])
+    posts = {
+        "/api/v1/officers": fix_shaped(
+            {
+                "username": quoted("ofc", "", "a" * 300),
+                "password": quoted("long-enough-pass", "short"),
+                "role": quoted("officer", "king"),
+                "org_unit": quoted(world.station, "nowhere"),
+                "phone": quoted("13800138000", "x"),
+            }
+        ),
+        f"{subject}/challenges": fix_shaped({"answer_within_s": num(-1, 1e12)}),
+        "/api/v1/checkins/1/review": fix_shaped({"decision": quoted("passed", "maybe")}),
+        "/api/v1/leave/1/approve": fix_shaped({"note": quoted("同意", "")}),
+        "/api/v1/leave/1/reject": fix_shaped({"note": quoted("不同意", "")}),
+        f"{subject}/messages": fix_shaped({"text": quoted("请回电", "")}),
+    }
+    for route, bodies in posts.items():
+        await fuzz_route(client, route, headers, st.one_of(bodies, hostile_bytes), examples=30)
+    patch = fix_shaped(
+        {
+            "supervision_level": quoted("strict", "harsh"),
+            "responsible_officer_id": ids,
+            "responsible_supervisor_id": ids,
+            "reason": quoted("复查", ""),
+        }
+    )
+    await fuzz_method(client, "PATCH", subject, headers, st.one_of(patch, hostile_bytes), 30)
+    await fuzz_method(
+        client,
+        "PUT",
+        f"{subject}/checkin-schedule",
+        headers,
+        st.one_of(schedule, hostile_bytes),
+        30,
+    )
