@@ -65,6 +65,9 @@ def upgrade() -> None:
         done_by             integer REFERENCES officers (id),
         outcome             text,
         note                text,
+        -- When the task missed its last SLA (level 2): recorded once, and the task leaves
+        -- the sweep's queue (tasks_due) while it stays open with the county.
+        sla_missed_at       timestamptz,
         -- Names what the task is about, so a repeated event can never open it twice
         -- (e.g. 'verify_alert:123').
         dedupe_key          text NOT NULL UNIQUE
@@ -72,7 +75,8 @@ def upgrade() -> None:
     CREATE INDEX tasks_assignee ON tasks (assignee_id, status);
     CREATE INDEX tasks_org_open ON tasks (org_unit_id) WHERE status = 'open';
     CREATE INDEX tasks_subject ON tasks (subject_id, created_at);
-    CREATE INDEX tasks_due ON tasks (due_at) WHERE status = 'open';
+    -- The SLA timers: open tasks whose last SLA has not been missed yet.
+    CREATE INDEX tasks_due ON tasks (due_at) WHERE status = 'open' AND sla_missed_at IS NULL;
 
     -- What was done on a task: a search's steps (phone, 信息化核查, visit, notify 公安),
     -- escalations and reassignments, notes.
