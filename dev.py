@@ -9,6 +9,11 @@ Setting up .venv: created with `python3 -m venv` when missing; `pip install -e '
 only when pyproject.toml changed since the last successful install (its SHA-256 is kept in
 .venv/.cm-pyproject.sha256).
 
+Fetching the fonts: the CJK font that evidence documents embed (Noto Sans SC, OFL) is an npm
+package pinned in fonts/package-lock.json; `npm ci` installs it into fonts/node_modules when
+that lockfile changed since the last successful install (its SHA-256 is kept in
+fonts/node_modules/.cm-lock.sha256). npm (Node.js) must be on PATH.
+
 Servers for the tests: CM_DATABASE_URL / CM_REDIS_URL when set; otherwise the machine's
 PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 when they answer; otherwise the
 embedded servers (real PostgreSQL and Redis from Python packages) are started for the run
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import shutil
 import socket
 import stat
 import struct
@@ -36,6 +42,9 @@ VENV = ROOT / ".venv"
 VENV_PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".cm-pyproject.sha256"
 PYPROJECT = ROOT / "pyproject.toml"
+FONTS = ROOT / "fonts"
+FONTS_LOCK = FONTS / "package-lock.json"
+FONTS_STAMP = FONTS / "node_modules" / ".cm-lock.sha256"
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -89,6 +98,35 @@ def ensure_venv() -> bool:
         fail("pip install -e '.[dev]' failed (see above)")
         return False
     STAMP.write_text(wanted + "\n")
+    return True
+
+
+# ------------------------------------------------------------------------------------ the fonts
+
+
+def ensure_fonts() -> bool:
+    """Install the npm packages of fonts/ (the PDF font) with `npm ci` when its lockfile
+    changed since the last successful install; False when that failed or npm is missing."""
+    wanted = hashlib.sha256(FONTS_LOCK.read_bytes()).hexdigest()
+    if FONTS_STAMP.exists() and FONTS_STAMP.read_text().strip() == wanted:
+        return True
+    npm = shutil.which("npm")
+    if npm is None:
+        fail(
+            "npm is not on PATH; it fetches the font evidence documents embed "
+            "(fonts/package.json). Install Node.js with npm (Debian/Ubuntu: apt-get install "
+            "npm), then run this command again"
+        )
+        return False
+    say("fetching the PDF font: npm ci in fonts/")
+    argv = [npm, "ci", "--no-audit", "--no-fund"]
+    if os.environ.get("CI"):
+        argv += ["--progress=false"]
+    installed = subprocess.run(argv, cwd=FONTS, stdin=subprocess.DEVNULL, check=False)
+    if installed.returncode != 0:
+        fail("npm ci in fonts/ failed (see above)")
+        return False
+    FONTS_STAMP.write_text(wanted + "\n")
     return True
 
 
@@ -217,7 +255,7 @@ def run_step(name: str, argv: list[str], env: dict[str, str]) -> int:
 
 def command_test(pytest_args: list[str]) -> int:
     """Lint, type-check and run the whole test suite; 0 only when every step passed."""
-    if not ensure_venv():
+    if not ensure_venv() or not ensure_fonts():
         return 1
     env = dict(os.environ)
     bin_dir = VENV / "bin"
@@ -243,7 +281,7 @@ def command_test(pytest_args: list[str]) -> int:
 
 def command_demo(demo_args: list[str]) -> int:
     """Run `correction-monitor demo` from the venv, replacing this process."""
-    if not ensure_venv():
+    if not ensure_venv() or not ensure_fonts():
         return 1
     cli = VENV / "bin" / "correction-monitor"
     if not cli.exists():
