@@ -58,6 +58,9 @@ class EventName(StrEnum):
     TASK_CREATED = "task.created"
     TASK_ESCALATED = "task.escalated"
     TASK_DONE = "task.done"
+    # An officer recorded a step of a task (a search's phone call, 信息化核查, visit, notice
+    # to 公安, or a note): data {"task_id", "step_id", "kind", "task_kind", "officer_id"}.
+    TASK_STEP_RECORDED = "task.step_recorded"
     # Proposals of the legal ladder: data {"proposal_id", "measure", "article", ...}.
     PROPOSAL_CREATED = "proposal.created"
     PROPOSAL_DECIDED = "proposal.decided"

@@ -22,14 +22,20 @@ from correction_monitor.service import (
     checkin_deadlines,
     devices,
     fences,
+    incidents,
+    ladder,
     leave,
     lost_contact,
     messages,
     officers,
     org_units,
     profile,
+    proposals,
+    reports,
+    self_resolution,
     status,
     subjects,
+    tasks,
     track,
 )
 from correction_monitor.service import checkins as checkin_handlers
@@ -124,6 +130,10 @@ def bootstrap(
         lost_contact.SweepLostContact: partial(lost_contact.sweep_lost_contact, policy=policy),
         alerts.AcknowledgeAlert: alerts.acknowledge_alert,
         alerts.ResolveAlert: alerts.resolve_alert,
+        alerts.ReopenAlert: partial(alerts.reopen_alert, clock=clock),
+        incidents.GetIncident: incidents.get_incident,
+        reports.AlertQualityReport: reports.alert_quality_report,
+        reports.PublishAlertQualityMetrics: reports.publish_alert_quality_metrics,
         track.ReadTrack: partial(track.read_track, clock=clock),
         status.ReadSubjectStatus: partial(status.read_subject_status, positions=positions),
         audit_log.ListAuditEntries: audit_log.list_audit_entries,
@@ -164,16 +174,38 @@ def bootstrap(
             clock=clock,
             areas=checkin_handlers.AreaCache(),
         ),
+        proposals.ListProposals: proposals.list_proposals,
+        proposals.GetProposal: proposals.get_proposal,
+        proposals.DecideProposal: partial(proposals.decide_proposal, clock=clock),
+        ladder.ProposeLenient: partial(ladder.propose_lenient_levels, policy=policy),
+        tasks.ListTasks: tasks.list_tasks,
+        tasks.GetTask: tasks.get_task,
+        tasks.RecordTaskStep: partial(tasks.record_task_step, clock=clock),
+        tasks.CompleteTask: partial(tasks.complete_task, clock=clock),
+        tasks.SweepTaskEscalations: partial(tasks.sweep_task_escalations, policy=policy),
     }
     if timer_handlers is None:
         # A drawn challenge's opening tells the subject's app (service/checkins.py).
         timer_handlers = {
             **TIMER_HANDLERS,
             checkin_handlers.CHALLENGE_TIMER: checkin_handlers.challenge_opened,
+            # A self-resolution grace ran out: the alert reaches officers.
+            self_resolution.RELEASE_TIMER: partial(self_resolution.release_when_due, clock=clock),
         }
     if consumers is None:
         # A level change or a leave decision lays the subject's windows out again.
-        consumers = [*CONSUMERS, checkin_handlers.relayout_consumer(policy, clock)]
+        # A confirmed alert or an approved response feeds the legal ladder.
+        consumers = [
+            *CONSUMERS,
+            # First: opened alerts are released (or wait out a self-resolution grace) and
+            # grouped into incidents, so the same run's later consumers see the release.
+            self_resolution.consumer(policy, clock),
+            checkin_handlers.relayout_consumer(policy, clock),
+            ladder.ladder_consumer(policy, clock),
+            # Alerts reaching officers, check-ins to review, leave applications and
+            # proposals open tasks; what settles them completes them (service/tasks.py).
+            tasks.task_consumer(policy, clock),
+        ]
     timers = TimerService(uow, timer_handlers, clock)
     runner = ConsumerRunner(uow, consumers)
     return Services(uow, handlers, timers, runner, clock, passwords)

@@ -33,10 +33,12 @@ from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.outbox import lock_key
 from correction_monitor.domain.clock import Clock
 from correction_monitor.policy import Policy
-from correction_monitor.service import checkin_deadlines, lost_contact
+from correction_monitor.service import checkin_deadlines, lost_contact, tasks
 from correction_monitor.service.bootstrap import Services
 from correction_monitor.service.checkins import LayOutCheckins
+from correction_monitor.service.ladder import ProposeLenient
 from correction_monitor.service.officers import LOGIN_FAILURE_WINDOW
+from correction_monitor.service.reports import PublishAlertQualityMetrics
 
 log = structlog.get_logger("correction_monitor.jobs")
 
@@ -205,8 +207,15 @@ class JobRunner:
         return True
 
 
+ALERT_QUALITY_METRICS_EVERY_S = 60.0
+"""How often each process refreshes its alert-quality gauges (service/reports.py)."""
 CHECKIN_LAYOUT_EVERY_S = 300.0
 """How often subjects' check-in windows and challenges are laid out ahead."""
+LENIENT_PROPOSALS_EVERY_S = 86400.0
+"""How often subjects clean long enough at normal are proposed lenient (daily)."""
+TASK_ESCALATIONS_EVERY_S = 5.0
+"""How often each process escalates tasks past their SLA: an escalation comes at most this
+late (plus the sweep's own time), against SLAs of a quarter of an hour and more."""
 CHECKIN_DEADLINES_EVERY_S = 5.0
 """How often each process closes missed windows and sends due reminders: a missed window's
 alert comes at most this late (plus the sweep's own time), well within the minute allowed."""
@@ -259,6 +268,15 @@ def standard_jobs(
             once_across_processes=True,
             at_start=True,
         ),
+        # Every process: each serves /metrics from its own gauges (the newest value wins
+        # across processes) and zeroes the series it set that dropped out of the period.
+        Job(
+            "alert-quality-metrics",
+            ALERT_QUALITY_METRICS_EVERY_S,
+            lambda: services.handle(PublishAlertQualityMetrics(clock.now())),
+            once_across_processes=False,
+            at_start=True,
+        ),
         # Shared safely: due windows are claimed with SKIP LOCKED (service/checkin_deadlines).
         Job(
             "checkin-deadlines",
@@ -266,6 +284,21 @@ def standard_jobs(
             lambda: services.handle(checkin_deadlines.SweepCheckinDeadlines(clock.now())),
             once_across_processes=False,
             at_start=True,
+        ),
+        # Shared safely: due open tasks are claimed with SKIP LOCKED (service/tasks.py).
+        Job(
+            "task-escalations",
+            TASK_ESCALATIONS_EVERY_S,
+            lambda: services.handle(tasks.SweepTaskEscalations(clock.now())),
+            once_across_processes=False,
+            at_start=True,
+        ),
+        # Proposes lenient (宽管) for subjects clean long enough at normal (service/ladder.py).
+        Job(
+            "lenient-proposals",
+            LENIENT_PROPOSALS_EVERY_S,
+            lambda: services.handle(ProposeLenient(clock.now())),
+            once_across_processes=True,
         ),
     ]
 

@@ -15,12 +15,14 @@ from typing import Any, Protocol
 
 from shapely.geometry.base import BaseGeometry
 
+from correction_monitor.domain.alert_quality import QualityRow
 from correction_monitor.domain.alerts import (
     AlertOp,
     AlertStatus,
     AlertType,
     AppliedChange,
     Disposition,
+    Gravity,
 )
 from correction_monitor.domain.checkin_deadlines import DueReminder, LevelTerms, MissedWindow
 from correction_monitor.domain.checkins import (
@@ -33,7 +35,16 @@ from correction_monitor.domain.checkins import (
 )
 from correction_monitor.domain.events import StoredEvent
 from correction_monitor.domain.fixes import TrackPoint
+from correction_monitor.domain.incidents import Incident, Neighbour
 from correction_monitor.domain.integrity import RuleAlert
+from correction_monitor.domain.ladder import (
+    CleanSubject,
+    ConfirmedAlert,
+    LostContactEpisode,
+    NewProposal,
+    Proposal,
+    ProposalStatus,
+)
 from correction_monitor.domain.leave import (
     ApprovalLevel,
     ApprovedLeave,
@@ -58,6 +69,15 @@ from correction_monitor.domain.models import (
     Subject,
     SubjectContact,
     SupervisionLevel,
+)
+from correction_monitor.domain.tasks import (
+    Candidate,
+    Escalation,
+    NewTask,
+    Task,
+    TaskKind,
+    TaskStatus,
+    TaskStep,
 )
 from correction_monitor.domain.timers import DueTimer
 from geofences.geojson import AdminArea
@@ -230,11 +250,72 @@ class AlertRepository(Protocol):
         ...
 
     async def resolve(
-        self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
+        self,
+        alert_id: int,
+        officer_id: int,
+        disposition: Disposition,
+        note: str | None,
+        gravity: Gravity = Gravity.MINOR,
     ) -> bool:
-        """Resolve an alert not yet resolved (acknowledging it too if it was open); True
-        when this call changed it."""
+        """Resolve an alert not yet resolved (acknowledging it too if it was open) with a
+        disposition and a gravity (情节); True when this call changed it."""
         ...
+
+
+class AlertLifecycleRepository(Protocol):
+    """Self-resolution, release to officers and reopening (``service/self_resolution.py``,
+    ``service/alerts.py``); each change is made at most once."""
+
+    async def lock(self, alert_id: int) -> None: ...
+
+    async def start_grace(self, alert_id: int, grace_s: float) -> datetime | None:
+        """Start the alert's self-resolution grace; when it ends (UTC), or None when it
+        had started, or the alert was released or self-resolved."""
+        ...
+
+    async def release(self, alert_id: int, at: datetime) -> bool: ...
+
+    async def self_resolve(self, alert_id: int) -> bool: ...
+
+    async def reopen(
+        self, alert_id: int, at: datetime, officer_id: int, previous: dict[str, Any]
+    ) -> bool:
+        """Reopen a resolved alert, keeping ``previous`` in its resolution history."""
+        ...
+
+
+class IncidentRepository(Protocol):
+    """Incidents grouping the alerts of one event (``domain/incidents.py``)."""
+
+    async def neighbours(
+        self,
+        subject_id: int,
+        alert_id: int,
+        types: Sequence[str],
+        since: datetime,
+        ongoing_types: Sequence[str],
+    ) -> list[Neighbour]: ...
+
+    async def create(
+        self, subject_id: int, org_unit_id: int, opened_at: datetime, data: dict[str, Any]
+    ) -> int: ...
+
+    async def attach(self, incident_id: int, alert_ids: Sequence[int]) -> list[int]: ...
+
+    async def get(self, incident_id: int) -> Incident: ...
+
+
+class ReportRepository(Protocol):
+    """Aggregates for reports (``service/reports.py``)."""
+
+    async def alert_quality(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        by_org_unit: bool,
+    ) -> list[QualityRow]: ...
 
 
 class FixRepository(Protocol):
@@ -526,4 +607,109 @@ class CheckinRepository(Protocol):
         self, subject_id: int, start: datetime, end: datetime
     ) -> list[ApprovedLeave]:
         """The subject's approved leaves whose span meets ``[start, end]``."""
+        ...
+
+
+class ProposalRepository(Protocol):
+    """Proposals of the legal ladder, and what the ladder reads to make them."""
+
+    async def add(self, new: NewProposal) -> Proposal | None:
+        """Store a proposal; None when its dedupe key was proposed already."""
+        ...
+
+    async def get(self, proposal_id: int, *, for_update: bool = False) -> Proposal: ...
+
+    async def list_in(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        *,
+        status: ProposalStatus | None,
+        subject_id: int | None,
+        limit: int,
+    ) -> list[Proposal]: ...
+
+    async def decide(
+        self,
+        proposal_id: int,
+        status: ProposalStatus,
+        *,
+        officer_id: int,
+        at: datetime,
+        note: str | None,
+    ) -> Proposal | None:
+        """Record the decision of a pending proposal; None when it is not pending."""
+        ...
+
+    async def approved_counts(self, subject_id: int) -> dict[str, int]:
+        """The subject's approved proposals, counted by measure."""
+        ...
+
+    async def pending_level_change(self, subject_id: int, level: SupervisionLevel) -> bool: ...
+
+    async def resolved_alert(self, alert_id: int) -> ConfirmedAlert | None: ...
+
+    async def lost_contact_episodes(self, subject_id: int) -> list[LostContactEpisode]: ...
+
+    async def clean_at_normal(
+        self, clean_since_before: datetime, limit: int
+    ) -> list[CleanSubject]: ...
+
+
+class TaskRepository(Protocol):
+    """Tasks (二级包保) and their steps; the SLA sweep's escalations in bulk."""
+
+    async def add(self, new: NewTask) -> Task | None:
+        """Open a task; None when its dedupe key is taken (opened already)."""
+        ...
+
+    async def get(self, task_id: int, *, for_update: bool = False) -> Task: ...
+
+    async def complete(
+        self,
+        *,
+        key: str | None = None,
+        task_id: int | None = None,
+        at: datetime,
+        done_by: int | None,
+        outcome: str | None = None,
+        note: str | None = None,
+    ) -> Task | None:
+        """Mark the open task (by dedupe key or id) done; None when none is open."""
+        ...
+
+    async def list_in(
+        self,
+        *,
+        scope: frozenset[int] | None,
+        viewer_id: int,
+        status: TaskStatus | None,
+        assignee_id: int | None,
+        subject_id: int | None,
+        kind: TaskKind | None,
+        limit: int,
+    ) -> list[Task]:
+        """Tasks of the scope's units or held by the viewer, open first by due time."""
+        ...
+
+    async def steps(self, task_id: int) -> list[TaskStep]: ...
+
+    async def add_step(
+        self,
+        task_id: int,
+        kind: str,
+        at: datetime,
+        officer_id: int | None,
+        note: str | None,
+        data: dict[str, Any],
+    ) -> TaskStep: ...
+
+    async def candidates(self, org_unit_id: int) -> list[Candidate]:
+        """Supervisors of the station and administrators above it, nearest first."""
+        ...
+
+    async def escalate_due(
+        self, now: datetime, limit: int, escalation_sla_s: Sequence[float]
+    ) -> list[Escalation]:
+        """Escalate a batch of due open tasks (claimed SKIP LOCKED), with their steps and
+        audit entries; the caller emits the events."""
         ...

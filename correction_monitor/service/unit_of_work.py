@@ -27,12 +27,16 @@ import asyncpg
 from correction_monitor.adapters import audit as audit_log
 from correction_monitor.adapters import outbox
 from correction_monitor.adapters import timers as timer_store
+from correction_monitor.adapters.alerts import PostgresAlertLifecycle
 from correction_monitor.adapters.app_profile import PostgresProfiles
 from correction_monitor.adapters.checkin_deadlines import PostgresCheckinDeadlines
 from correction_monitor.adapters.contact import PostgresContact
+from correction_monitor.adapters.incidents import PostgresIncidents
 from correction_monitor.adapters.integrity import PostgresIntegrity
 from correction_monitor.adapters.leave import PostgresLeaves
 from correction_monitor.adapters.outbox import PostgresEvents
+from correction_monitor.adapters.proposals import PostgresProposals
+from correction_monitor.adapters.reports import PostgresReports
 from correction_monitor.adapters.repositories import (
     PostgresAlerts,
     PostgresAuditLog,
@@ -45,11 +49,13 @@ from correction_monitor.adapters.repositories import (
     PostgresOrgUnits,
     PostgresSubjects,
 )
+from correction_monitor.adapters.tasks import PostgresTasks
 from correction_monitor.adapters.timers import PostgresTimers
 from correction_monitor.domain.events import DomainEvent
 from correction_monitor.domain.models import AuditEntry
 from correction_monitor.domain.timers import Timer
 from correction_monitor.service.repositories import (
+    AlertLifecycleRepository,
     AlertRepository,
     AuditLog,
     CheckinDeadlineRepository,
@@ -59,13 +65,17 @@ from correction_monitor.service.repositories import (
     EventLog,
     FixRepository,
     GeoRepository,
+    IncidentRepository,
     IntegrityRepository,
     LeaveRepository,
     MessageRepository,
     OfficerRepository,
     OrgUnitRepository,
     ProfileRepository,
+    ProposalRepository,
+    ReportRepository,
     SubjectRepository,
+    TaskRepository,
     TimerRepository,
 )
 
@@ -94,6 +104,11 @@ class UnitOfWork(abc.ABC):
     profiles: ProfileRepository
     leaves: LeaveRepository
     checkins: CheckinRepository
+    alert_lifecycle: AlertLifecycleRepository
+    incidents: IncidentRepository
+    reports: ReportRepository
+    tasks: TaskRepository
+    proposals: ProposalRepository
 
     def __init__(self) -> None:
         self._audits: list[AuditEntry] = []
@@ -200,6 +215,11 @@ class PostgresUnitOfWork(UnitOfWork):
         self.checkin_deadlines = PostgresCheckinDeadlines(conn)
         self.profiles = PostgresProfiles(conn)
         self.leaves = PostgresLeaves(conn)
+        self.alert_lifecycle = PostgresAlertLifecycle(conn)
+        self.incidents = PostgresIncidents(conn)
+        self.reports = PostgresReports(conn)
+        self.tasks = PostgresTasks(conn)
+        self.proposals = PostgresProposals(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
         assert self._open is not None, "the unit of work is not open"
