@@ -6,6 +6,9 @@ With several worker processes the registry runs in prometheus-client's multiproc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -37,3 +40,38 @@ INGEST_OVERLOAD = Counter("cm_ingest_overload_total", "Requests refused with 503
 ALERTS_RAISED = Counter("cm_alerts_raised_total", "Alerts opened", ["type"])
 AUDIT_WRITES = Counter("cm_audit_entries_total", "Audit log entries written", ["action"])
 REDIS_ERRORS = Counter("cm_redis_errors_total", "Redis operations that failed (service degraded)")
+
+# The alert-quality report (service/reports.py) as gauges per alert type and station
+# (org_unit is a station's code, or "all" for the type's totals), over the last 30 days;
+# refreshed by a periodic job. Seconds gauges are NaN when no alert got that far.
+ALERT_QUALITY_FIGURES = (
+    ("raised", "cm_alert_quality_raised", "Alerts raised"),
+    ("self_resolved", "cm_alert_quality_self_resolved", "Alerts that ended within their grace"),
+    ("confirmed", "cm_alert_quality_confirmed", "Alerts resolved as confirmed"),
+    ("justified", "cm_alert_quality_justified", "Alerts resolved as justified"),
+    ("false_alarm", "cm_alert_quality_false_alarm", "Alerts resolved as false alarms"),
+    (
+        "false_alarm_rate",
+        "cm_alert_quality_false_alarm_rate",
+        "False alarms among resolved alerts (NaN: none resolved)",
+    ),
+    ("ack_p50_s", "cm_alert_quality_ack_p50_seconds", "Median time to acknowledge"),
+    ("ack_p90_s", "cm_alert_quality_ack_p90_seconds", "90th percentile time to acknowledge"),
+    ("resolve_p50_s", "cm_alert_quality_resolve_p50_seconds", "Median time to resolve"),
+    ("resolve_p90_s", "cm_alert_quality_resolve_p90_seconds", "90th percentile time to resolve"),
+    ("sla_missed", "cm_alert_quality_sla_missed", "Alerts whose task missed its SLA"),
+)
+ALERT_QUALITY = {
+    key: Gauge(name, f"{text} (last 30 days)", ["type", "org_unit"], multiprocess_mode="mostrecent")
+    for key, name, text in ALERT_QUALITY_FIGURES
+}
+
+
+def set_alert_quality(type_: str, org_unit: str, figures: Mapping[str, Any] | None) -> None:
+    """Set one (type, org unit) series of every alert-quality gauge; ``figures`` None zeroes
+    the counts and blanks the rest (a series that dropped out of the period)."""
+    for key, gauge in ALERT_QUALITY.items():
+        value = None if figures is None else figures.get(key)
+        if value is None:
+            value = float("nan") if figures is not None or key.endswith(("_s", "_rate")) else 0.0
+        gauge.labels(type=type_, org_unit=org_unit).set(value)

@@ -31,6 +31,7 @@ from correction_monitor.domain.alerts import (
     AlertType,
     AppliedChange,
     Disposition,
+    Gravity,
 )
 from correction_monitor.domain.clock import Clock, ManualClock
 from correction_monitor.domain.events import DomainEvent, StoredEvent
@@ -599,7 +600,12 @@ class FakeAlerts:
         return True
 
     async def resolve(
-        self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
+        self,
+        alert_id: int,
+        officer_id: int,
+        disposition: Disposition,
+        note: str | None,
+        gravity: Gravity = Gravity.MINOR,
     ) -> bool:
         alert = self._state.alerts[alert_id]
         if alert.status is AlertStatus.RESOLVED:
@@ -611,6 +617,7 @@ class FakeAlerts:
             resolved_by=officer_id,
             disposition=disposition,
             note=note,
+            gravity=gravity,
             acknowledged_at=alert.acknowledged_at or T0,
             acknowledged_by=alert.acknowledged_by or officer_id,
         )

@@ -23,7 +23,9 @@ from correction_monitor.domain.timeutil import iso
 _COLUMNS = (
     "a.id, a.subject_id, a.org_unit_id, a.type, a.severity, a.status, a.fence_id, "
     "a.episode_key, a.started_at, a.detected_at, a.ended_at, a.evidence, a.acknowledged_at, "
-    "a.acknowledged_by, a.resolved_at, a.resolved_by, a.disposition, a.note, a.retracted_at"
+    "a.acknowledged_by, a.resolved_at, a.resolved_by, a.disposition, a.note, a.retracted_at, "
+    "a.gravity, a.incident_id, a.self_resolution_until, a.self_resolved, a.released_at, "
+    "a.reopened_at, a.reopened_by, a.reopen_count"
 )
 OPEN = """
 INSERT INTO alerts (subject_id, org_unit_id, type, severity, fence_id, episode_key, started_at,
@@ -60,7 +62,7 @@ RETURNING id
 """
 RESOLVE = """
 UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = $2, disposition = $3,
-    note = $4,
+    note = $4, gravity = $5,
     acknowledged_at = COALESCE(acknowledged_at, now()),
     acknowledged_by = COALESCE(acknowledged_by, $2)
 WHERE id = $1 AND status <> 'resolved'
@@ -70,7 +72,7 @@ RETURNING id
 EVENTS_AFTER = f"""
 SELECT e.id AS event_id, substr(e.name, 7) AS kind, {_COLUMNS}
 FROM events e JOIN alerts a ON a.id = e.alert_id
-WHERE e.id > $1 AND e.alert_id IS NOT NULL
+WHERE e.id > $1 AND e.alert_id IS NOT NULL AND e.name LIKE 'alert.%'
   AND ($2::int[] IS NULL OR e.org_unit_id = ANY($2::int[]))
 ORDER BY e.id
 LIMIT $3
@@ -85,6 +87,33 @@ UPDATE alerts SET retracted_at = NULL, ended_at = $2,
     evidence = (evidence - 'retracted') || $3::jsonb
 WHERE id = $1
 """
+# Self-resolution and release (service/self_resolution.py): each changes an alert once.
+START_GRACE = """
+UPDATE alerts SET self_resolution_until = detected_at + make_interval(secs => $2)
+WHERE id = $1 AND self_resolution_until IS NULL AND released_at IS NULL AND NOT self_resolved
+RETURNING self_resolution_until
+"""
+RELEASE = """
+UPDATE alerts SET released_at = $2
+WHERE id = $1 AND released_at IS NULL AND NOT self_resolved
+RETURNING id
+"""
+SELF_RESOLVE = """
+UPDATE alerts SET self_resolved = true
+WHERE id = $1 AND released_at IS NULL AND NOT self_resolved
+RETURNING id
+"""
+# An officer reopens a resolved alert: the resolution goes to the evidence's history.
+REOPEN = """
+UPDATE alerts SET status = 'acknowledged', resolved_at = NULL, resolved_by = NULL,
+    disposition = NULL, note = NULL, gravity = NULL,
+    reopened_at = $2, reopened_by = $3, reopen_count = reopen_count + 1,
+    evidence = jsonb_set(evidence, '{resolution_history}',
+                         COALESCE(evidence -> 'resolution_history', '[]'::jsonb) || $4::jsonb)
+WHERE id = $1 AND status = 'resolved'
+RETURNING id
+"""
+LOCK = "SELECT id FROM alerts WHERE id = $1 FOR UPDATE"
 # Marks, never hides: the alert stays listed and open until an officer resolves it.
 RETRACT = """
 UPDATE alerts SET retracted_at = now(),
@@ -239,6 +268,13 @@ def to_json(row: asyncpg.Record) -> dict[str, Any]:
         "disposition": row["disposition"],
         "note": row["note"],
         "retracted_at": iso(row["retracted_at"]),
+        "gravity": row["gravity"],
+        "incident_id": row["incident_id"],
+        "self_resolution_until": iso(row["self_resolution_until"]),
+        "self_resolved": row["self_resolved"],
+        "released_at": iso(row["released_at"]),
+        "reopened_at": iso(row["reopened_at"]),
+        "reopen_count": row["reopen_count"],
     }
 
 
@@ -272,10 +308,54 @@ async def acknowledge(conn: asyncpg.Connection, alert_id: int, officer_id: int) 
 
 
 async def resolve(
-    conn: asyncpg.Connection, alert_id: int, officer_id: int, disposition: str, note: str | None
+    conn: asyncpg.Connection,
+    alert_id: int,
+    officer_id: int,
+    disposition: str,
+    note: str | None,
+    gravity: str,
 ) -> bool:
-    changed = await conn.fetchval(RESOLVE, alert_id, officer_id, disposition, note)
+    changed = await conn.fetchval(RESOLVE, alert_id, officer_id, disposition, note, gravity)
     return changed is not None
+
+
+class PostgresAlertLifecycle:
+    """The alert changes beyond the contract's: self-resolution grace, release to officers,
+    self-resolution, and an officer's reopening. Each update changes an alert at most once
+    (its condition fails the second time), so a consumer or timer that runs again is
+    harmless."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def lock(self, alert_id: int) -> None:
+        """Hold the alert's row until the unit of work ends (release and self-resolution
+        decided by one process at a time)."""
+        await self._conn.execute(LOCK, alert_id)
+
+    async def start_grace(self, alert_id: int, grace_s: float) -> datetime | None:
+        """Set ``self_resolution_until`` to the alert's ``detected_at`` plus ``grace_s``;
+        None when a grace was set already or the alert is released or self-resolved."""
+        until: datetime | None = await self._conn.fetchval(START_GRACE, alert_id, grace_s)
+        return until
+
+    async def release(self, alert_id: int, at: datetime) -> bool:
+        """Mark the alert as having reached officers at ``at``; False when it had already,
+        or self-resolved."""
+        return await self._conn.fetchval(RELEASE, alert_id, at) is not None
+
+    async def self_resolve(self, alert_id: int) -> bool:
+        """Mark the alert self-resolved; False when it was released or self-resolved."""
+        return await self._conn.fetchval(SELF_RESOLVE, alert_id) is not None
+
+    async def reopen(
+        self, alert_id: int, at: datetime, officer_id: int, previous: dict[str, Any]
+    ) -> bool:
+        """Reopen a resolved alert (back to acknowledged), keeping ``previous`` (the
+        resolution undone) in its evidence's ``resolution_history``; False when it is not
+        resolved."""
+        changed = await self._conn.fetchval(REOPEN, alert_id, at, officer_id, [previous])
+        return changed is not None
 
 
 async def events_after(

@@ -33,6 +33,7 @@ from correction_monitor.domain.alerts import (
     AlertType,
     AppliedChange,
     Disposition,
+    Gravity,
 )
 from correction_monitor.domain.checkins import (
     Checkin,
@@ -247,6 +248,14 @@ def _alert(row: asyncpg.Record) -> Alert:
         disposition=Disposition(row["disposition"]) if row["disposition"] else None,
         note=row["note"],
         retracted_at=row["retracted_at"],
+        gravity=Gravity(row["gravity"]) if row["gravity"] else None,
+        incident_id=row["incident_id"],
+        self_resolution_until=row["self_resolution_until"],
+        self_resolved=row["self_resolved"],
+        released_at=row["released_at"],
+        reopened_at=row["reopened_at"],
+        reopened_by=row["reopened_by"],
+        reopen_count=row["reopen_count"],
     )
 
 
@@ -283,9 +292,16 @@ class PostgresAlerts:
         return await alerts.acknowledge(self._conn, alert_id, officer_id)
 
     async def resolve(
-        self, alert_id: int, officer_id: int, disposition: Disposition, note: str | None
+        self,
+        alert_id: int,
+        officer_id: int,
+        disposition: Disposition,
+        note: str | None,
+        gravity: Gravity = Gravity.MINOR,
     ) -> bool:
-        return await alerts.resolve(self._conn, alert_id, officer_id, disposition.value, note)
+        return await alerts.resolve(
+            self._conn, alert_id, officer_id, disposition.value, note, gravity.value
+        )
 
 
 class PostgresFixes:

@@ -89,6 +89,16 @@ class Disposition(StrEnum):
     FALSE_ALARM = "false_alarm"
 
 
+class Gravity(StrEnum):
+    """How grave a confirmed breach was, as the resolving officer judged it (情节): the legal
+    ladder proposes by it (RULES.md §1)."""
+
+    MINOR = "minor"
+    """情节轻微."""
+    SERIOUS = "serious"
+    """情节较重."""
+
+
 class AlertChange(StrEnum):
     """A change of an alert, as told on the feed (SSE ``event:``) and in the event log."""
 
@@ -204,6 +214,78 @@ def resolve(status: AlertStatus) -> AlertStatus:
     if status is AlertStatus.RESOLVED:
         raise TransitionRefused("alert_resolved", "the alert is already resolved")
     return AlertStatus.RESOLVED
+
+
+REOPEN_WINDOW_S = 30 * 86_400.0
+"""A resolved alert may be reopened within this many seconds of its resolution (30 days)."""
+
+
+def reopen(status: AlertStatus, resolved_at: datetime | None, now: datetime) -> AlertStatus:
+    """The status after reopening an alert in ``status``, resolved at ``resolved_at`` (UTC),
+    at ``now``: back to ``acknowledged`` (an officer already took it; its acknowledgement
+    stands, its resolution goes to the history).
+
+    Raises
+    ------
+    TransitionRefused
+        ``alert_not_resolved`` when the alert is not resolved; ``reopen_window_passed`` when
+        it was resolved more than :data:`REOPEN_WINDOW_S` ago.
+
+    Examples
+    --------
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> reopen(AlertStatus.RESOLVED, t, t)
+    <AlertStatus.ACKNOWLEDGED: 'acknowledged'>
+    >>> reopen(AlertStatus.OPEN, None, t)
+    Traceback (most recent call last):
+    ...
+    correction_monitor.domain.alerts.TransitionRefused: only a resolved alert can be reopened
+    """
+    if status is not AlertStatus.RESOLVED or resolved_at is None:
+        raise TransitionRefused("alert_not_resolved", "only a resolved alert can be reopened")
+    if (now - resolved_at).total_seconds() > REOPEN_WINDOW_S:
+        raise TransitionRefused(
+            "reopen_window_passed",
+            f"the alert was resolved more than {REOPEN_WINDOW_S / 86_400:.0f} days ago",
+        )
+    return AlertStatus.ACKNOWLEDGED
+
+
+def after_grace(
+    *,
+    ended_at: datetime | None,
+    until: datetime | None,
+    retracted: bool,
+    now: datetime,
+) -> AlertChange | None:
+    """What becomes of an alert not yet released nor self-resolved, whose self-resolution
+    grace runs to ``until`` (None: it has none), at ``now``: ``RELEASED`` (it reaches
+    officers), ``SELF_RESOLVED`` (its episode ended, by the evidence's time ``ended_at``,
+    within the grace), or None (wait: the grace runs on, or a replay retracted it).
+
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> from datetime import timedelta
+    >>> after_grace(ended_at=None, until=None, retracted=False, now=t)
+    <AlertChange.RELEASED: 'released'>
+    >>> g = t + timedelta(minutes=5)
+    >>> after_grace(ended_at=t + timedelta(minutes=2), until=g, retracted=False, now=t) is None
+    False
+    >>> after_grace(ended_at=None, until=g, retracted=False, now=t) is None
+    True
+    >>> after_grace(ended_at=None, until=g, retracted=False, now=g)
+    <AlertChange.RELEASED: 'released'>
+    >>> after_grace(ended_at=g + timedelta(seconds=1), until=g, retracted=False, now=g)
+    <AlertChange.RELEASED: 'released'>
+    """
+    if until is None:
+        return AlertChange.RELEASED
+    if retracted:
+        return None
+    if ended_at is not None and ended_at <= until:
+        return AlertChange.SELF_RESOLVED
+    if now >= until:
+        return AlertChange.RELEASED
+    return None
 
 
 def episode_key(rule: str, started_at_s: float) -> str:

@@ -8,7 +8,7 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any
 
-from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition, Gravity
 from correction_monitor.domain.timeutil import iso
 
 
@@ -234,9 +234,19 @@ class Alert:
     disposition: Disposition | None = None
     note: str | None = None
     retracted_at: datetime | None = None
+    gravity: Gravity | None = None
+    incident_id: int | None = None
+    # Self-resolution: until when the subject is messaged first; whether the episode ended
+    # within that grace (never reaching officers); when it reached officers.
+    self_resolution_until: datetime | None = None
+    self_resolved: bool = False
+    released_at: datetime | None = None
+    reopened_at: datetime | None = None
+    reopened_by: int | None = None
+    reopen_count: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """The Alert of CONTRACT.md."""
+        """The Alert of CONTRACT.md, with the lifecycle's fields beyond it."""
         return {
             "id": self.id,
             "subject_id": self.subject_id,
@@ -255,6 +265,13 @@ class Alert:
             "disposition": self.disposition.value if self.disposition else None,
             "note": self.note,
             "retracted_at": iso(self.retracted_at),
+            "gravity": self.gravity.value if self.gravity else None,
+            "incident_id": self.incident_id,
+            "self_resolution_until": iso(self.self_resolution_until),
+            "self_resolved": self.self_resolved,
+            "released_at": iso(self.released_at),
+            "reopened_at": iso(self.reopened_at),
+            "reopen_count": self.reopen_count,
         }
 
 

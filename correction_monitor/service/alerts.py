@@ -8,6 +8,15 @@ read, with the caller's ``purpose``: a list as ``alert.list``, one alert as ``al
 the opening of the live feed as ``alert.stream`` (once, not per event it carries). Each
 change is audited and, when it changed the alert, told as an ``alert.acknowledged`` or
 ``alert.resolved`` event in the same transaction.
+
+Resolving records a gravity (情节: ``minor`` 轻微 by default, or ``serious`` 较重) with the
+disposition; the legal ladder reads both. A supervisor, county administrator or
+administrator may **reopen** a resolved alert within 30 days of its resolution, giving a
+reason: it goes back to ``acknowledged`` (its acknowledgement stands), its resolution moves
+into the evidence's ``resolution_history`` and the audit entry, and ``alert.reopened`` is
+told with the resolution undone. A proposal that a confirmed resolution fed stays as it is
+(pending or decided: officers decide proposals, a reopening does not withdraw one); resolving
+the alert again as confirmed proposes nothing twice (proposals are keyed by their alert).
 """
 
 from __future__ import annotations
@@ -17,18 +26,21 @@ from datetime import datetime
 
 from correction_monitor.adapters import errors as stored
 from correction_monitor.domain import alerts as lifecycle
-from correction_monitor.domain.access import Principal
+from correction_monitor.domain.access import Principal, Role
 from correction_monitor.domain.alerts import (
     AlertChange,
     AlertStatus,
     AlertType,
     Disposition,
+    Gravity,
     TransitionRefused,
 )
+from correction_monitor.domain.clock import Clock
 from correction_monitor.domain.events import alert_event
 from correction_monitor.domain.models import Alert
+from correction_monitor.domain.timeutil import iso
 from correction_monitor.service.command import Command
-from correction_monitor.service.errors import Conflict, NotFound, Unauthenticated
+from correction_monitor.service.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from correction_monitor.service.unit_of_work import UnitOfWork
 
 AUDIT_IDS_MAX = 200
@@ -223,6 +235,7 @@ class ResolveAlert(Command[Alert]):
     alert_id: int
     disposition: Disposition
     note: str | None = None
+    gravity: Gravity = Gravity.MINOR
     request_id: str | None = None
 
 
@@ -235,7 +248,7 @@ async def resolve_alert(command: ResolveAlert, uow: UnitOfWork) -> Alert:
         except TransitionRefused as exc:
             raise _refused(alert.id, exc) from exc
         if not await uow.alerts.resolve(
-            alert.id, who.officer_id, command.disposition, command.note
+            alert.id, who.officer_id, command.disposition, command.note, command.gravity
         ):
             # Resolved by someone else since it was read.
             refused = TransitionRefused("alert_resolved", "the alert is already resolved")
@@ -250,6 +263,9 @@ async def resolve_alert(command: ResolveAlert, uow: UnitOfWork) -> Alert:
                     "status": lifecycle.AlertStatus.RESOLVED.value,
                     "by": who.officer_id,
                     "disposition": command.disposition.value,
+                    "gravity": command.gravity.value,
+                    "type": alert.type.value,
+                    "incident_id": alert.incident_id,
                 },
             )
         )
@@ -258,6 +274,77 @@ async def resolve_alert(command: ResolveAlert, uow: UnitOfWork) -> Alert:
             action="alert.resolve",
             subject_id=alert.subject_id,
             request_id=command.request_id,
-            detail={"alert_id": alert.id, "disposition": command.disposition.value},
+            detail={
+                "alert_id": alert.id,
+                "disposition": command.disposition.value,
+                "gravity": command.gravity.value,
+            },
+        )
+        return await uow.alerts.get(alert.id)
+
+
+REOPEN_ROLES = frozenset({Role.SUPERVISOR, Role.COUNTY_ADMIN, Role.ADMIN})
+"""Who may reopen a resolved alert: a resolution is undone above the officer who made it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenAlert(Command[Alert]):
+    """Reopen a resolved alert of the caller's jurisdiction (see the module docstring);
+    ``reason`` is required and kept in the audit entry, the event and the history."""
+
+    actor: Principal
+    alert_id: int
+    reason: str
+    request_id: str | None = None
+
+
+async def reopen_alert(command: ReopenAlert, uow: UnitOfWork, *, clock: Clock) -> Alert:
+    who = command.actor
+    if not who.may(REOPEN_ROLES):
+        raise Forbidden("only a supervisor or an administrator may reopen an alert")
+    now = clock.now()
+    async with uow:
+        await _visible_alert(uow, who, command.alert_id)
+        await uow.alert_lifecycle.lock(command.alert_id)
+        alert = await uow.alerts.get(command.alert_id)
+        try:
+            status = lifecycle.reopen(alert.status, alert.resolved_at, now)
+        except TransitionRefused as exc:
+            raise _refused(alert.id, exc) from exc
+        previous = {
+            "disposition": alert.disposition.value if alert.disposition else None,
+            "gravity": alert.gravity.value if alert.gravity else None,
+            "note": alert.note,
+            "resolved_at": iso(alert.resolved_at),
+            "resolved_by": alert.resolved_by,
+            "reopened_at": iso(now),
+            "reopened_by": who.officer_id,
+            "reason": command.reason,
+        }
+        if not await uow.alert_lifecycle.reopen(alert.id, now, who.officer_id, previous):
+            refused = TransitionRefused("alert_not_resolved", "the alert is not resolved")
+            raise _refused(alert.id, refused)
+        uow.emit(
+            alert_event(
+                AlertChange.REOPENED,
+                alert.id,
+                alert.org_unit_id,
+                alert.subject_id,
+                {
+                    "status": status.value,
+                    "by": who.officer_id,
+                    "reason": command.reason,
+                    "type": alert.type.value,
+                    "previous": previous,
+                    "reopen_count": alert.reopen_count + 1,
+                },
+            )
+        )
+        uow.audit(
+            officer_id=who.officer_id,
+            action="alert.reopen",
+            subject_id=alert.subject_id,
+            request_id=command.request_id,
+            detail={"alert_id": alert.id, "reason": command.reason, "previous": previous},
         )
         return await uow.alerts.get(alert.id)

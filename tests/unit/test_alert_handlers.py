@@ -71,7 +71,7 @@ async def test_resolving_records_the_disposition_and_acknowledges(uow: FakeUnitO
     [entry] = uow.audits
     assert (entry.action, entry.detail) == (
         "alert.resolve",
-        {"alert_id": alert.id, "disposition": "justified"},
+        {"alert_id": alert.id, "disposition": "justified", "gravity": "minor"},
     )
 
 

@@ -1,4 +1,4 @@
-"""Alert endpoints: list, read, acknowledge, resolve, and the live SSE feed.
+"""Alert endpoints: list, read, acknowledge, resolve, reopen, and the live SSE feed.
 
 Each reads the request, runs one command of ``service/alerts.py`` (where reads of alerts are
 audited, with the optional ``purpose`` query parameter) and renders its result.
@@ -16,12 +16,14 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from correction_monitor.domain.access import CASEWORK_ROLES
-from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition
+from correction_monitor.domain.alerts import AlertStatus, AlertType, Disposition, Gravity
 from correction_monitor.service.alerts import (
+    REOPEN_ROLES,
     AcknowledgeAlert,
     GetAlert,
     ListAlerts,
     OpenAlertFeed,
+    ReopenAlert,
     ResolveAlert,
 )
 from correction_monitor.service.auth import token_hash
@@ -95,6 +97,8 @@ async def acknowledge(request: web.Request) -> web.Response:
 class ResolveIn(BaseModel):
     disposition: Disposition
     note: str | None = Field(default=None, max_length=4000)
+    # 情节: minor (轻微) unless the officer says serious (较重).
+    gravity: Gravity = Gravity.MINOR
 
 
 @routes.post("/api/v1/alerts/{id}/resolve")
@@ -107,7 +111,29 @@ async def resolve(request: web.Request) -> web.Response:
         alert_id=alert_id,
         disposition=body.disposition,
         note=body.note,
+        gravity=body.gravity,
         request_id=request.get(REQUEST_ID),
+    )
+    return json_response((await handle(request, command)).to_json())
+
+
+class ReopenIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+@routes.post("/api/v1/alerts/{id}/reopen")
+async def reopen(request: web.Request) -> web.Response:
+    """Reopen a resolved alert (supervisor, county administrator or administrator; within
+    30 days of its resolution): back to ``acknowledged``, the resolution kept in its
+    history."""
+    who = await officer(request, REOPEN_ROLES)
+    alert_id = int_param(request, "id")
+    body = parse_model(ReopenIn, await read_json(request))
+    reason = body.reason.strip()
+    if not reason:
+        raise bad_request("invalid_request", "reason must not be blank")
+    command = ReopenAlert(
+        actor=who, alert_id=alert_id, reason=reason, request_id=request.get(REQUEST_ID)
     )
     return json_response((await handle(request, command)).to_json())
 
