@@ -25,14 +25,16 @@ several article numbers are uncertain and provinces differ.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from correction_monitor.domain.models import SubjectCategory, SupervisionLevel
+from correction_monitor.domain.timeutil import iso
 from correction_monitor.policy import LadderPolicy, Policy
 
 
@@ -187,12 +189,14 @@ class LostContactEpisode:
 
 
 def lost_contact_clock(
-    episodes: Iterable[LostContactEpisode], since: datetime | None
+    episodes: Iterable[LostContactEpisode], since: datetime | None, breach_id: int | None = None
 ) -> tuple[float, list[int]]:
     """The 脱离监管 clock in seconds: the sum of the episodes that started at or after
     ``since`` (the term's start; None when the policy never resets it), and which alerts
-    made it."""
-    counted = [e for e in episodes if since is None or e.started_at >= since]
+    made it. The episode of ``breach_id`` (the one being proposed for) always counts."""
+    counted = [
+        e for e in episodes if since is None or e.started_at >= since or e.alert_id == breach_id
+    ]
     return sum(e.seconds for e in counted), [e.alert_id for e in counted]
 
 
@@ -441,6 +445,12 @@ def propose_strict_after(
     )
 
 
+def lenient_key(subject_id: int, clean_since: datetime) -> str:
+    """The dedupe key of a lenient proposal: one per subject and clean span (named by its
+    start, whole epoch seconds), so a rejected one is not proposed again for the same span."""
+    return f"lenient:{subject_id}:{math.floor(clean_since.timestamp())}"
+
+
 def propose_lenient(
     level: SupervisionLevel, clean_since: datetime, now: datetime, rules: LadderRules
 ) -> Proposed | None:
@@ -472,3 +482,95 @@ def propose_lenient(
         basis,
         SupervisionLevel.LENIENT,
     )
+
+
+# ------------------------------------------------------------------------------ proposals
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedAlert:
+    """An alert as the ladder reads it when it was resolved: its type, the gravity the
+    officer gave (None when not given: minor), its span and disposition, and the subject's
+    category, level, term start and station time zone."""
+
+    alert_id: int
+    alert_type: str
+    gravity: Gravity | None
+    disposition: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    resolved_at: datetime | None
+    subject_id: int
+    org_unit_id: int
+    category: SubjectCategory
+    supervision_level: SupervisionLevel
+    term_start: date
+    timezone: str
+
+    def term_started_at(self) -> datetime:
+        """The term's first instant: local midnight of ``term_start`` at the station."""
+        return datetime.combine(self.term_start, time(), ZoneInfo(self.timezone))
+
+
+@dataclass(frozen=True, slots=True)
+class CleanSubject:
+    """A subject at normal and the moment it has been clean since: the latest of its term's
+    start, its enrolment, its last confirmed breach's end and its last level change."""
+
+    subject_id: int
+    org_unit_id: int
+    supervision_level: SupervisionLevel
+    clean_since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewProposal:
+    """A proposal to store: what the ladder proposed, for whom, on which alerts, keyed by
+    ``dedupe_key`` (the same ground proposes once, e.g. ``alert:123``)."""
+
+    subject_id: int
+    org_unit_id: int
+    proposed: Proposed
+    alert_ids: tuple[int, ...]
+    created_at: datetime
+    dedupe_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A stored proposal of the ladder and, once decided, who decided what, when and why."""
+
+    id: int
+    subject_id: int
+    org_unit_id: int
+    measure: Measure
+    article: str
+    grounds: tuple[str, ...]
+    alert_ids: tuple[int, ...]
+    basis: dict[str, Any]
+    proposed_level: SupervisionLevel | None
+    status: ProposalStatus
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: int | None
+    decision_note: str | None
+    dedupe_key: str
+
+    def to_json(self) -> dict[str, Any]:
+        """CONTRACT.md's Proposal, with what the ladder counted (``basis``), the level a
+        level change proposes and the decision's note."""
+        return {
+            "id": self.id,
+            "subject_id": self.subject_id,
+            "measure": self.measure.value,
+            "article": self.article,
+            "grounds": list(self.grounds),
+            "alert_ids": list(self.alert_ids),
+            "status": self.status.value,
+            "created_at": iso(self.created_at),
+            "decided_at": iso(self.decided_at),
+            "decided_by": self.decided_by,
+            "basis": self.basis,
+            "proposed_level": self.proposed_level.value if self.proposed_level else None,
+            "decision_note": self.decision_note,
+        }

@@ -27,6 +27,7 @@ from correction_monitor.service import (
     leave,
     lost_contact,
     messages,
+    notifications,
     officers,
     org_units,
     profile,
@@ -64,6 +65,8 @@ class Services:
     clock: Clock
     # The process's bounded pool for password hashing (logins, new officers).
     passwords: PasswordWork | None = None
+    # Delivers notifications (service/notifications.py); None without an HTTP transport.
+    sender: notifications.NotificationSender | None = None
 
     async def handle(self, command: Command[R]) -> R:
         handler = self.handlers[type(command)]
@@ -81,6 +84,7 @@ def bootstrap(
     consumers: Sequence[Consumer] | None = None,
     positions: status.PositionCache | None = None,
     passwords: PasswordWork | None = None,
+    transport: notifications.Transport | None = None,
 ) -> Services:
     """Wire every handler to its dependencies.
 
@@ -91,7 +95,7 @@ def bootstrap(
     (the service's own registries unless given); ``positions`` is the hot state's copy of
     the latest positions (without it, a subject's status reads PostgreSQL alone);
     ``passwords`` the bounded pool passwords are hashed and checked on (the process's own
-    unless given).
+    unless given); ``transport`` sends notifications over HTTP (no sender without it).
     """
     clock = clock or SystemClock()
     passwords = passwords or shared_password_work()
@@ -183,6 +187,10 @@ def bootstrap(
         tasks.RecordTaskStep: partial(tasks.record_task_step, clock=clock),
         tasks.CompleteTask: partial(tasks.complete_task, clock=clock),
         tasks.SweepTaskEscalations: partial(tasks.sweep_task_escalations, policy=policy),
+        notifications.CreateChannel: partial(notifications.create_channel, clock=clock),
+        notifications.ListChannels: notifications.list_channels,
+        notifications.DeactivateChannel: notifications.deactivate_channel,
+        notifications.ListDeliveries: notifications.list_deliveries,
     }
     if timer_handlers is None:
         # A drawn challenge's opening tells the subject's app (service/checkins.py).
@@ -205,10 +213,17 @@ def bootstrap(
             # Alerts reaching officers, check-ins to review, leave applications and
             # proposals open tasks; what settles them completes them (service/tasks.py).
             tasks.task_consumer(policy, clock),
+            # Last, so the events the others emitted in this run are delivered in it too.
+            notifications.notifications_consumer(clock),
         ]
     timers = TimerService(uow, timer_handlers, clock)
     runner = ConsumerRunner(uow, consumers)
-    return Services(uow, handlers, timers, runner, clock, passwords)
+    sender = (
+        notifications.NotificationSender(uow, transport, policy.notifications, clock)
+        if transport is not None
+        else None
+    )
+    return Services(uow, handlers, timers, runner, clock, passwords, sender)
 
 
 def ingest_service(

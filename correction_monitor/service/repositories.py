@@ -70,6 +70,16 @@ from correction_monitor.domain.models import (
     SubjectContact,
     SupervisionLevel,
 )
+from correction_monitor.domain.notifications import (
+    Channel,
+    ChannelKind,
+    Claimed,
+    DeliveryRecord,
+    DueDelivery,
+    Failure,
+    Notice,
+    RobotMinute,
+)
 from correction_monitor.domain.tasks import (
     Candidate,
     Escalation,
@@ -713,3 +723,71 @@ class TaskRepository(Protocol):
         """Escalate a batch of due open tasks (claimed SKIP LOCKED), with their steps and
         audit entries; the caller emits the events."""
         ...
+
+
+class NotificationRepository(Protocol):
+    """Notification channels and deliveries (``adapters/notifications.py``): channels of org
+    units, one delivery per (channel, event), claimed with leases by senders."""
+
+    async def add_channel(
+        self,
+        *,
+        org_unit_id: int,
+        kind: ChannelKind,
+        url: str,
+        secret: str | None,
+        settings: dict[str, Any],
+        events: Sequence[str],
+        created_by: int | None,
+        at: datetime,
+    ) -> Channel: ...
+
+    async def get_channel(self, channel_id: int) -> Channel: ...
+
+    async def channels(self, ids: Iterable[int]) -> dict[int, Channel]: ...
+
+    async def list_channels(
+        self, org_unit_ids: frozenset[int] | None, *, include_inactive: bool
+    ) -> list[Channel]: ...
+
+    async def deactivate(self, channel_id: int) -> bool: ...
+
+    async def fan_out(self, event_id: int, name: str, org_unit_id: int, at: datetime) -> int:
+        """Pending deliveries of the event to the active channels of its unit and the units
+        above it that want it; a pair already written is left alone."""
+        ...
+
+    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
+        """Lease due deliveries of channels without a rate limit (SKIP LOCKED)."""
+        ...
+
+    async def robot_channels_due(self, now: datetime, limit: int) -> list[int]: ...
+
+    async def lock_robot(self, channel_id: int, now: datetime) -> RobotMinute | None:
+        """Hold the robot channel for this transaction and read its rolling minute; None
+        when another sender holds it."""
+        ...
+
+    async def robot_due(self, channel_id: int, now: datetime, limit: int) -> list[DueDelivery]: ...
+
+    async def fold(self, ids: Sequence[int]) -> None: ...
+
+    async def postpone(self, ids: Sequence[int], until: datetime) -> None: ...
+
+    async def claim_ids(self, ids: Sequence[int], lease_until: datetime) -> list[Claimed]: ...
+
+    async def record_robot_sends(self, channel_id: int, at: datetime, count: int) -> None: ...
+
+    async def digest_members(self, carrier_ids: Sequence[int]) -> dict[int, list[int]]: ...
+
+    async def notices(self, event_ids: Iterable[int]) -> dict[int, Notice]: ...
+
+    async def record_delivered(
+        self, delivered: Sequence[tuple[int, int]], at: datetime, carriers: Sequence[int]
+    ) -> None: ...
+
+    async def record_failures(self, failures: Sequence[Failure]) -> None: ...
+
+    async def deliveries(
+        self, channel_id: int, status: str | None, limit: int
+    ) -> list[DeliveryRecord]: ...

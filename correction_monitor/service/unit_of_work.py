@@ -34,6 +34,7 @@ from correction_monitor.adapters.contact import PostgresContact
 from correction_monitor.adapters.incidents import PostgresIncidents
 from correction_monitor.adapters.integrity import PostgresIntegrity
 from correction_monitor.adapters.leave import PostgresLeaves
+from correction_monitor.adapters.notifications import PostgresNotifications
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.proposals import PostgresProposals
 from correction_monitor.adapters.reports import PostgresReports
@@ -69,6 +70,7 @@ from correction_monitor.service.repositories import (
     IntegrityRepository,
     LeaveRepository,
     MessageRepository,
+    NotificationRepository,
     OfficerRepository,
     OrgUnitRepository,
     ProfileRepository,
@@ -109,6 +111,7 @@ class UnitOfWork(abc.ABC):
     reports: ReportRepository
     tasks: TaskRepository
     proposals: ProposalRepository
+    notifications: NotificationRepository
 
     def __init__(self) -> None:
         self._audits: list[AuditEntry] = []
@@ -220,6 +223,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.reports = PostgresReports(conn)
         self.tasks = PostgresTasks(conn)
         self.proposals = PostgresProposals(conn)
+        self.notifications = PostgresNotifications(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
         assert self._open is not None, "the unit of work is not open"

@@ -205,6 +205,8 @@ def test_the_lost_contact_clock_sums_the_terms_confirmed_episodes() -> None:
         LostContactEpisode(4, T0 + timedelta(days=30), None, None),
     ]
     assert lost_contact_clock(episodes, term) == (10 * DAY, [2, 3, 4])
+    # The episode being proposed for counts, whenever it started.
+    assert lost_contact_clock(episodes, term, 1) == (12 * DAY, [1, 2, 3, 4])
     # A policy that never resets counts the earlier term's episode too.
     assert lost_contact_clock(episodes, None) == (12 * DAY, [1, 2, 3, 4])
 
