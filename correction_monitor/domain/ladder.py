@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from correction_monitor.domain.alerts import Gravity
 from correction_monitor.domain.models import SubjectCategory, SupervisionLevel
 from correction_monitor.domain.timeutil import iso
 from correction_monitor.policy import LadderPolicy, Policy
@@ -52,14 +53,6 @@ class ProposalStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
-
-
-class Gravity(StrEnum):
-    """How grave the confirming officer judged a breach: 情节轻微 (minor, the default) or
-    情节较重 / 严重 (serious)."""
-
-    MINOR = "minor"
-    SERIOUS = "serious"
 
 
 class Rung(StrEnum):

@@ -104,7 +104,6 @@ async def confirm(
     body: dict[str, Any] = {"disposition": disposition, "note": "电话核实"}
     if gravity is not None:
         body["gravity"] = gravity
-        await sql_row(client, "UPDATE alerts SET gravity = $2 WHERE id = $1", alert_id, gravity)
     resp = await client.post(f"/api/v1/alerts/{alert_id}/resolve", json=body, headers=bearer(token))
     await expect_json(resp)
     await run_ladder(client)
