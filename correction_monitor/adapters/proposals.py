@@ -14,10 +14,10 @@ from datetime import datetime
 import asyncpg
 
 from correction_monitor.adapters.errors import NotFound
+from correction_monitor.domain.alerts import Gravity
 from correction_monitor.domain.ladder import (
     CleanSubject,
     ConfirmedAlert,
-    Gravity,
     LostContactEpisode,
     Measure,
     NewProposal,

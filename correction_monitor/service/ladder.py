@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from correction_monitor.domain.alerts import Disposition
+from correction_monitor.domain.alerts import Disposition, Gravity
 from correction_monitor.domain.clock import Clock
 from correction_monitor.domain.events import DomainEvent, EventName, StoredEvent
 from correction_monitor.domain.ladder import (
@@ -23,7 +23,6 @@ from correction_monitor.domain.ladder import (
     Breach,
     ConfirmedAlert,
     Counters,
-    Gravity,
     LadderRules,
     NewProposal,
     Proposal,

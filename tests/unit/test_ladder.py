@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from correction_monitor.domain.alerts import Gravity
 from correction_monitor.domain.ladder import (
     Breach,
     Counters,
-    Gravity,
     LadderRules,
     LostContactEpisode,
     Measure,
