@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from correction_monitor.domain.events import StoredEvent
 from correction_monitor.service.ladder import LADDER_CONSUMER, ProposeLenient
 from correction_monitor.web.keys import POOL, SERVICES
 from tests.conftest import Officers, bearer, unique
@@ -551,3 +552,39 @@ async def test_reads_and_decisions_in_the_callers_jurisdiction_only(
     assert await pool.fetchval("SELECT status FROM proposals WHERE id = $1", proposal["id"]) == (
         "approved"
     )
+
+
+async def test_an_event_handled_twice_proposes_once(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    team = await make_team(officers)
+    world = await make_world(client, officers, level="strict", in_county=team.county)
+    officer = await station_officer(officers, world)
+    alert_id = await breach(client, world)
+    await confirm(client, officer, alert_id)
+    row = await sql_row(
+        client,
+        "SELECT * FROM events WHERE name = 'alert.resolved' AND alert_id = $1",
+        alert_id,
+    )
+    event = StoredEvent(
+        row["id"],
+        row["name"],
+        row["occurred_at"],
+        row["org_unit_id"],
+        row["subject_id"],
+        row["alert_id"],
+        row["data"],
+    )
+    services = client.app[SERVICES]
+    (consumer,) = [c for c in services.consumers.consumers if c.name == LADDER_CONSUMER]
+    uow = services.uow()
+    async with uow:
+        await consumer.handle(event, uow)
+    assert len(await proposals(client, officer, world.subject_id)) == 1
+    created = await sql_row(
+        client,
+        "SELECT count(*) AS n FROM audit_log WHERE action = 'proposal.create' AND subject_id = $1",
+        world.subject_id,
+    )
+    assert created["n"] == 1
