@@ -20,7 +20,7 @@ made it. This module is pure: no I/O, no framework.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -257,33 +257,50 @@ def after_grace(
     until: datetime | None,
     retracted: bool,
     now: datetime,
+    confirmed_at: datetime | None = None,
+    grace_s: float = 0.0,
 ) -> AlertChange | None:
     """What becomes of an alert not yet released nor self-resolved, whose self-resolution
-    grace runs to ``until`` (None: it has none), at ``now``: ``RELEASED`` (it reaches
-    officers), ``SELF_RESOLVED`` (its episode ended, by the evidence's time ``ended_at``,
-    within the grace), or None (wait: the grace runs on, or a replay retracted it).
+    grace runs to ``until`` (server time; None: it has none), at ``now``: ``RELEASED`` (it
+    reaches officers), ``SELF_RESOLVED`` (its episode ended within the grace), or None (wait:
+    the grace runs on, or a replay retracted it).
 
-    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    The episode's end ``ended_at`` is evidence time. When the breach's confirmation time in
+    evidence time is known (``confirmed_at``), the grace is counted from it too and the
+    earlier end wins: fixes uploaded late that show a long breach, ended before anyone could
+    be told, never count as the subject resolving it alone.
+
     >>> from datetime import timedelta
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> g = t + timedelta(minutes=5)
     >>> after_grace(ended_at=None, until=None, retracted=False, now=t)
     <AlertChange.RELEASED: 'released'>
-    >>> g = t + timedelta(minutes=5)
-    >>> after_grace(ended_at=t + timedelta(minutes=2), until=g, retracted=False, now=t) is None
-    False
+    >>> after_grace(ended_at=t + timedelta(minutes=2), until=g, retracted=False, now=t)
+    <AlertChange.SELF_RESOLVED: 'self_resolved'>
     >>> after_grace(ended_at=None, until=g, retracted=False, now=t) is None
     True
     >>> after_grace(ended_at=None, until=g, retracted=False, now=g)
     <AlertChange.RELEASED: 'released'>
     >>> after_grace(ended_at=g + timedelta(seconds=1), until=g, retracted=False, now=g)
     <AlertChange.RELEASED: 'released'>
+
+    A breach confirmed three hours before it was uploaded, ended an hour later:
+
+    >>> early = t - timedelta(hours=3)
+    >>> after_grace(ended_at=early + timedelta(hours=1), until=g, retracted=False, now=t,
+    ...             confirmed_at=early, grace_s=300)
+    <AlertChange.RELEASED: 'released'>
     """
     if until is None:
         return AlertChange.RELEASED
     if retracted:
         return None
-    if ended_at is not None and ended_at <= until:
+    deadline = until
+    if confirmed_at is not None:
+        deadline = min(until, confirmed_at + timedelta(seconds=grace_s))
+    if ended_at is not None and ended_at <= deadline:
         return AlertChange.SELF_RESOLVED
-    if now >= until:
+    if ended_at is not None or now >= until:
         return AlertChange.RELEASED
     return None
 

@@ -6,8 +6,10 @@ officers at once. The subject's phone is told first ("您已离开活动区域�
 plus the grace):
 
 - when its episode ends within the grace (the evidence's ``ended_at`` no later than
-  ``self_resolution_until``), it is ``self_resolved``: told as ``alert.self_resolved``,
-  never released, no task, no notification;
+  ``self_resolution_until``, nor than the breach's confirmation plus the grace in the
+  evidence's own time, so late uploads of a long breach never count), it is
+  ``self_resolved``: told as ``alert.self_resolved``, never released, no task, no
+  notification;
 - when the grace runs out with the episode still going on (or ended after it), it is
   **released**: ``released_at`` is set and ``alert.released`` told.
 
@@ -44,7 +46,7 @@ from correction_monitor.domain.incidents import (
 from correction_monitor.domain.messages import MessageKind, NewMessage
 from correction_monitor.domain.models import Alert
 from correction_monitor.domain.timers import DueTimer, Timer
-from correction_monitor.domain.timeutil import iso
+from correction_monitor.domain.timeutil import iso, parse_instant
 from correction_monitor.policy import Policy
 from correction_monitor.service.consumers import Consumer
 from correction_monitor.service.unit_of_work import UnitOfWork
@@ -82,16 +84,32 @@ def _change_data(alert: Alert) -> dict[str, object]:
     }
 
 
+def _confirmed_at(alert: Alert) -> datetime | None:
+    """When the breach was confirmed in the evidence's time (fix evaluation records it);
+    None when the evidence does not say or says it unreadably (it is stored data, but
+    never worth failing a release over)."""
+    raw = alert.evidence.get("confirmed_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse_instant(raw)
+    except ValueError:
+        return None
+
+
 async def _settle(alert: Alert, uow: UnitOfWork, now: datetime) -> AlertChange | None:
     """Release or self-resolve ``alert`` when its grace says so (``after_grace``); the
     change made, if any, told as its event."""
     if alert.released_at is not None or alert.self_resolved:
         return None
+    until = alert.self_resolution_until
     outcome = after_grace(
         ended_at=alert.ended_at,
-        until=alert.self_resolution_until,
+        until=until,
         retracted=alert.retracted_at is not None,
         now=now,
+        confirmed_at=_confirmed_at(alert),
+        grace_s=(until - alert.detected_at).total_seconds() if until else 0.0,
     )
     if outcome is AlertChange.RELEASED:
         if not await uow.alert_lifecycle.release(alert.id, now):
