@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from correction_monitor.adapters import errors as stored
 from correction_monitor.domain.alerts import Disposition, Gravity
 from correction_monitor.domain.clock import Clock
 from correction_monitor.domain.events import DomainEvent, EventName, StoredEvent
@@ -129,7 +130,11 @@ async def propose_strict(
 ) -> Proposal | None:
     """After an approved reprimand or warning, propose strict (unless the subject is strict
     already or a change to strict is pending)."""
-    decided = await uow.proposals.get(proposal_id)
+    try:
+        decided = await uow.proposals.get(proposal_id)
+    except stored.NotFound:
+        # An event naming no proposal can propose nothing; it must not stop the reader.
+        return None
     if decided.status is not ProposalStatus.APPROVED or decided.measure not in STRICTER_AFTER:
         return None
     subject = await uow.subjects.get(decided.subject_id)
@@ -169,7 +174,10 @@ def ladder_consumer(policy: Policy, clock: Clock) -> Consumer:
                 return
             if event.data.get("measure") not in {m.value for m in STRICTER_AFTER}:
                 return
-            await propose_strict(uow, int(event.data["proposal_id"]), rules=rules, now=clock.now())
+            proposal_id = event.data.get("proposal_id")
+            if not isinstance(proposal_id, int):
+                return
+            await propose_strict(uow, proposal_id, rules=rules, now=clock.now())
 
     return Consumer(LADDER_CONSUMER, handle, LADDER_EVENTS)
 

@@ -588,3 +588,36 @@ async def test_an_event_handled_twice_proposes_once(
         world.subject_id,
     )
     assert created["n"] == 1
+
+
+async def test_events_naming_nothing_the_ladder_knows_are_passed_over(
+    client: TestClient[Any, Any],
+) -> None:
+    services = client.app[SERVICES]
+    (consumer,) = [c for c in services.consumers.consumers if c.name == LADDER_CONSUMER]
+    now = datetime.now(UTC)
+    for event in (
+        StoredEvent(1, "proposal.decided", now, None, None, None, {"proposal_id": 2**40}),
+        StoredEvent(
+            1,
+            "proposal.decided",
+            now,
+            None,
+            None,
+            None,
+            {"proposal_id": "x", "decision": "approved", "measure": "reprimand"},
+        ),
+        StoredEvent(
+            1,
+            "proposal.decided",
+            now,
+            None,
+            None,
+            None,
+            {"proposal_id": 2**40, "decision": "approved", "measure": "warning"},
+        ),
+        StoredEvent(1, "alert.resolved", now, None, None, 2**40, {"disposition": "confirmed"}),
+    ):
+        uow = services.uow()
+        async with uow:
+            await consumer.handle(event, uow)
