@@ -44,3 +44,5 @@ class Settings(BaseSettings):
     event_loop: str = Field(default="uvloop", pattern="^(uvloop|asyncio)$")
     # Background jobs (lost-contact sweep, partition upkeep). Tests switch them off.
     run_scheduler: bool = True
+    # The TrueType CJK font evidence PDFs embed; unset: the npm package's (fonts/, npm ci).
+    pdf_font: Path | None = None

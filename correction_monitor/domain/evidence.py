@@ -74,15 +74,20 @@ CHECKIN_STATUS_LABELS: dict[str, str] = {
 }
 TASK_STEP_LABELS: dict[str, str] = {
     "phone": "电话联系",
-    "call": "电话联系",
-    "location_check": "信息化核查",
+    "info_check": "信息化核查",
     "visit": "实地走访",
     "notify_police": "通报公安机关",
-    "escalated": "逾期升级",
-    "reassigned": "改派",
     "note": "备注",
+    "escalated": "逾期升级",
+    "sla_missed": "超过办理时限",
     "done": "办结",
-    "created": "创建",
+}
+TASK_KIND_LABELS: dict[str, str] = {
+    "verify_alert": "核实告警",
+    "search": "组织查找",
+    "review_checkin": "复核报到",
+    "approve_leave": "审批外出",
+    "decide_proposal": "决定建议",
 }
 SEVERITY_LABELS: dict[str, str] = {"high": "高", "normal": "一般"}
 
@@ -296,7 +301,8 @@ def build_document(
         )
     for step in steps:
         who = _who(step.officer_id, officers)
-        text = f"任务 {step.task_id}：{_step_label(step.kind)}（{who}）"
+        task = f"任务 {step.task_id}（{TASK_KIND_LABELS.get(step.task_kind, step.task_kind)}）"
+        text = f"{task}：{_step_label(step.kind)}（{who}）"
         fact(step.at, "任务", text + (f"：{step.note}" if step.note else "") + "。")
         if step.officer_id is not None:
             decided(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from correction_monitor.adapters.db import create_pool
@@ -21,6 +22,7 @@ from correction_monitor.service import (
     boundaries,
     checkin_deadlines,
     devices,
+    evidence,
     fences,
     incidents,
     ladder,
@@ -85,6 +87,7 @@ def bootstrap(
     positions: status.PositionCache | None = None,
     passwords: PasswordWork | None = None,
     transport: notifications.Transport | None = None,
+    pdf_font: Path | None = None,
 ) -> Services:
     """Wire every handler to its dependencies.
 
@@ -95,7 +98,9 @@ def bootstrap(
     (the service's own registries unless given); ``positions`` is the hot state's copy of
     the latest positions (without it, a subject's status reads PostgreSQL alone);
     ``passwords`` the bounded pool passwords are hashed and checked on (the process's own
-    unless given); ``transport`` sends notifications over HTTP (no sender without it).
+    unless given); ``transport`` sends notifications over HTTP (no sender without it);
+    ``pdf_font`` the TrueType file evidence documents embed (``CM_PDF_FONT``; the npm
+    package's when None).
     """
     clock = clock or SystemClock()
     passwords = passwords or shared_password_work()
@@ -139,6 +144,7 @@ def bootstrap(
         reports.AlertQualityReport: reports.alert_quality_report,
         reports.PublishAlertQualityMetrics: reports.publish_alert_quality_metrics,
         track.ReadTrack: partial(track.read_track, clock=clock),
+        evidence.RenderEvidence: partial(evidence.render_evidence, clock=clock, font=pdf_font),
         status.ReadSubjectStatus: partial(status.read_subject_status, positions=positions),
         audit_log.ListAuditEntries: audit_log.list_audit_entries,
         checkin_deadlines.SweepCheckinDeadlines: partial(

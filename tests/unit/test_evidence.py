@@ -178,6 +178,7 @@ def test_decisions_say_who_decided_what_and_when() -> None:
     doc = document()
     whats = [(d.who, d.what) for d in doc.decisions]
     assert whats[0] == ("李警官", "签收告警 11（越出活动区域（越界））")
+    assert "任务 9（核实告警）：电话联系（李警官）：未接通。" in [f.text for f in doc.facts]
     assert whats[-1] == ("张局长", "决定建议 42：已批准")
     assert doc.decisions[-1].note == "同意警告"
     assert doc.decisions[-1].when == "2026-05-01 15:00:00"
