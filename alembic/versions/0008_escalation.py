@@ -156,12 +156,21 @@ def upgrade() -> None:
     );
     CREATE INDEX notification_deliveries_due ON notification_deliveries (next_attempt_at)
         WHERE status = 'pending';
+    CREATE INDEX notification_deliveries_channel ON notification_deliveries (channel_id, id);
+
+    -- Each message sent to a robot (DingTalk, WeCom), so every process counts a robot's
+    -- rolling minute against its limit; rows older than the minute are deleted as it moves.
+    CREATE TABLE notification_robot_sends (
+        channel_id  integer NOT NULL REFERENCES notification_channels (id),
+        sent_at     timestamptz NOT NULL
+    );
+    CREATE INDEX notification_robot_sends_channel ON notification_robot_sends (channel_id, sent_at);
     """)
 
 
 def downgrade() -> None:
     execute_script("""
-    DROP TABLE notification_deliveries, notification_channels;
+    DROP TABLE notification_robot_sends, notification_deliveries, notification_channels;
     ALTER TABLE tasks DROP CONSTRAINT tasks_proposal;
     DROP TABLE proposals, task_steps, tasks;
     DROP INDEX alerts_incident;

@@ -300,6 +300,13 @@ def standard_jobs(
             lambda: services.handle(ProposeLenient(clock.now())),
             once_across_processes=True,
         ),
+        # Shared safely: due deliveries are leased with SKIP LOCKED, robots' minutes are
+        # counted under their channel's row lock (service/notifications.py).
+        *(
+            [Job("notifications", 1, services.sender.drain, once_across_processes=False)]
+            if services.sender is not None
+            else []
+        ),
     ]
 
 

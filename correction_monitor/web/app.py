@@ -30,6 +30,7 @@ from correction_monitor.service.unit_of_work import PostgresUnitOfWork
 from correction_monitor.settings import Settings
 from correction_monitor.web import middlewares
 from correction_monitor.web import routes as route_modules
+from correction_monitor.web.http_sender import HttpTransport, new_session
 from correction_monitor.web.keys import (
     CLOCK,
     COMMITTER,
@@ -37,6 +38,7 @@ from correction_monitor.web.keys import (
     FEED_HUB,
     HOT_STATE,
     INGEST,
+    NOTIFY_TRANSPORT,
     POLICY,
     POOL,
     PROFILES,
@@ -54,6 +56,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    # One client session per process for every notification sent (service/notifications.py).
+    session = new_session()
+    app[NOTIFY_TRANSPORT] = HttpTransport(session)
+    yield
+    await session.close()
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     pool = app[POOL]
     app[SERVICES] = bootstrap(
@@ -62,6 +72,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         token_ttl_s=app[SETTINGS].token_ttl_s,
         clock=app[CLOCK],
         positions=app[HOT_STATE],
+        pdf_font=app[SETTINGS].pdf_font,
+        transport=app[NOTIFY_TRANSPORT],
     )
     yield
 
@@ -136,7 +148,7 @@ def init_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicati
     app[POLICY] = load_policy(settings.policy_file)
     app[CLOCK] = clock or SystemClock()
     # The services read the hot state: Redis's context comes first.
-    app.cleanup_ctx.extend([_database, _redis, _services, _ingest, _feed, _scheduler])
+    app.cleanup_ctx.extend([_database, _redis, _http_client, _services, _ingest, _feed, _scheduler])
     app.on_shutdown.append(_end_streams)
     for module in _route_modules():
         app.router.add_routes(module.routes)

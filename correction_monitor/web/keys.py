@@ -43,3 +43,8 @@ if TYPE_CHECKING:
     from correction_monitor.adapters.subjects import DeviceIdentity
 
 DEVICE: web.RequestKey[DeviceIdentity] = web.RequestKey("device")
+
+if TYPE_CHECKING:
+    from correction_monitor.web.http_sender import HttpTransport
+
+NOTIFY_TRANSPORT: web.AppKey[HttpTransport] = web.AppKey("notify_transport")
