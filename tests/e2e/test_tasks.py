@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from correction_monitor.adapters import outbox
 from correction_monitor.domain.clock import ManualClock
-from correction_monitor.domain.events import DomainEvent, EventName
+from correction_monitor.domain.events import EventName
 from correction_monitor.policy import load_policy
 from correction_monitor.service.lost_contact import SweepLostContact
 from correction_monitor.service.tasks import SweepTaskEscalations
@@ -25,6 +24,8 @@ from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import POOL, SERVICES
 from tests.conftest import Officers, bearer
 from tests.e2e.helpers import (
+    NEAR_INSIDE,
+    NEAR_OUTSIDE,
     World,
     alerts_of,
     expect_error,
@@ -126,31 +127,21 @@ async def run_work(client: Client) -> None:
 
 
 async def released(client: Client, alert_id: int) -> None:
-    """Let the alert reach officers. Alerts are released by the self-resolution consumer
-    (``alert.released``); where that has not run for this alert (a build without it),
-    the release is told here as it would tell it, with ``released_at`` set."""
+    """Run the service's work until the alert has reached officers (``alert.released``, by
+    the self-resolution consumer) and its task is opened."""
     await run_work(client)
-    async with client.app[POOL].acquire() as conn, conn.transaction():
-        told = await conn.fetchval(
-            "SELECT count(*) FROM events WHERE name = $1 AND alert_id = $2",
-            EventName.ALERT_RELEASED.value,
-            alert_id,
-        )
-        if not told:
-            row = await conn.fetchrow(
-                "UPDATE alerts SET released_at = detected_at WHERE id = $1"
-                " RETURNING subject_id, org_unit_id, type",
-                alert_id,
-            )
-            event = DomainEvent(
-                EventName.ALERT_RELEASED.value,
-                row["org_unit_id"],
-                row["subject_id"],
-                alert_id,
-                {"type": row["type"]},
-            )
-            await outbox.append(conn, [event])
+    told = await sql_row(
+        client,
+        "SELECT count(*) AS n FROM events WHERE name = $1 AND alert_id = $2",
+        EventName.ALERT_RELEASED.value,
+        alert_id,
+    )
+    assert told["n"] == 1, "the alert was not released"
     await run_work(client)
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 async def tasks_of(client: Client, token: str, **query: str) -> list[Any]:
@@ -203,7 +194,7 @@ async def test_an_alert_reaching_officers_is_a_verification_acknowledged_or_esca
         assert opened["escalation_level"] == 0
         assert opened["status"] == "open"
         assert opened["done_at"] is None
-        due = datetime.fromisoformat(alert["detected_at"].replace("Z", "+00:00"))
+        due = instant(alert["detected_at"])
         assert same_instant(opened["due_at"], iso_z(due + timedelta(seconds=STRICT.ack_sla_high_s)))
         assert opened["overdue"] is False
         # Told again, the release opens nothing more.
@@ -350,7 +341,8 @@ async def test_a_restarted_process_does_not_escalate_again(
         alert = await zone_alert(client, team, clock)
         await released(client, alert["id"])
         [opened] = await tasks_of(client, team.officer, subject_id=str(team.world.subject_id))
-        clock.advance(STRICT.ack_sla_high_s + 1)
+        # Past its due (detected_at, stamped by the ingest's commit, plus the SLA).
+        clock.set(instant(opened["due_at"]) + timedelta(seconds=1))
         swept = await client.app[SERVICES].handle(SweepTaskEscalations(clock.now()))
         assert swept.escalated >= 1
     # A new process on the same clock finds nothing new for this task.
@@ -645,3 +637,34 @@ async def test_queues_an_officers_own_a_supervisors_station_and_what_was_handed_
         await expect_error(
             await client.get(f"/api/v1/tasks/{mine['id']}", headers=bearer(neighbour)), 404
         )
+
+
+async def test_a_breach_reaches_officers_after_its_grace_and_only_then_is_a_task(
+    settings: Settings, officers: Officers
+) -> None:
+    """The whole story: fixes outside the area → an alert → the subject messaged first →
+    the grace runs out with the subject still outside → released → a verification."""
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    async with app_on(settings, clock) as client:
+        team = await make_team(client, officers)
+        start = clock.now() - timedelta(minutes=8)
+        points = [NEAR_INSIDE, NEAR_INSIDE] + [NEAR_OUTSIDE] * 7
+        await send(
+            client,
+            team.world,
+            [fix(start + timedelta(minutes=n), p) for n, p in enumerate(points)],
+        )
+        [alert] = await alerts_of(client, team.world)
+        assert alert["type"] == "left_activity_area"
+        await run_work(client)
+        # Within the grace: nobody is summoned yet.
+        assert await tasks_of(client, team.officer, subject_id=str(team.world.subject_id)) == []
+        grace = POLICY.self_resolution("left_activity_area")
+        assert grace > 0
+        clock.set(instant(alert["detected_at"]) + timedelta(seconds=grace + 1))
+        await released(client, alert["id"])
+        [opened] = await tasks_of(client, team.officer, assignee="me")
+        assert opened["kind"] == "verify_alert"
+        assert opened["alert_id"] == alert["id"]
+        due = instant(alert["detected_at"]) + timedelta(seconds=STRICT.ack_sla_high_s)
+        assert same_instant(opened["due_at"], iso_z(due))
