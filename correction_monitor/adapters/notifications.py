@@ -62,6 +62,21 @@ WHERE c.active AND $2 = ANY(c.events) AND c.org_unit_id IN (SELECT id FROM up)
 ON CONFLICT (channel_id, event_id) DO NOTHING
 """
 
+# The same for a batch of events in one statement.
+FAN_OUT_MANY = """
+WITH RECURSIVE up (event_id, name, unit_id) AS (
+    SELECT e.id, e.name, e.unit_id
+    FROM unnest($1::bigint[], $2::text[], $3::int[]) AS e (id, name, unit_id)
+    UNION ALL
+    SELECT up.event_id, up.name, o.parent_id FROM up JOIN org_units o ON o.id = up.unit_id
+    WHERE o.parent_id IS NOT NULL
+)
+INSERT INTO notification_deliveries (channel_id, event_id, next_attempt_at, created_at)
+SELECT c.id, up.event_id, $4, $4 FROM up
+JOIN notification_channels c ON c.org_unit_id = up.unit_id AND c.active AND up.name = ANY(c.events)
+ON CONFLICT (channel_id, event_id) DO NOTHING
+"""
+
 # Webhooks and SMS: no rate limit, claimed in batches across channels.
 CLAIM_DUE = """
 WITH due AS (
@@ -234,6 +249,14 @@ class PostgresNotifications:
         """Pending deliveries of the event to every channel that wants it; returns how many
         were new (a replayed event finds its pairs taken)."""
         status = await self._conn.execute(FAN_OUT, event_id, name, org_unit_id, at)
+        return int(status.split()[-1])
+
+    async def fan_out_many(self, events: Sequence[tuple[int, str, int]], at: datetime) -> int:
+        """:meth:`fan_out` for many (event id, name, org unit id) in one statement."""
+        if not events:
+            return 0
+        ids, names, units = zip(*events, strict=True)
+        status = await self._conn.execute(FAN_OUT_MANY, list(ids), list(names), list(units), at)
         return int(status.split()[-1])
 
     # -- claiming ----------------------------------------------------------------------------

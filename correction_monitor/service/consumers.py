@@ -26,6 +26,7 @@ from correction_monitor.service.unit_of_work import UnitOfWork
 log = structlog.get_logger("correction_monitor.consumers")
 
 EventHandler = Callable[[StoredEvent, UnitOfWork], Awaitable[None]]
+BatchHandler = Callable[[Sequence[StoredEvent], UnitOfWork], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ class Consumer:
     name: str
     handle: EventHandler
     events: frozenset[str] = frozenset()
+    # Optional: handles a whole batch at once (one statement for many events) instead of
+    # ``handle`` per event, in the same unit of work.
+    handle_batch: BatchHandler | None = None
 
 
 class ConsumerRunner:
@@ -65,8 +69,11 @@ class ConsumerRunner:
                 batch = await uow.events.read_after(
                     position, names=sorted(consumer.events), limit=self._batch
                 )
-                for event in batch:
-                    await consumer.handle(event, uow)
+                if consumer.handle_batch is not None:
+                    await consumer.handle_batch(batch, uow)
+                else:
+                    for event in batch:
+                        await consumer.handle(event, uow)
                 if len(batch) == self._batch:
                     reached = batch[-1].id
                 else:

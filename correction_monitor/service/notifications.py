@@ -313,29 +313,37 @@ def notifications_consumer(clock: Clock) -> Consumer:
     """The event log's consumer that writes deliveries (every event: any may be subscribed)
     and tells subjects of their leave decisions."""
 
-    async def handle(event: StoredEvent, uow: UnitOfWork) -> None:
-        if event.org_unit_id is None:
+    async def tell_subject(event: StoredEvent, uow: UnitOfWork) -> None:
+        if event.org_unit_id is None or event.subject_id is None:
             return
-        await uow.notifications.fan_out(event.id, event.name, event.org_unit_id, clock.now())
-        if event.name in LEAVE_DECISIONS and event.subject_id is not None:
-            unit = await uow.org_units.get(event.org_unit_id)
-            text = leave_decision_text(
-                event.name == EventName.LEAVE_APPROVED, event.data, unit.timezone
-            )
-            await uow.messages.add(
-                [
-                    NewMessage(
-                        event.subject_id,
-                        MessageKind.LEAVE,
-                        text,
-                        data={"leave_id": event.data.get("leave_id"), "event": event.name},
-                        dedupe_key=f"leave-decision:{event.id}",
-                    )
-                ],
-                clock.now(),
-            )
+        unit = await uow.org_units.get(event.org_unit_id)
+        text = leave_decision_text(
+            event.name == EventName.LEAVE_APPROVED, event.data, unit.timezone
+        )
+        await uow.messages.add(
+            [
+                NewMessage(
+                    event.subject_id,
+                    MessageKind.LEAVE,
+                    text,
+                    data={"leave_id": event.data.get("leave_id"), "event": event.name},
+                    dedupe_key=f"leave-decision:{event.id}",
+                )
+            ],
+            clock.now(),
+        )
 
-    return Consumer(CONSUMER_NAME, handle)
+    async def handle(event: StoredEvent, uow: UnitOfWork) -> None:
+        await handle_batch([event], uow)
+
+    async def handle_batch(events: Sequence[StoredEvent], uow: UnitOfWork) -> None:
+        placed = [(e.id, e.name, e.org_unit_id) for e in events if e.org_unit_id is not None]
+        await uow.notifications.fan_out_many(placed, clock.now())
+        for event in events:
+            if event.name in LEAVE_DECISIONS:
+                await tell_subject(event, uow)
+
+    return Consumer(CONSUMER_NAME, handle, handle_batch=handle_batch)
 
 
 # -- the sender ------------------------------------------------------------------------------

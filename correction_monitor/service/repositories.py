@@ -26,6 +26,7 @@ from correction_monitor.domain.alerts import (
 )
 from correction_monitor.domain.checkin_deadlines import DueReminder, LevelTerms, MissedWindow
 from correction_monitor.domain.checkins import (
+    AnswerTarget,
     Checkin,
     CheckinKind,
     CheckinStatus,
@@ -563,6 +564,11 @@ class CheckinRepository(Protocol):
 
     async def get(self, checkin_id: int, *, for_update: bool = False) -> Checkin | None: ...
 
+    async def answer_target(self, checkin_id: int) -> AnswerTarget | None:
+        """The check-in, locked until the unit of work ends, with what an answer needs of
+        its subject; None when there is no such check-in."""
+        ...
+
     async def answer(
         self,
         checkin_id: int,
@@ -755,6 +761,10 @@ class NotificationRepository(Protocol):
     async def fan_out(self, event_id: int, name: str, org_unit_id: int, at: datetime) -> int:
         """Pending deliveries of the event to the active channels of its unit and the units
         above it that want it; a pair already written is left alone."""
+        ...
+
+    async def fan_out_many(self, events: Sequence[tuple[int, str, int]], at: datetime) -> int:
+        """:meth:`fan_out` for many (event id, name, org unit id) at once."""
         ...
 
     async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
