@@ -668,3 +668,23 @@ async def test_a_breach_reaches_officers_after_its_grace_and_only_then_is_a_task
         assert opened["alert_id"] == alert["id"]
         due = instant(alert["detected_at"]) + timedelta(seconds=STRICT.ack_sla_high_s)
         assert same_instant(opened["due_at"], iso_z(due))
+
+
+async def test_a_search_ends_by_itself_when_contact_is_back(
+    settings: Settings, officers: Officers
+) -> None:
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    async with app_on(settings, clock) as client:
+        team = await make_team(client, officers)
+        await send(client, team.world, [fix(clock.now() - timedelta(minutes=1), BESIDE)])
+        clock.advance(STRICT.lost_contact_after_s + 60)
+        await client.app[SERVICES].handle(SweepLostContact(clock.now()))
+        [alert] = await alerts_of(client, team.world, type="lost_contact")
+        await released(client, alert["id"])
+        [search] = await tasks_of(client, team.officer, assignee="me", kind="search")
+        await send(client, team.world, [fix(clock.now() - timedelta(seconds=30), BESIDE)])
+        await run_work(client)
+        done = await task(client, team.officer, search["id"])
+        assert done["status"] == "done"
+        assert done["outcome"] == "contact_restored"
+        assert [s["kind"] for s in done["steps"]] == ["done"]
