@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from correction_monitor.domain.checkins import (
+    AnswerTarget,
     Checkin,
     CheckinKind,
     CheckinStatus,
@@ -18,6 +19,7 @@ from correction_monitor.domain.checkins import (
     NewCheckin,
     StoredSchedule,
 )
+from correction_monitor.domain.models import SupervisionLevel
 
 _COLUMNS = """
 id, subject_id, org_unit_id, kind, opens_at, closes_at, status, answered_at, reasons, answer,
@@ -82,6 +84,17 @@ ORDER BY opens_at, id LIMIT $5
 """
 GET = f"SELECT {_COLUMNS} FROM checkins WHERE id = $1"
 GET_FOR_UPDATE = f"SELECT {_COLUMNS} FROM checkins WHERE id = $1 FOR UPDATE"
+# The check-in an answer is for, locked, with what the answer needs of its subject: one
+# round trip where two were.
+ANSWER_TARGET = """
+SELECT c.id, c.subject_id, c.org_unit_id, c.kind, c.opens_at, c.closes_at, c.status,
+    c.answered_at, c.reasons, c.answer, c.photo_sha256, c.device_id, c.draw_id, c.issued_by,
+    c.reviewed_by, c.reviewed_at, c.review_note,
+    s.org_unit_id AS subject_org_unit_id, s.supervision_level, s.activity_area_id
+FROM checkins c JOIN subjects s ON s.id = c.subject_id
+WHERE c.id = $1
+FOR UPDATE OF c
+"""
 ANSWER = f"""
 UPDATE checkins SET status = $2, reasons = $3, answered_at = $4, answer = $5,
     photo_sha256 = $6, device_id = $7
@@ -257,6 +270,20 @@ async def list_for(
 async def get(conn: asyncpg.Connection, checkin_id: int, *, for_update: bool) -> Checkin | None:
     row = await conn.fetchrow(GET_FOR_UPDATE if for_update else GET, checkin_id)
     return checkin_of(row) if row is not None else None
+
+
+async def answer_target(conn: asyncpg.Connection, checkin_id: int) -> AnswerTarget | None:
+    """The check-in, locked until the transaction ends, and its subject's unit, level and
+    activity area; None when there is no such check-in."""
+    row = await conn.fetchrow(ANSWER_TARGET, checkin_id)
+    if row is None:
+        return None
+    return AnswerTarget(
+        checkin=checkin_of(row),
+        org_unit_id=row["subject_org_unit_id"],
+        supervision_level=SupervisionLevel(row["supervision_level"]),
+        activity_area_id=row["activity_area_id"],
+    )
 
 
 async def answer(

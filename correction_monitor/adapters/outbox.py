@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Sequence
 
 import asyncpg
+import orjson
 
 from correction_monitor.domain.events import DomainEvent, StoredEvent
 
@@ -34,14 +35,32 @@ def lock_key(name: str) -> int:
 
 
 ORDER_LOCK = lock_key("cm:events:order")
-TAKE_ORDER_LOCK = "SELECT pg_advisory_xact_lock($1)"
+# The ordering lock and the append in one statement: the lock is taken (the CTE is evaluated
+# before the join yields its first row, so before any id is drawn) and the ids drawn in the
+# same round trip, leaving only the commit inside the window the lock is held.
 APPEND = """
+WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock($6))
 INSERT INTO events (id, name, org_unit_id, subject_id, alert_id, data)
 SELECT nextval('events_id_seq'), u.name, u.org_unit_id, u.subject_id, u.alert_id, u.data
-FROM unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::jsonb[])
+FROM ordered, unnest($1::text[], $2::int[], $3::int[], $4::bigint[], $5::jsonb[])
     WITH ORDINALITY AS u(name, org_unit_id, subject_id, alert_id, data, n)
 ORDER BY u.n
 RETURNING id
+"""
+# The same append, and the commit, as one message (the simple protocol: no parameters, the
+# events are one JSON constant). The server takes the lock, draws the ids and commits without
+# waiting on the caller, so the window the lock is held is the append and the commit's flush
+# alone, however busy the caller's process is. ``AND CHAIN`` leaves a new, empty transaction
+# open, which the caller ends as it would have ended this one.
+APPEND_AND_COMMIT = """
+WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock({lock}))
+INSERT INTO events (id, name, org_unit_id, subject_id, alert_id, data)
+SELECT nextval('events_id_seq'), e.name, e.org_unit_id, e.subject_id, e.alert_id, e.data
+FROM ordered, ROWS FROM (jsonb_to_recordset({events}::jsonb)
+        AS (name text, org_unit_id int, subject_id int, alert_id bigint, data jsonb))
+    WITH ORDINALITY AS e(name, org_unit_id, subject_id, alert_id, data, n)
+ORDER BY e.n;
+COMMIT AND CHAIN
 """
 READ_AFTER = """
 SELECT id, name, occurred_at, org_unit_id, subject_id, alert_id, data FROM events
@@ -66,7 +85,6 @@ async def append(conn: asyncpg.Connection, events: Sequence[DomainEvent]) -> lis
     (see the module docstring): the ordering lock it takes is held until commit."""
     if not events:
         return []
-    await conn.execute(TAKE_ORDER_LOCK, ORDER_LOCK)
     rows = await conn.fetch(
         APPEND,
         [e.name for e in events],
@@ -74,8 +92,39 @@ async def append(conn: asyncpg.Connection, events: Sequence[DomainEvent]) -> lis
         [e.subject_id for e in events],
         [e.alert_id for e in events],
         [e.data for e in events],
+        ORDER_LOCK,
     )
     return [r["id"] for r in rows]
+
+
+def text_constant(text: str) -> str:
+    r"""``text`` as an SQL string constant, whatever ``standard_conforming_strings`` is.
+
+    >>> print(text_constant(r"it's a \ b"))
+    E'it''s a \\ b'
+    """
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+async def append_and_commit(conn: asyncpg.Connection, events: Sequence[DomainEvent]) -> None:
+    """Write ``events`` in order (as :func:`append`) and commit the transaction, in one round
+    trip; the connection is left in a new, empty transaction. Nothing is written or committed
+    without events."""
+    if not events:
+        return
+    document = orjson.dumps(
+        [
+            {
+                "name": e.name,
+                "org_unit_id": e.org_unit_id,
+                "subject_id": e.subject_id,
+                "alert_id": e.alert_id,
+                "data": e.data,
+            }
+            for e in events
+        ]
+    ).decode()
+    await conn.execute(APPEND_AND_COMMIT.format(lock=ORDER_LOCK, events=text_constant(document)))
 
 
 async def read_after(

@@ -36,6 +36,7 @@ from correction_monitor.domain.alerts import (
     Gravity,
 )
 from correction_monitor.domain.checkins import (
+    AnswerTarget,
     Checkin,
     CheckinKind,
     CheckinStatus,
@@ -403,6 +404,9 @@ class PostgresCheckins:
 
     async def get(self, checkin_id: int, *, for_update: bool = False) -> Checkin | None:
         return await checkin_store.get(self._conn, checkin_id, for_update=for_update)
+
+    async def answer_target(self, checkin_id: int) -> AnswerTarget | None:
+        return await checkin_store.answer_target(self._conn, checkin_id)
 
     async def answer(
         self,

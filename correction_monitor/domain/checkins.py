@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from correction_monitor.domain.models import SupervisionLevel
 from correction_monitor.domain.timeutil import iso
 from correction_monitor.policy import CheckinWindow, parse_hhmm
 from geofences.classify import geodesic_distance_m
@@ -136,6 +137,17 @@ class Checkin:
             "reviewed_at": iso(self.reviewed_at),
             "review_note": self.review_note,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTarget:
+    """The check-in an answer is for, and what the answer needs of its subject: the unit its
+    events are filed under, its level (the face score it needs) and its activity area."""
+
+    checkin: Checkin
+    org_unit_id: int
+    supervision_level: SupervisionLevel
+    activity_area_id: int | None
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -26,6 +26,7 @@ from correction_monitor.domain.access import CASEWORK_ROLES, Principal
 from correction_monitor.domain.checkins import (
     ALGORITHM,
     ANSWERED,
+    AnswerTarget,
     Checkin,
     CheckinKind,
     CheckinStatus,
@@ -83,34 +84,49 @@ RELAYOUT_EVENTS = frozenset({EventName.SUBJECT_CHANGED.value, "leave.approved", 
 class AreaCache:
     """Prepared fence areas for answers' ``outside_area`` test, kept per process.
 
-    Shared geometries and circles are never edited in place (a changed fence is a new fence
-    with a new geometry row), so a prepared area is keyed by what it is made of and stays
-    valid; the least recently used are dropped beyond ``size``.
+    A fence is never edited in place (a changed fence is a new fence, with a new id and, for a
+    polygon, a new geometry row), so what a fence id is made of is read once, and a prepared
+    area is keyed by what it is made of; both stay valid. The least recently used are
+    dropped beyond ``size``.
     """
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
+        self._shapes: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
         self._areas: OrderedDict[tuple[Any, ...], PreparedArea] = OrderedDict()
 
-    async def of_fence(self, uow: UnitOfWork, fence_id: int) -> PreparedArea | None:
+    async def _shape_of(self, uow: UnitOfWork, fence_id: int) -> tuple[Any, ...] | None:
+        """What the fence is made of: ``("geometry", id)`` or ``("circle", lon, lat, r)``."""
+        key = self._shapes.get(fence_id)
+        if key is not None:
+            self._shapes.move_to_end(fence_id)
+            return key
         found = await uow.geo.get_fences([fence_id])
         if not found:
-            return None
+            return None  # not remembered: a fence with this id may be created later
         fence = found[0]
         if fence.geometry_id is not None:
-            key: tuple[Any, ...] = ("geometry", fence.geometry_id)
+            key = ("geometry", fence.geometry_id)
         else:
+            assert fence.center_lon is not None
+            assert fence.center_lat is not None
+            assert fence.radius_m is not None
             key = ("circle", fence.center_lon, fence.center_lat, fence.radius_m)
+        self._shapes[fence_id] = key
+        while len(self._shapes) > self._size:
+            self._shapes.popitem(last=False)
+        return key
+
+    async def of_fence(self, uow: UnitOfWork, fence_id: int) -> PreparedArea | None:
+        key = await self._shape_of(uow, fence_id)
+        if key is None:
+            return None
         area = self._areas.get(key)
         if area is None:
-            if fence.geometry_id is not None:
-                shape = await uow.geo.load_geometry(fence.geometry_id)
-                area = PreparedArea(shape)
+            if key[0] == "geometry":
+                area = PreparedArea(await uow.geo.load_geometry(key[1]))
             else:
-                assert fence.center_lon is not None
-                assert fence.center_lat is not None
-                assert fence.radius_m is not None
-                area = PreparedArea(Circle(fence.center_lon, fence.center_lat, fence.radius_m))
+                area = PreparedArea(Circle(key[1], key[2], key[3]))
             self._areas[key] = area
             while len(self._areas) > self._size:
                 self._areas.popitem(last=False)
@@ -678,27 +694,28 @@ async def answer_checkin(
     """
     now = clock.now()
     async with uow:
-        checkin = await uow.checkins.get(command.checkin_id, for_update=True)
-        hidden = checkin is not None and (
-            checkin.status is CheckinStatus.CANCELLED
-            or (checkin.kind is CheckinKind.CHALLENGE and now < checkin.opens_at)
-        )
-        if checkin is None or checkin.subject_id != command.subject_id or hidden:
+        target = await uow.checkins.answer_target(command.checkin_id)
+        if target is None or target.checkin.subject_id != command.subject_id:
+            raise NotFound(f"check-in {command.checkin_id}")
+        checkin = target.checkin
+        if checkin.status is CheckinStatus.CANCELLED or (
+            checkin.kind is CheckinKind.CHALLENGE and now < checkin.opens_at
+        ):
             raise NotFound(f"check-in {command.checkin_id}")
         if checkin.status in ANSWERED:
             raise Conflict("already_answered", f"check-in {checkin.id} was answered already")
         if now < checkin.opens_at:
             raise Conflict("not_open", f"check-in {checkin.id} opens at {iso(checkin.opens_at)}")
-        subject = await uow.subjects.get(command.subject_id)
+        subject_id, org_unit_id = checkin.subject_id, target.org_unit_id
         wgs_lon, wgs_lat = (float(v) for v in to_wgs84(command.lon, command.lat, command.crs))
         accuracy = (
             command.accuracy_m
             if command.accuracy_m is not None
             else policy.ingest.default_accuracy_m
         )
-        outside = await _outside(uow, areas, subject, wgs_lon, wgs_lat, accuracy, command.ts)
+        outside = await _outside(uow, areas, target, wgs_lon, wgs_lat, accuracy, command.ts)
         replayed_of = (
-            await uow.checkins.photo_used_by(subject.id, command.photo_sha256, checkin.id)
+            await uow.checkins.photo_used_by(subject_id, command.photo_sha256, checkin.id)
             if command.photo_sha256 is not None
             else None
         )
@@ -710,7 +727,7 @@ async def answer_checkin(
             replayed_media=replayed_of is not None,
             face=command.face,
             photo=command.photo_sha256 is not None,
-            face_score_min=policy.level(subject.supervision_level).face_score_min,
+            face_score_min=policy.level(target.supervision_level).face_score_min,
         )
         answer = {
             "ts": iso(command.ts),
@@ -748,8 +765,8 @@ async def answer_checkin(
         uow.emit(
             DomainEvent(
                 EventName.CHECKIN_ANSWERED,
-                subject.org_unit_id,
-                subject_id=subject.id,
+                org_unit_id,
+                subject_id=subject_id,
                 data={
                     "checkin_id": answered.id,
                     "kind": answered.kind.value,
@@ -758,31 +775,31 @@ async def answer_checkin(
                 },
             )
         )
-        await _integrity_signals(uow, subject, answered, replayed_of, policy, now)
+        await _integrity_signals(uow, org_unit_id, answered, replayed_of, policy, now)
     return answered
 
 
 async def _outside(
     uow: UnitOfWork,
     areas: AreaCache,
-    subject: Subject,
+    target: AnswerTarget,
     lon: float,
     lat: float,
     accuracy_m: float,
     ts: datetime,
 ) -> bool:
     """Whether the fix's disc lies wholly outside the activity area and every approved leave
-    destination running at ``ts``."""
-    if subject.activity_area_id is None:
+    destination running at ``ts`` (the leaves are read only for a fix outside the area)."""
+    if target.activity_area_id is None:
         return False
-    area = await areas.of_fence(uow, subject.activity_area_id)
+    area = await areas.of_fence(uow, target.activity_area_id)
     if area is None:
         return False
     activity = int(classify(area, [lon], [lat], [accuracy_m])[0])
     if activity != Membership.OUTSIDE:
         return False
     destinations = []
-    for leave in await uow.checkins.approved_leaves(subject.id, ts, ts):
+    for leave in await uow.checkins.approved_leaves(target.checkin.subject_id, ts, ts):
         destination = await areas.of_fence(uow, leave.destination_fence_id)
         if destination is not None:
             destinations.append(int(classify(destination, [lon], [lat], [accuracy_m])[0]))
@@ -791,7 +808,7 @@ async def _outside(
 
 async def _integrity_signals(
     uow: UnitOfWork,
-    subject: Subject,
+    org_unit_id: int,
     answered: Checkin,
     replayed_of: int | None,
     policy: Policy,
@@ -809,8 +826,8 @@ async def _integrity_signals(
     if replayed_of is not None and integrity.replayed_media:
         await raise_signal(
             uow,
-            subject_id=subject.id,
-            org_unit_id=subject.org_unit_id,
+            subject_id=answered.subject_id,
+            org_unit_id=org_unit_id,
             rule=Rule.REPLAYED_MEDIA.value,
             at=now,
             item=base | {"photo_sha256": answered.photo_sha256, "earlier_checkin_id": replayed_of},
@@ -819,7 +836,9 @@ async def _integrity_signals(
     doubtful = answered.status in (CheckinStatus.FAILED, CheckinStatus.NEEDS_REVIEW)
     if doubtful and integrity.stationary_checkin:
         span = timedelta(seconds=integrity.stationary_s)
-        points = await uow.fixes.track(subject.id, now - span, now + timedelta(seconds=1), 20_000)
+        points = await uow.fixes.track(
+            answered.subject_id, now - span, now + timedelta(seconds=1), 20_000
+        )
         facts = stationary(
             [
                 (p.ts, p.lon_e7 / 1e7, p.lat_e7 / 1e7)
@@ -833,8 +852,8 @@ async def _integrity_signals(
         if facts is not None:
             await raise_signal(
                 uow,
-                subject_id=subject.id,
-                org_unit_id=subject.org_unit_id,
+                subject_id=answered.subject_id,
+                org_unit_id=org_unit_id,
                 rule=Rule.STATIONARY_CHECKIN.value,
                 at=now,
                 item=base | facts,

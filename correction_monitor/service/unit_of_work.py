@@ -9,7 +9,8 @@ the changes it makes, it collects
 
 Leaving the block normally commits: the audit entries, then the timers, then the events are
 written in the same transaction as the changes, events last (appending to the event log
-takes the ordering lock that is held until commit, see ``adapters/outbox.py``). Leaving it
+takes the ordering lock that is held until commit, so the append and the commit go to the
+server as one message, see ``adapters/outbox.py``). Leaving it
 with an exception rolls everything back, collected entries included: an event exists exactly
 when its change does.
 """
@@ -240,13 +241,14 @@ class PostgresUnitOfWork(UnitOfWork):
         try:
             await audit_log.write(conn, audits)
             await timer_store.schedule(conn, timers)
-            # Last: the event log's ordering lock is held from here until the commit.
-            await outbox.append(conn, events)
+            # Last: the events, under the event log's ordering lock, and the commit, in one
+            # message, so that the lock is never held across a round trip to this process.
+            await outbox.append_and_commit(conn, events)
         except BaseException as exc:
             await stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        # Leaving the transaction's context without an exception commits it; then the
-        # connection goes back to the pool.
+        # Leaving the transaction's context without an exception commits it (after events,
+        # the empty one the append left open); then the connection goes back to the pool.
         await stack.aclose()
 
     async def _rollback(
