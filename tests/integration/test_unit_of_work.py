@@ -161,3 +161,30 @@ async def test_the_composition_root_runs_handlers_on_postgresql(pool: asyncpg.Po
     assert row is not None
     assert (row["action"], row["officer_id"]) == ("officer.create", None)
     assert row["detail"]["org_unit"] == code
+
+
+async def test_event_data_is_stored_as_emitted(pool: asyncpg.Pool) -> None:
+    # The events and the commit go to the server as one message with the events as a text
+    # constant: quotes, backslashes, escapes and any script come through unchanged.
+    tag = unique("uow")
+    data = {
+        "tag": tag,
+        "quote": "it's \"quoted\" ''",
+        "backslash": "C:\\path\\n \\' \\\\",
+        "text": "报到 ✓ \n\t end; COMMIT; --",
+        "nested": {"list": [1, 2.5, None, True], "empty": {}},
+    }
+    uow = PostgresUnitOfWork(pool)
+    async with uow:
+        unit = await uow.org_units.add(tag, "城关司法所", None, "Asia/Shanghai")
+        for n in range(3):
+            uow.emit(DomainEvent(EventName.SUBJECT_UPDATED, unit.id, data=data | {"n": n}))
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, subject_id, alert_id, data FROM events WHERE data->>'tag' = $1 ORDER BY id",
+            tag,
+        )
+        assert not conn.is_in_transaction()
+    assert [r["data"] for r in rows] == [data | {"n": n} for n in range(3)]
+    assert [r["id"] - rows[0]["id"] for r in rows] == [0, 1, 2]
+    assert {(r["subject_id"], r["alert_id"]) for r in rows} == {(None, None)}
