@@ -26,6 +26,7 @@ It ends with a JSON line of every figure.
 
     .venv/bin/python scripts/bench_checkins.py
     .venv/bin/python scripts/bench_checkins.py --subjects 100000 --skip-answers
+    .venv/bin/python scripts/bench_checkins.py --answers-only --rates 1000,700,400
 """
 
 from __future__ import annotations
@@ -45,13 +46,21 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import orjson
 
 from correction_monitor.adapters.db import create_pool
+from correction_monitor.cli import use_event_loop
 from correction_monitor.domain.clock import ManualClock
 from correction_monitor.loadgen import (
+    OUTSIDE_LON,
+    SIZE,
+    SOUTH,
+    WEST,
+    HttpConnection,
     create_database,
     drop_database,
     drop_redis_keys,
@@ -67,8 +76,10 @@ from correction_monitor.service.unit_of_work import PostgresUnitOfWork
 
 LEVELS = ["strict"] * 2 + ["normal"] * 6 + ["lenient"] * 2
 STATIONS = 100
-# Inside the load generator's county square (seed's activity area).
+# The fixes of the check-in windows loaded, anywhere.
 LON, LAT = 116.30, 39.90
+# Answers from inside the load generator's county square (seed's activity area): they pass.
+ANSWER_LON, ANSWER_LAT = WEST + SIZE / 2, SOUTH + SIZE / 2
 
 
 async def load(database_url: str, subjects: int, unanswered: float) -> datetime:
@@ -290,18 +301,92 @@ async def open_windows(
     return windows
 
 
+class AnswerSlot(HttpConnection):
+    """A keep-alive connection carrying one answer at a time; idle ones wait in ``idle``."""
+
+    def __init__(self, load: AnswerLoad) -> None:
+        super().__init__()
+        self.load = load
+        self.at = 0.0  # the scheduled moment of the answer in flight
+
+    def response(self, status: int, body: bytes) -> None:
+        self.load.finish(self, status)
+
+    def lost(self) -> None:
+        self.load.finish(self, 0)
+
+
+class AnswerLoad:
+    """Open loop: each answer leaves at its scheduled moment on an idle keep-alive connection
+    (a new one when none is idle), its request bytes made beforehand, so that the client's
+    own work per answer stays small next to the server's."""
+
+    def __init__(self, base: str, requests: list[bytes], rate: float) -> None:
+        url = urlsplit(base)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.requests, self.rate = requests, rate
+        self.idle: list[AnswerSlot] = []
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.pending = len(requests)
+        self.done = asyncio.get_running_loop().create_future()
+
+    def finish(self, slot: AnswerSlot, status: int) -> None:
+        self.latencies.append(time.perf_counter() - slot.at)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if slot.reusable:
+            self.idle.append(slot)
+        self.pending -= 1
+        if self.pending == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    async def send(self, request: bytes, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        while self.idle:
+            slot = self.idle.pop()
+            if slot.reusable:
+                break
+        else:
+            _, slot = await loop.create_connection(lambda: AnswerSlot(self), self.host, self.port)
+        slot.at = at
+        slot.send(request)
+
+    async def __call__(self) -> float:
+        """Send every request at its moment; the seconds from the first moment until the last
+        answer was read."""
+        start = time.perf_counter() + 0.2
+        for k, request in enumerate(self.requests):
+            at = start + k / self.rate
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.send(request, at)
+        await self.done
+        return time.perf_counter() - start
+
+
+def answer_request(host: str, window_id: int, token: str, body: dict[str, Any]) -> bytes:
+    data = orjson.dumps(body)
+    return (
+        f"POST /api/v1/me/checkins/{window_id} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
+
+
 async def answer_load(
-    base: str, windows: list[Any], rate: float, duration: float
+    base: str, windows: list[Any], rate: float, duration: float, *, outside: bool = False
 ) -> dict[str, Any]:
-    """Answer windows at ``rate`` per second, open loop; latencies from the scheduled moment."""
+    """Answer windows at ``rate`` per second, open loop; latencies from the scheduled moment.
+    From inside the activity area (``passed``), or with ``outside`` from 5 km east of it
+    (``failed``: the doubtful path, with its leave and stationary-phone reads)."""
     total = min(len(windows) - 1, int(rate * duration))
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(base, connector=connector) as http:
-        # One answer first: is the endpoint there at all?
-        probe_id, probe_token = windows[-1]
-        body = {"ts": datetime.now(UTC).isoformat(), "lat": LAT, "lon": LON, "accuracy_m": 10}
+    lon, lat = (OUTSIDE_LON, ANSWER_LAT) if outside else (ANSWER_LON, ANSWER_LAT)
+    host = urlsplit(base).netloc
+    # One answer first: is the endpoint there at all?
+    probe_id, probe_token = windows[-1]
+    async with aiohttp.ClientSession(base) as http:
+        body = {"ts": datetime.now(UTC).isoformat(), "lat": lat, "lon": lon, "accuracy_m": 10}
         async with http.post(
             f"/api/v1/me/checkins/{probe_id}",
             json=body,
@@ -309,44 +394,76 @@ async def answer_load(
         ) as resp:
             if resp.status != 200:
                 return {"available": False, "probe_status": resp.status, "probe": await resp.text()}
-
-        async def one(k: int, at: float) -> None:
-            delay = at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            window_id, token = windows[k]
-            answer = {
-                "ts": datetime.now(UTC).isoformat(),
-                "lat": LAT + random.random() / 100,  # noqa: S311
-                "lon": LON + random.random() / 100,  # noqa: S311
+    answered_at = datetime.now(UTC).isoformat()
+    requests = [
+        answer_request(
+            host,
+            window_id,
+            token,
+            {
+                "ts": answered_at,
+                "lat": lat + random.random() / 100,  # noqa: S311
+                "lon": lon + random.random() / 100,  # noqa: S311
                 "accuracy_m": 12.0,
                 "face": {"score": 0.93, "liveness": True, "vendor": "sdk"},
-            }
-            async with http.post(
-                f"/api/v1/me/checkins/{window_id}",
-                json=answer,
-                headers={"Authorization": f"Bearer {token}"},
-            ) as resp:
-                await resp.read()
-                statuses[resp.status] = statuses.get(resp.status, 0) + 1
-            latencies.append(time.perf_counter() - at)
-
-        start = time.perf_counter() + 0.5
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(one(k, start + k / rate) for k in range(total)))
-        wall = time.perf_counter() - t0 - 0.5
-        client_cpu = (time.process_time() - cpu0) / (wall + 0.5)
+            },
+        )
+        for window_id, token in windows[:total]
+    ]
+    run = AnswerLoad(base, requests, rate)
+    cpu0 = time.process_time()
+    wall = await run()
+    client_cpu = (time.process_time() - cpu0) / max(wall, 1e-9)
+    for slot in run.idle:
+        slot.close()
+    latencies = run.latencies
     return {
         "available": True,
         "answers": total,
-        "achieved_per_s": total / wall,
-        "statuses": statuses,
+        "achieved_per_s": total / max(wall, 1e-9),
+        "statuses": run.statuses,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000,
         # The client's own share of a core: near 1.0, the client, not the server, limits.
         "client_cpu": client_cpu,
     }
+
+
+def deadlines(database_url: str, args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    """Parts 1 to 3: the million windows loaded, swept, and their stored size."""
+    t0 = time.perf_counter()
+    due = asyncio.run(load(database_url, args.subjects, args.unanswered))
+    print(f"loaded in {time.perf_counter() - t0:.1f} s; windows close by {due}", flush=True)
+    loaded = asyncio.run(sizes(database_url))
+    figures["size_after_load"] = loaded
+    print(
+        f"stored check-in: {loaded['bytes_per_checkin']:.0f} bytes with indexes,"
+        f" {loaded['table_bytes_per_checkin']:.0f} bytes the table alone"
+        f" ({loaded['rows']:,} rows)",
+        flush=True,
+    )
+
+    swept = asyncio.run(sweep(database_url, due, args.sweepers, args.batch))
+    figures["sweep"] = swept
+    print(
+        f"sweep: {swept['missed']:,} missed, {swept['alerts']:,} alerts, {swept['events']:,}"
+        f" events committed in {swept['seconds']:.2f} s by {args.sweepers} sweepers"
+        f" (batches of {args.batch}; per sweeper {swept['per_sweeper']});"
+        f" {swept['pending_left']} pending left",
+        flush=True,
+    )
+    expected = round(args.subjects * args.unanswered)
+    if not (swept["pending_left"] == 0 and swept["alerts"] == swept["missed"] == swept["events"]):
+        print("MISMATCH: not every missed window has exactly one alert and event", flush=True)
+    after = asyncio.run(sizes(database_url))
+    figures["size_after_sweep_vacuum"] = after
+    print(
+        f"after the sweep and VACUUM: {after['bytes_per_checkin']:.0f} bytes with indexes,"
+        f" {after['table_bytes_per_checkin']:.0f} the table alone"
+        f" (about {expected:,} missed expected)",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,7 +480,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds of answers")
     p.add_argument("--answer-subjects", type=int, default=1000)
+    p.add_argument(
+        "--answer-outside",
+        action="store_true",
+        help="answer from outside the activity area (failed answers) rather than inside",
+    )
     p.add_argument("--skip-answers", action="store_true")
+    p.add_argument(
+        "--answers-only",
+        action="store_true",
+        help="only the answers (part 4): no million-window load, sweep or sizes",
+    )
     p.add_argument("--keep-database", action="store_true")
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -376,41 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         migrate(database_url)
         print(f"scratch database {database_url}", flush=True)
-        t0 = time.perf_counter()
-        due = asyncio.run(load(database_url, args.subjects, args.unanswered))
-        print(f"loaded in {time.perf_counter() - t0:.1f} s; windows close by {due}", flush=True)
-        loaded = asyncio.run(sizes(database_url))
-        figures["size_after_load"] = loaded
-        print(
-            f"stored check-in: {loaded['bytes_per_checkin']:.0f} bytes with indexes,"
-            f" {loaded['table_bytes_per_checkin']:.0f} bytes the table alone"
-            f" ({loaded['rows']:,} rows)",
-            flush=True,
-        )
-
-        swept = asyncio.run(sweep(database_url, due, args.sweepers, args.batch))
-        figures["sweep"] = swept
-        print(
-            f"sweep: {swept['missed']:,} missed, {swept['alerts']:,} alerts, {swept['events']:,}"
-            f" events committed in {swept['seconds']:.2f} s by {args.sweepers} sweepers"
-            f" (batches of {args.batch}; per sweeper {swept['per_sweeper']});"
-            f" {swept['pending_left']} pending left",
-            flush=True,
-        )
-        expected = round(args.subjects * args.unanswered)
-        if not (
-            swept["pending_left"] == 0 and swept["alerts"] == swept["missed"] == swept["events"]
-        ):
-            print("MISMATCH: not every missed window has exactly one alert and event", flush=True)
-        after = asyncio.run(sizes(database_url))
-        figures["size_after_sweep_vacuum"] = after
-        print(
-            f"after the sweep and VACUUM: {after['bytes_per_checkin']:.0f} bytes with indexes,"
-            f" {after['table_bytes_per_checkin']:.0f} the table alone"
-            f" (about {expected:,} missed expected)",
-            flush=True,
-        )
-
+        if not args.answers_only:
+            deadlines(database_url, args, figures)
         if not args.skip_answers:
             server, base, prefix = start_server(database_url, args.workers)
             print(f"server pid {server.pid} on {base}", flush=True)
@@ -425,12 +519,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             figures["answers"] = []
+            figures["answer_outside"] = args.answer_outside
             for rate in rates:
                 batch, windows = (
                     windows[: int(rate * args.duration) + 1],
                     windows[int(rate * args.duration) + 1 :],
                 )
-                answered = asyncio.run(answer_load(base, batch, rate, args.duration))
+                use_event_loop("uvloop")
+                answered = asyncio.run(
+                    answer_load(base, batch, rate, args.duration, outside=args.answer_outside)
+                )
                 figures["answers"].append({"rate": rate} | answered)
                 if not answered["available"]:
                     print(f"answer endpoint not available: {answered}", flush=True)
