@@ -139,10 +139,12 @@ WHERE digest_id = ANY($1::bigint[]) ORDER BY digest_id, id
 NOTICES = """
 SELECT e.id, e.name, e.occurred_at, e.subject_id, e.alert_id, e.data,
        o.code AS org_code, coalesce(o.timezone, 'Asia/Shanghai') AS timezone,
-       s.name AS subject_name
+       s.name AS subject_name, coalesce(a.display_name, a.username) AS assignee_name
 FROM events e
 LEFT JOIN org_units o ON o.id = e.org_unit_id
 LEFT JOIN subjects s ON s.id = e.subject_id
+LEFT JOIN officers a ON a.id = CASE WHEN jsonb_typeof(e.data->'assignee_id') = 'number'
+                                    THEN (e.data->>'assignee_id')::numeric END
 WHERE e.id = ANY($1::bigint[])
 """
 
@@ -323,6 +325,7 @@ class PostgresNotifications:
                 subject_name=r["subject_name"],
                 alert_id=r["alert_id"],
                 data=dict(r["data"]) if isinstance(r["data"], dict) else {},
+                assignee_name=r["assignee_name"],
             )
             for r in rows
         }

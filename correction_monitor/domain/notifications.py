@@ -76,7 +76,9 @@ class Channel:
 @dataclass(frozen=True, slots=True)
 class Notice:
     """One event as the renderers need it: the event log's row with its org unit's code and
-    time zone and, for events about a subject, the subject's name."""
+    time zone, for events about a subject the subject's name and, for a task's events, the
+    name of the officer holding the task (its ``assignee_id``: after an escalation, the one
+    it was handed to)."""
 
     event_id: int
     event: str
@@ -87,6 +89,7 @@ class Notice:
     subject_name: str | None
     alert_id: int | None
     data: dict[str, Any]
+    assignee_name: str | None = None
 
 
 class Acceptance(StrEnum):
@@ -358,13 +361,15 @@ def headline(notice: Notice) -> str:
 
 
 def details(notice: Notice) -> list[str]:
-    """Further lines for a markdown message: when, which unit, due times, the article, the
-    ids an officer looks up. Never a position: notifications leave the service, locations do
-    not."""
+    """Further lines for a markdown message: when, which unit, who holds a task now, due
+    times, the article, the ids an officer looks up. Never a position: notifications leave
+    the service, locations do not."""
     data = notice.data
     lines = [f"时间：{_local(notice.occurred_at, notice.timezone)}"]
     if notice.org_unit:
         lines.append(f"单位：{notice.org_unit}")
+    if notice.assignee_name and notice.event.startswith("task."):
+        lines.append(f"承办人：{notice.assignee_name}")
     if data.get("due_at"):
         lines.append(f"处理时限：{_local(data['due_at'], notice.timezone)}")
     if data.get("article"):

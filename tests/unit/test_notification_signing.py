@@ -128,6 +128,40 @@ def test_robot_markdown_reads_like_an_officer_expects() -> None:
     assert digest["markdown"]["content"].startswith("### 另有 30 条通知：")
 
 
+def test_a_tasks_robot_message_names_the_officer_now_holding_it() -> None:
+    escalated = Notice(
+        8,
+        "task.escalated",
+        AT,
+        "s1",
+        "Asia/Shanghai",
+        3,
+        "张三",
+        11,
+        {"task_id": 5, "kind": "verify_alert", "escalation_level": 1, "assignee_id": 42},
+        assignee_name="李督导",
+    )
+    body = orjson.loads(
+        build_request(
+            channel(ChannelKind.DINGTALK, "http://h/r?access_token=a"), [escalated], Rendering(AT)
+        ).body
+    )
+    assert body["markdown"]["title"] == "【任务升级】张三 核实告警，升至第1级"
+    assert "- 承办人：李督导" in body["markdown"]["text"].split("\n")
+    # Only a task's events name a holder; the webhook carries ids, never names.
+    assert (
+        "承办人"
+        not in orjson.loads(
+            build_request(
+                channel(ChannelKind.WECOM, "http://h/w?key=k"), [notice()], Rendering(AT)
+            ).body
+        )["markdown"]["content"]
+    )
+    hook = build_request(channel(ChannelKind.WEBHOOK, "http://h/hook"), [escalated], Rendering(AT))
+    assert "李督导" not in hook.body.decode()
+    assert orjson.loads(hook.body)["data"]["assignee_id"] == 42
+
+
 def test_answers_are_judged_per_receiver() -> None:
     assert judge(Acceptance.HTTP_2XX, Answer(204)) is None
     assert judge(Acceptance.HTTP_2XX, Answer(503)) == "HTTP 503"
