@@ -51,6 +51,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -62,20 +63,29 @@ __all__ = [
     "COUNTY_ADCODE",
     "COUNTY_CENTRE",
     "COUNTY_CODE",
+    "DEMO_POLICY",
+    "DEMO_POLICY_FILE",
     "DEVICES_FILE",
     "LOGINS",
     "PHONES",
+    "ActingOfficer",
     "DemoApi",
     "DemoError",
     "DemoLogin",
     "DemoWorld",
     "PhonePlan",
     "PhoneStats",
+    "ProposalWatch",
     "SeededSubject",
+    "TaskWatch",
+    "act_as_officer",
     "boundary_radii_m",
     "county_boundary",
+    "demo_policy",
     "fixes_for_tick",
     "follow_alerts",
+    "follow_proposals",
+    "follow_tasks",
     "offset_m",
     "run_demo",
     "run_phones",
@@ -205,6 +215,16 @@ _STATION_STAFF = {
     "xx-chengguan": ("chengguan-officer", "chengguan-head"),
     "xx-dongguan": ("dongguan-officer", "dongguan-head"),
 }
+
+
+def login_of(username: str) -> DemoLogin:
+    """The demo login called ``username``."""
+    return next(x for x in LOGINS if x.username == username)
+
+
+# The officer the demo plays (labelled as a simulation wherever it acts): 东关司法所's, whose
+# subject 张某 leaves the county first.
+ACTING_OFFICER = "dongguan-officer"
 
 Waypoint = tuple[float, float, float]  # (seconds into the cycle, metres east, metres north)
 
@@ -1012,6 +1032,407 @@ async def follow_alerts(
         await asyncio.sleep(interval_s)
 
 
+# --- tasks, the demo's acting officer, proposals ------------------------------------------------
+
+DEMO_POLICY_FILE = "demo-policy.toml"
+# Only the keys that differ from the shipped policy (policy/default.toml).
+DEMO_POLICY = """\
+# The demo's policy overlay, for the demo only: `correction-monitor demo` writes it into its
+# data directory when CM_POLICY_FILE is not set, so that an escalation happens within minutes.
+# The real times (15 minutes to 4 hours) are in correction_monitor/policy/default.toml.
+
+[levels.strict]
+# A strict (严管) subject's high-severity alert must be acknowledged 2 minutes after detection.
+ack_sla_high_s = 120
+
+[tasks]
+# Missed at the officer: the supervisor has 3 minutes, then the county 5.
+escalation_sla_s = [180, 300]
+
+[self_resolution]
+# A subject outside the activity area has 60 s to come back before officers are summoned.
+left_activity_area = 60
+"""
+
+# What the demo's simulated officer writes when confirming a breach (zh-CN, then English).
+ACTING_NOTE = (
+    "演示（模拟民警操作）：已电话核实，{name}承认{what}，已责令立即改正；情节轻微。"
+    " Demo (simulated officer): checked by phone, a minor breach."
+)
+ACTING_AFTER_S = 30.0
+
+
+def demo_policy(settings: Settings) -> tuple[Settings, Path | None]:
+    """``settings`` with the demo's policy overlay (:data:`DEMO_POLICY`, written to
+    ``<data_dir>/demo-policy.toml``), unless the operator chose a policy file
+    (``CM_POLICY_FILE``), which is then left alone.
+
+    Returns
+    -------
+    tuple
+        The settings to serve with, and the overlay's path (None when not applied).
+    """
+    if settings.policy_file is not None:
+        return settings, None
+    path = Path(settings.data_dir) / DEMO_POLICY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEMO_POLICY, encoding="utf-8")
+    return settings.model_copy(update={"policy_file": path}), path
+
+
+def _demo_policy_line(path: Path) -> str:
+    from correction_monitor.policy import load_policy
+
+    policy = load_policy(path)
+    first, second = policy.tasks.escalation_sla_s
+    sla = policy.level("strict").ack_sla_high_s
+    return (
+        f"demo policy: {path} (严管 high-severity alerts due {sla:.0f} s"
+        f" after detection, escalation steps {first:.0f} s / {second:.0f} s, left_activity_area"
+        f" grace {policy.self_resolution('left_activity_area'):.0f} s), for the demo only"
+    )
+
+
+def _local_time(text: str | None) -> str:
+    """An API instant as a wall-clock time in the county (Asia/Shanghai)."""
+    if not text:
+        return "-"
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when.astimezone(ZoneInfo(TIMEZONE)).strftime("%H:%M:%S")
+
+
+def _measure_label(proposal: Mapping[str, Any]) -> str:
+    from correction_monitor.domain.ladder import LEVEL_LABELS, MEASURE_LABELS, Measure
+    from correction_monitor.domain.models import SupervisionLevel
+
+    try:
+        zh, en = MEASURE_LABELS[Measure(proposal["measure"])]
+    except ValueError:
+        return str(proposal["measure"])
+    label = f"{zh} ({en})"
+    if proposal.get("proposed_level"):
+        label += f" → {LEVEL_LABELS[SupervisionLevel(proposal['proposed_level'])]}"
+    return label
+
+
+class _Session:
+    """One demo login's token, taken when first needed and again after it expires."""
+
+    def __init__(self, api: DemoApi, login: DemoLogin) -> None:
+        self.api = api
+        self.login = login
+        self.token: str | None = None
+
+    async def get(self, path: str) -> Any:
+        """The JSON answer of ``GET path``; None when the token was refused (it is taken
+        again next time)."""
+        if self.token is None:
+            self.token = await self.api.login(self.login.username, self.login.password)
+            if self.token is None:
+                raise DemoError(f"demo officer {self.login.username!r} cannot log in")
+        status, answer = await self.api.call("GET", path, token=self.token, ok=(200, 401))
+        if status == 401:
+            self.token = None
+            return None
+        return answer
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        """The JSON answer of ``POST path`` (a token is taken first when needed)."""
+        if self.token is None:
+            self.token = await self.api.login(self.login.username, self.login.password)
+            if self.token is None:
+                raise DemoError(f"demo officer {self.login.username!r} cannot log in")
+        _, answer = await self.api.call("POST", path, body=body, token=self.token)
+        return answer
+
+
+class TaskWatch:
+    """Prints the demo subjects' tasks as they open, escalate, miss their last SLA or are
+    done, read through ``GET /api/v1/tasks?subject_id=`` as ``login``.
+
+    The first :meth:`poll` prints the open tasks it finds (done ones are history); later
+    polls print every change since the poll before.
+    """
+
+    def __init__(
+        self, api: DemoApi, login: DemoLogin, names: Mapping[int, str], out: TextIO
+    ) -> None:
+        self.session = _Session(api, login)
+        self.names = names
+        self.out = out
+        self.seen: dict[int, tuple[str, int, int | None, str | None]] = {}
+        self.officers: dict[int, str] = {}
+        self.first = True
+
+    def _who(self, officer_id: int | None) -> str:
+        if officer_id is None:
+            return "(unassigned: the station's list)"
+        return self.officers.get(officer_id, f"officer #{officer_id}")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    async def poll(self) -> None:
+        """Read the tasks once and print what changed."""
+        tasks: list[Mapping[str, Any]] = []
+        for subject_id in self.names:
+            answer = await self.session.get(f"/api/v1/tasks?subject_id={subject_id}")
+            if answer is None:
+                return
+            tasks += answer["tasks"]
+        people = {t["assignee_id"] for t in tasks} | {t["done_by"] for t in tasks}
+        if not {p for p in people if p is not None} <= self.officers.keys():
+            listed = await self.session.get("/api/v1/officers")
+            if listed is not None:
+                self.officers = {o["id"]: o["username"] for o in listed["officers"]}
+        for task in sorted(tasks, key=lambda t: t["id"]):
+            self._show(task)
+        self.first = False
+
+    def _show(self, task: Mapping[str, Any]) -> None:
+        now = (task["status"], task["escalation_level"], task["assignee_id"], task["sla_missed_at"])
+        before = self.seen.get(task["id"])
+        if before == now:
+            return
+        self.seen[task["id"]] = now
+        who = self.names.get(task["subject_id"], f"subject {task['subject_id']}")
+        head = f"#{task['id']} {task['kind']} {who}"
+        about = next(
+            (
+                f" ({label} #{task[key]})"
+                for key, label in (
+                    ("alert_id", "alert"),
+                    ("proposal_id", "proposal"),
+                    ("checkin_id", "check-in"),
+                    ("leave_id", "leave"),
+                )
+                if task.get(key) is not None
+            ),
+            "",
+        )
+        holder = self._who(task["assignee_id"])
+        due = _local_time(task["due_at"])
+        level = task["escalation_level"]
+        if before is None:
+            if task["status"] != "open" and self.first:
+                return  # history from before the demo started watching
+            if level == 0:
+                self._print(f"[task created] {head} → {holder} due {due}{about}")
+            else:
+                self._print(f"[task open] {head} → level {level} {holder} due {due}{about}")
+        elif level != before[1]:
+            self._print(f"[task escalated] {head} → level {level} {holder} due {due}")
+        if task["sla_missed_at"] and (before is None or before[3] is None):
+            self._print(f"[task overdue] {head}: missed at level {level}, stays with {holder}")
+        if task["status"] == "done" and (before is None or before[0] != "done"):
+            outcome = f" ({task['outcome']})" if task["outcome"] else ""
+            self._print(f"[task done] {head} by {self._who(task['done_by'])}{outcome}")
+
+
+class ProposalWatch:
+    """Prints the demo subjects' proposals as the ladder makes them (with the curl lines
+    that fetch the evidence PDF and decide) and as they are decided."""
+
+    def __init__(
+        self,
+        api: DemoApi,
+        login: DemoLogin,
+        names: Mapping[int, str],
+        out: TextIO,
+        base_url: str,
+    ) -> None:
+        self.session = _Session(api, login)
+        self.names = names
+        self.out = out
+        self.base = base_url.rstrip("/")
+        self.seen: dict[int, str] = {}
+        self.first = True
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    async def poll(self) -> None:
+        """Read the proposals once and print what changed."""
+        proposals: list[Mapping[str, Any]] = []
+        for subject_id in self.names:
+            answer = await self.session.get(f"/api/v1/proposals?subject_id={subject_id}")
+            if answer is None:
+                return
+            proposals += answer["proposals"]
+        for proposal in sorted(proposals, key=lambda p: p["id"]):
+            self._show(proposal)
+        self.first = False
+
+    def _show(self, proposal: Mapping[str, Any]) -> None:
+        status = proposal["status"]
+        before = self.seen.get(proposal["id"])
+        if before == status:
+            return
+        self.seen[proposal["id"]] = status
+        if before is None and status != "pending" and self.first:
+            return  # decided before the demo started watching
+        who = self.names.get(proposal["subject_id"], f"subject {proposal['subject_id']}")
+        head = f"#{proposal['id']} {_measure_label(proposal)} {who}"
+        if before is None:
+            url = f"{self.base}/api/v1/proposals/{proposal['id']}"
+            self._print(
+                f"[proposal] {head} — {proposal['article']} — PDF: "
+                f'curl -H "Authorization: Bearer $TOKEN" {url}/document '
+                f"-o proposal-{proposal['id']}.pdf"
+            )
+            if status == "pending":
+                decision = json.dumps(
+                    {"decision": "approved", "note": "同意训诫"}
+                    if proposal["measure"] == "reprimand"
+                    else {"decision": "approved"},
+                    ensure_ascii=False,
+                )
+                self._print(
+                    f"[proposal] #{proposal['id']} is pending: the county administrator "
+                    f"decides it (the demo decides nothing): curl -X POST "
+                    f"-H \"Authorization: Bearer $COUNTY\" -H 'Content-Type: application/json' "
+                    f"-d '{decision}' {url}/decide"
+                )
+        if status != "pending":
+            self._print(f"[proposal {status}] {head}")
+
+
+class ActingOfficer:
+    """The demo's simulated officer (clearly labelled so on the console): once a verify_alert
+    task of the demo's subjects opened at or after ``since`` has escalated past its officer,
+    it acknowledges that alert and, ``act_after_s`` seconds after it saw the escalation,
+    resolves it ``confirmed`` with gravity minor and a note, as ``login`` through the API,
+    so that the legal ladder proposes a response. It acts once; nothing else is simulated
+    (proposals are left for a person to decide)."""
+
+    def __init__(
+        self,
+        api: DemoApi,
+        login: DemoLogin,
+        names: Mapping[int, str],
+        out: TextIO,
+        *,
+        since: datetime,
+        act_after_s: float = ACTING_AFTER_S,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.session = _Session(api, login)
+        self.login = login
+        self.names = names
+        self.out = out
+        self.since = since
+        self.act_after_s = act_after_s
+        self.clock = clock
+        self.noticed: dict[int, datetime] = {}
+        self.acted_on: int | None = None
+
+    async def poll(self) -> bool:
+        """Look once; True once the officer has confirmed an alert (now or before)."""
+        if self.acted_on is not None:
+            return True
+        answer = await self.session.get("/api/v1/tasks?status=open&kind=verify_alert")
+        if answer is None:
+            return False
+        escalated = [
+            t
+            for t in answer["tasks"]
+            if t["subject_id"] in self.names
+            and t["escalation_level"] >= 1
+            and t["alert_id"] is not None
+            and datetime.fromisoformat(t["created_at"].replace("Z", "+00:00")) >= self.since
+        ]
+        if not escalated:
+            return False
+        task = min(escalated, key=lambda t: t["id"])
+        noticed = self.noticed.setdefault(task["id"], self.clock())
+        if (self.clock() - noticed).total_seconds() < self.act_after_s:
+            return False
+        await self._confirm(task)
+        return True
+
+    async def _confirm(self, task: Mapping[str, Any]) -> None:
+        from correction_monitor.domain.ladder import BREACH_LABELS
+
+        alert_id = task["alert_id"]
+        name = self.names[task["subject_id"]]
+        alert = await self.session.get(f"/api/v1/alerts/{alert_id}")
+        kind = alert["type"] if alert else "alert"
+        what = BREACH_LABELS.get(kind, (kind, kind))[0]
+        note = ACTING_NOTE.format(name=name, what=what)
+        await self.session.post(f"/api/v1/alerts/{alert_id}/acknowledge")
+        await self.session.post(
+            f"/api/v1/alerts/{alert_id}/resolve",
+            {"disposition": "confirmed", "gravity": "minor", "note": note},
+        )
+        self.acted_on = alert_id
+        print(
+            f"[demo officer, simulated] {self.login.username} acknowledges alert #{alert_id} "
+            f"{kind} {name} (task #{task['id']} escalated to level {task['escalation_level']}) "
+            f"and confirms it as a minor breach: {note}",
+            file=self.out,
+            flush=True,
+        )
+
+
+async def _keep_polling(poll: Callable[[], Awaitable[object]], interval_s: float) -> None:
+    while True:
+        try:
+            if await poll() is True:
+                return
+        except (aiohttp.ClientError, TimeoutError, DemoError):
+            pass  # the service is busy or restarting: next round
+        await asyncio.sleep(interval_s)
+
+
+async def follow_tasks(
+    api: DemoApi,
+    login: DemoLogin,
+    names: Mapping[int, str],
+    out: TextIO,
+    *,
+    interval_s: float = 3.0,
+) -> None:
+    """Print the demo subjects' task changes (:class:`TaskWatch`) until cancelled."""
+    watch = TaskWatch(api, login, names, out)
+
+    async def poll() -> None:
+        await watch.poll()
+
+    await _keep_polling(poll, interval_s)
+
+
+async def follow_proposals(
+    api: DemoApi,
+    login: DemoLogin,
+    names: Mapping[int, str],
+    out: TextIO,
+    base_url: str,
+    *,
+    interval_s: float = 3.0,
+) -> None:
+    """Print the demo subjects' proposals (:class:`ProposalWatch`) until cancelled."""
+    watch = ProposalWatch(api, login, names, out, base_url)
+
+    async def poll() -> None:
+        await watch.poll()
+
+    await _keep_polling(poll, interval_s)
+
+
+async def act_as_officer(
+    api: DemoApi,
+    login: DemoLogin,
+    names: Mapping[int, str],
+    out: TextIO,
+    *,
+    since: datetime,
+    interval_s: float = 5.0,
+) -> None:
+    """Run :class:`ActingOfficer` until it has confirmed one alert."""
+    officer = ActingOfficer(api, login, names, out, since=since)
+    await _keep_polling(officer.poll, interval_s)
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -1023,14 +1444,51 @@ def _masked(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> str:
-    admin = LOGINS[0]
-    login_json = json.dumps({"username": admin.username, "password": admin.password})
-    token_cmd = (
-        f"curl -s -X POST {base}/api/v1/auth/token -H 'Content-Type: application/json' "
-        f"-d '{login_json}'"
-    )
+def _token_line(base: str, variable: str, login: DemoLogin) -> str:
+    login_json = json.dumps({"username": login.username, "password": login.password})
     extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+    return (
+        f"  {variable}=$(curl -s -X POST {base}/api/v1/auth/token "
+        f"-H 'Content-Type: application/json' -d '{login_json}' | {extract})"
+    )
+
+
+def _story(policy_file: Path | None) -> list[str]:
+    """What to watch for in the first minutes (with the demo policy's times)."""
+    if policy_file is None:
+        return [
+            "Tasks, escalations and proposals follow the policy in CM_POLICY_FILE: with real",
+            "SLAs the first escalation takes its full time.",
+        ]
+    from correction_monitor.policy import load_policy
+
+    policy = load_policy(policy_file)
+    grace = policy.self_resolution("left_activity_area")
+    sla = policy.level("strict").ack_sla_high_s
+    step = policy.tasks.escalation_sla_s[0]
+    return [
+        "What happens (minutes from now):",
+        "  ~3   张某 has left the county: a left_activity_area alert; his phone is told to return",
+        f"  ~4   still out after {grace:.0f} s: the alert reaches 东关司法所, a verify_alert task "
+        f"for dongguan-officer, due {sla:.0f} s after detection",
+        "  ~5   nobody acknowledged it: [task escalated] to level 1, dongguan-head (所长), "
+        f"who has {step:.0f} s",
+        "  ~5.5 the demo's SIMULATED officer (dongguan-officer) confirms the alert as a minor "
+        "breach:",
+        "       the ladder proposes 训诫 (reprimand), pending for the county administrator "
+        "(you) to decide",
+        "  later 王某's 禁止令 alert (~5 min) escalates the same way unless you acknowledge it,"
+        " and more alerts follow.",
+    ]
+
+
+def _banner(
+    settings: Settings,
+    base: str,
+    world: DemoWorld,
+    phones: bool,
+    policy_file: Path | None = None,
+) -> str:
     first = world.subjects[0].subject_id
     lines = [
         "",
@@ -1038,7 +1496,7 @@ def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> st
         "",
         "Try:",
         f"  curl -s {base}/readyz",
-        f"  TOKEN=$({token_cmd} | {extract})",
+        _token_line(base, "TOKEN", LOGINS[0]),
         f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/alerts',
         f'  curl -sN -H "Authorization: Bearer $TOKEN" "{base}/api/v1/alerts/stream?since=0"',
         f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/subjects',
@@ -1046,9 +1504,25 @@ def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> st
         f'"{base}/api/v1/subjects/{first}/track?purpose=demo"',
         f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/subjects/{first}/checkins',
         "",
+        "Tasks (a station officer's queue), proposals and their evidence PDF:",
+        _token_line(base, "OFFICER", login_of(ACTING_OFFICER)),
+        f'  curl -s -H "Authorization: Bearer $OFFICER" "{base}/api/v1/tasks?assignee=me"',
+        f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/api/v1/tasks?status=open"',
+        f'  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/proposals',
+        f'  curl -H "Authorization: Bearer $TOKEN" {base}/api/v1/proposals/ID/document '
+        "-o proposal.pdf",
+        _token_line(base, "COUNTY", login_of("county")),
+        f'  curl -s -X POST -H "Authorization: Bearer $COUNTY" '
+        "-H 'Content-Type: application/json' "
+        f'-d \'{{"decision": "approved"}}\' {base}/api/v1/proposals/ID/decide',
+        "",
         "Demo logins (DEMO ONLY, never use these passwords anywhere else):",
     ]
     lines += [f"  {x.username:<20} {x.password:<32} {x.label}" for x in LOGINS]
+    lines.append(
+        f"  ({ACTING_OFFICER} is also played by the demo: a SIMULATED officer that confirms one"
+        " escalated alert, labelled [demo officer, simulated])"
+    )
     lines += ["", "Subjects (activity area: the whole county):"]
     for s in world.subjects:
         lines.append(
@@ -1067,10 +1541,22 @@ def _banner(settings: Settings, base: str, world: DemoWorld, phones: bool) -> st
         f"  Redis       {_masked(settings.redis_url)}"
         + (f"  (embedded, in {settings.data_dir / 'redis'})" if embedded_redis else ""),
         f"  phones      {world.devices_file} (device tokens, mode 0600)",
+        "  "
+        + (
+            _demo_policy_line(policy_file)
+            if policy_file is not None
+            else f"policy      {settings.policy_file or 'the shipped defaults'}"
+        ),
         "",
+    ]
+    if phones:
+        lines += [*_story(policy_file), ""]
+    lines += [
         f"Every {CHALLENGE_EVERY_S / 60:.0f} min each subject gets a face challenge to answer"
         f" within {CHALLENGE_ANSWER_S} s;",
-        "alerts and check-in outcomes are printed below as they happen. Ctrl-C stops the demo"
+        "alerts, tasks, proposals and check-in outcomes are printed below as they happen"
+        " (task times: Beijing time).",
+        "Ctrl-C stops the demo"
         + (" and the embedded servers." if embedded_db or embedded_redis else "."),
         "",
     ]
@@ -1087,7 +1573,9 @@ def _listen_address(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-async def _serve(settings: Settings, phones: bool, stop: asyncio.Event) -> int:
+async def _serve(
+    settings: Settings, phones: bool, stop: asyncio.Event, policy_file: Path | None
+) -> int:
     """Serve exactly as ``correction-monitor serve`` does (its listening socket, the ingest
     front, the same shutdown), with the demo world seeded and its phones running."""
     from correction_monitor.cli import SHUTDOWN_TIMEOUT_S, listen
@@ -1107,10 +1595,12 @@ async def _serve(settings: Settings, phones: bool, stop: asyncio.Event) -> int:
     with sock:
         base = _listen_address(sock)
         async with serving(init_app(settings), sock, shutdown_timeout=SHUTDOWN_TIMEOUT_S):
-            return await _run_world(settings, base, phones, stop)
+            return await _run_world(settings, base, phones, stop, policy_file)
 
 
-async def _run_world(settings: Settings, base: str, phones: bool, stop: asyncio.Event) -> int:
+async def _run_world(
+    settings: Settings, base: str, phones: bool, stop: asyncio.Event, policy_file: Path | None
+) -> int:
     assert settings.database_url
     tasks: list[asyncio.Task[Any]] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -1124,10 +1614,18 @@ async def _run_world(settings: Settings, base: str, phones: bool, stop: asyncio.
             print(f"demo: created {len(world.created)} demo records", flush=True)
         else:
             print("demo: demo data already present; reusing it", flush=True)
-        print(_banner(settings, base, world, phones), flush=True)
+        print(_banner(settings, base, world, phones, policy_file), flush=True)
         names = {s.subject_id: s.plan.name for s in world.subjects}
-        tasks.append(asyncio.create_task(follow_alerts(api, LOGINS[0], names, sys.stdout)))
+        started = datetime.now(UTC)
+        out = sys.stdout
+        tasks.append(asyncio.create_task(follow_alerts(api, LOGINS[0], names, out)))
+        tasks.append(asyncio.create_task(follow_tasks(api, LOGINS[0], names, out)))
+        tasks.append(asyncio.create_task(follow_proposals(api, LOGINS[0], names, out, base)))
         if phones:
+            officer = login_of(ACTING_OFFICER)
+            tasks.append(
+                asyncio.create_task(act_as_officer(api, officer, names, out, since=started))
+            )
             tasks.append(asyncio.create_task(run_phones(api, world.subjects)))
             tasks.append(
                 asyncio.create_task(run_checkins(api, world.subjects, LOGINS[0], sys.stdout))
@@ -1144,13 +1642,13 @@ async def _run_world(settings: Settings, base: str, phones: bool, stop: asyncio.
     return 0
 
 
-async def _main(settings: Settings, phones: bool) -> int:
+async def _main(settings: Settings, phones: bool, policy_file: Path | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await _serve(settings, phones, stop)
+        return await _serve(settings, phones, stop, policy_file)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -1172,6 +1670,8 @@ def run_demo(settings: Settings, phones: bool = True) -> int:
     int
         The exit status: 0 after a clean stop, 1 when the port is taken or seeding failed.
     """
+    # Escalations within minutes rather than hours, unless the operator chose a policy.
+    settings, policy_file = demo_policy(settings)
     assert settings.database_url, "run_demo needs a resolved database URL"
     assert settings.redis_url, "run_demo needs a resolved redis URL"
     migrate(settings.database_url)
@@ -1183,7 +1683,7 @@ def run_demo(settings: Settings, phones: bool = True) -> int:
         sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        return asyncio.run(_main(settings, phones))
+        return asyncio.run(_main(settings, phones, policy_file))
     finally:
         for sig, handler in saved.items():
             if handler is not None:

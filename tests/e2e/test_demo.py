@@ -16,11 +16,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from shapely.geometry import Point, shape
 
 from correction_monitor import demo
-from tests.conftest import REPO_ROOT, bearer
+from correction_monitor.domain.clock import ManualClock
+from correction_monitor.policy import load_policy
+from correction_monitor.service.tasks import SweepTaskEscalations
+from correction_monitor.settings import Settings
+from correction_monitor.web.app import init_app
+from correction_monitor.web.keys import SERVICES
+from tests.conftest import REPO_ROOT, bearer, unique
 from tests.e2e.procs import SERVE, free_port
 
 pytestmark = pytest.mark.e2e
@@ -375,3 +381,165 @@ async def test_simulated_apps_answer_challenges_as_their_plans_say(
     printed = out.getvalue()
     assert "张某 passed" in printed
     assert "陈某 needs_review (face_score_low)" in printed
+
+
+async def test_seeded_subjects_have_their_stations_officer_and_supervisor(
+    client: TestClient[Any, Any], database_url: str, tmp_path: Path
+) -> None:
+    api = _api(client)
+    world = await demo.seed(api, database_url, tmp_path)
+    h = bearer(world.admin_token)
+    resp = await client.get("/api/v1/officers", headers=h)
+    ids = {o["username"]: o["id"] for o in (await resp.json())["officers"]}
+    for seeded in world.subjects:
+        resp = await client.get(f"/api/v1/subjects/{seeded.subject_id}", headers=h)
+        subject = await resp.json()
+        officer, supervisor = demo._STATION_STAFF[seeded.plan.station]
+        assert subject["responsible_officer_id"] == ids[officer], seeded.plan.key
+        assert subject["responsible_supervisor_id"] == ids[supervisor], seeded.plan.key
+
+
+def test_the_demo_policy_overlay_shortens_only_what_the_demo_needs(
+    settings: Settings, tmp_path: Path
+) -> None:
+    shipped = load_policy()
+    served, path = demo.demo_policy(settings.model_copy(update={"data_dir": tmp_path}))
+    assert path == tmp_path / demo.DEMO_POLICY_FILE
+    assert served.policy_file == path
+    policy = load_policy(path)
+    assert policy.level("strict").ack_sla_high_s == 120
+    assert policy.tasks.escalation_sla_s == (180, 300)
+    assert policy.self_resolution("left_activity_area") == 60
+    # Everything else is the shipped policy.
+    assert policy.level("strict").confirm_s == shipped.level("strict").confirm_s
+    assert policy.level("normal") == shipped.level("normal")
+    assert policy.self_resolution("curfew_violation") == shipped.self_resolution("curfew_violation")
+    assert policy.ladder == shipped.ladder
+    assert "for the demo only" in demo._demo_policy_line(path)
+
+    # An operator's own policy file is left alone.
+    own = tmp_path / "province.toml"
+    kept, none = demo.demo_policy(settings.model_copy(update={"policy_file": own}))
+    assert none is None
+    assert kept.policy_file == own
+
+
+async def test_an_escalated_breach_confirmed_by_the_acting_officer_is_a_pending_reprimand(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """On a manual clock with the demo policy: the wanderer leaves the county, the alert
+    reaches 东关司法所's officer as a task, escalates to the supervisor unacknowledged, the
+    demo's simulated officer confirms it as minor, and a pending 训诫 with its PDF follows."""
+    served, _ = demo.demo_policy(settings.model_copy(update={"data_dir": tmp_path}))
+    # An alert's detected_at is stamped by the database's own clock: start the run three
+    # minutes back, so that the simulated clock meets the real one when the breach is
+    # confirmed (about three minutes in), as in a live demo.
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3))
+    async with TestClient[Any, Any](TestServer(init_app(served, clock=clock))) as client:
+        api = _api(client)
+        # A wanderer of this test's own, so other tests' fixes of 张某 change nothing here.
+        plan = replace(_plan("wanderer"), key=unique("wanderer"), name=unique("张某"))
+        world = await demo.seed(api, database_url, tmp_path, phones=[plan])
+        [wanderer] = world.subjects
+        names = {wanderer.subject_id: plan.name}
+        out = io.StringIO()
+        admin = demo.LOGINS[0]
+        base = str(client.make_url("/")).rstrip("/")
+        tasks = demo.TaskWatch(api, admin, names, out)
+        proposals = demo.ProposalWatch(api, admin, names, out, base)
+        officer = demo.ActingOfficer(
+            api,
+            demo.login_of(demo.ACTING_OFFICER),
+            names,
+            out,
+            since=clock.now(),
+            act_after_s=30,
+            clock=clock.now,
+        )
+        services = client.app[SERVICES]
+        acted_at: list[datetime] = []
+
+        async def tick(seconds: float) -> None:
+            """The scheduler's work between two phone ticks, then the demo's pollers."""
+            clock.advance(seconds)
+            for _ in range(2):
+                await services.timers.fire_due()
+                await services.consumers.run_all()
+            await services.handle(SweepTaskEscalations(clock.now()))
+            await services.consumers.run_all()
+            await tasks.poll()
+            await proposals.poll()
+            if not acted_at and await officer.poll():
+                acted_at.append(clock.now())
+                for _ in range(3):
+                    await services.consumers.run_all()
+
+        # 30 ticks of 15 s: out of the county by ~1 min, detected ~3 min, released a minute
+        # later, due two minutes after detection, escalated, confirmed 30 s after that.
+        stats = await demo.run_phones(
+            api, [wanderer], tick_s=15.0, ticks=30, clock=clock.now, sleep=tick
+        )
+        assert stats.accepted == 30
+        await tick(0)
+
+        printed = out.getvalue()
+        lines = printed.splitlines()
+        created = [line for line in lines if line.startswith("[task created]")]
+        assert created[0].startswith("[task created] #"), printed
+        assert f"verify_alert {plan.name} → dongguan-officer due " in created[0], printed
+        task_id = int(created[0].split()[2].lstrip("#"))
+        escalated = [line for line in lines if line.startswith("[task escalated]")]
+        assert escalated == [
+            next(
+                line
+                for line in lines
+                if line.startswith(
+                    f"[task escalated] #{task_id} verify_alert {plan.name}"
+                    " → level 1 dongguan-head due "
+                )
+            )
+        ], printed
+        assert any(
+            line.startswith(f"[task done] #{task_id} verify_alert {plan.name} by dongguan-officer")
+            for line in lines
+        ), printed
+        acting = [line for line in lines if line.startswith("[demo officer, simulated]")]
+        assert len(acting) == 1
+        assert "dongguan-officer" in acting[0]
+        assert "left_activity_area" in acting[0]
+        assert "minor" in acting[0]
+        # In order: created, escalated, then the simulated officer's act.
+        assert lines.index(created[0]) < lines.index(escalated[0]) < lines.index(acting[0])
+
+        h = bearer(world.admin_token)
+        resp = await client.get(
+            "/api/v1/proposals", params={"subject_id": str(wanderer.subject_id)}, headers=h
+        )
+        [proposal] = (await resp.json())["proposals"]
+        assert proposal["measure"] == "reprimand"
+        assert proposal["status"] == "pending"
+        assert proposal["article"] == "社区矫正法实施办法第三十四条"
+        pid = proposal["id"]
+        assert (
+            f"[proposal] #{pid} 训诫 (reprimand) {plan.name} — 社区矫正法实施办法第三十四条 — PDF: "
+            f'curl -H "Authorization: Bearer $TOKEN" {base}/api/v1/proposals/{pid}/document '
+            f"-o proposal-{pid}.pdf"
+        ) in lines
+        assert any(
+            line.startswith(f"[proposal] #{pid} is pending") and f"/proposals/{pid}/decide" in line
+            for line in lines
+        ), printed
+        assert any(
+            line.startswith("[task created]") and f"decide_proposal {plan.name} → county " in line
+            for line in lines
+        ), printed
+        assert "[proposal approved]" not in printed  # nobody decided anything
+
+        resp = await client.get(f"/api/v1/proposals/{pid}/document", headers=h)
+        assert resp.status == 200
+        assert resp.content_type == "application/pdf"
+        assert (await resp.read()).startswith(b"%PDF")
+
+        # The officer acts once; a later poll changes nothing.
+        assert await officer.poll()
+        assert out.getvalue().count("[demo officer, simulated]") == 1
