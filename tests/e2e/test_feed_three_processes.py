@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -537,6 +538,14 @@ async def test_three_processes_one_reconnecting_subscriber_gets_every_change_onc
                 assert all(last is not None for _, last in subscriber.connections[1:])
 
                 # Every change exactly once, in event-log order: no gap, no duplicate.
+                ids = [e.id for e in subscriber.received]
+                doubled = sorted(i for i, n in Counter(ids).items() if n > 1)
+                missing = sorted({r["id"] for r in truth} - set(ids))
+                foreign = sorted(set(ids) - {r["id"] for r in truth})
+                assert (doubled, missing, foreign) == ([], [], []), (
+                    f"doubled {doubled}, missing {missing}, not the county's {foreign}; "
+                    f"connections (process, Last-Event-ID): {subscriber.connections}"
+                )
                 got = [(e.id, e.kind, e.alert_id) for e in subscriber.received]
                 want = [(r["id"], r["kind"], r["alert_id"]) for r in truth]
                 assert got == want
