@@ -28,6 +28,19 @@ The phones post their newest fix every ``tick_s`` (15 s) with real timestamps an
 after two minutes (``lost_contact`` once 严管's 60 minutes of silence have passed); 杨某's
 phone sends a lone far-off spike every five minutes, which never alerts.
 
+Every subject has its station's officer and supervisor as responsible officer and
+supervisor (二级包保), so alerts reaching officers become tasks. Unless the operator set
+``CM_POLICY_FILE``, the demo serves with its own policy overlay (:data:`DEMO_POLICY`, written
+to ``<data_dir>/demo-policy.toml``, for the demo only): 严管 alerts due 120 s after detection,
+escalation steps of 180 s and 300 s, 60 s of self-resolution grace for ``left_activity_area``.
+张某's alert then opens a ``verify_alert`` task for ``dongguan-officer`` about four minutes in
+and, unacknowledged, escalates to ``dongguan-head`` a minute later. The demo plays
+``dongguan-officer`` once (:class:`ActingOfficer`, printed as ``[demo officer, simulated]``):
+30 s after the first escalation it acknowledges that alert and confirms it as a minor breach,
+so the legal ladder proposes 训诫 (reprimand), which stays pending for a person to decide.
+Task changes (:class:`TaskWatch`) and proposals with their PDF and decision curl lines
+(:class:`ProposalWatch`) are printed as they happen.
+
 A second run reuses everything that exists: nothing is created twice.
 """
 
@@ -1093,12 +1106,16 @@ def _demo_policy_line(path: Path) -> str:
     )
 
 
-def _local_time(text: str | None) -> str:
-    """An API instant as a wall-clock time in the county (Asia/Shanghai)."""
+def _local_time(text: str | None, today: date | None = None) -> str:
+    """An API instant as a wall-clock time in the county (Asia/Shanghai), with its date
+    when that is not ``today`` (the county's today by default)."""
     if not text:
         return "-"
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when.astimezone(ZoneInfo(TIMEZONE)).strftime("%H:%M:%S")
+    zone = ZoneInfo(TIMEZONE)
+    when = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone)
+    if when.date() != (today or datetime.now(zone).date()):
+        return when.strftime("%Y-%m-%d %H:%M:%S")
+    return when.strftime("%H:%M:%S")
 
 
 def _measure_label(proposal: Mapping[str, Any]) -> str:

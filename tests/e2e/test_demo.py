@@ -543,3 +543,10 @@ async def test_an_escalated_breach_confirmed_by_the_acting_officer_is_a_pending_
         # The officer acts once; a later poll changes nothing.
         assert await officer.poll()
         assert out.getvalue().count("[demo officer, simulated]") == 1
+
+
+def test_task_times_are_the_countys_with_the_date_when_not_today() -> None:
+    today = datetime(2026, 3, 2, tzinfo=UTC).date()
+    assert demo._local_time("2026-03-02T07:00:00Z", today) == "15:00:00"
+    assert demo._local_time("2026-03-02T17:00:00Z", today) == "2026-03-03 01:00:00"
+    assert demo._local_time(None, today) == "-"
