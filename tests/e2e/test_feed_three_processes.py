@@ -42,8 +42,8 @@ STREAM = "/api/v1/alerts/stream"
 PASSWORD = "correct-horse-9"
 SUBJECTS = 6
 CYCLES = 4
-# A forbidden place inside the county, about 1.2 km from NEAR_INSIDE (a 60 s walk of
-# 20 m/s at most, never a speed-test suspect).
+# A forbidden place inside the county, about 1.2 km from NEAR_INSIDE: fixes 60 s apart
+# move at 20 m/s at most, never a speed-test suspect.
 ZONE = (116.39, 39.91)
 ZONE_RADIUS_M = 200
 PHASE = 4  # fixes a phase: enough to confirm a breach (strict: 120 s) or a return
