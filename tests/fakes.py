@@ -533,7 +533,9 @@ class FakeAlerts:
         except KeyError:
             raise NotFound(f"alert {alert_id}") from None
 
-    async def apply(self, ops: Sequence[AlertOp]) -> list[AppliedChange]:
+    async def apply(
+        self, ops: Sequence[AlertOp], detected_at: datetime | None = None
+    ) -> list[AppliedChange]:
         """As the SQL: an episode is raised once (by subject, type and episode key), and
         ended once."""
         changes: list[AppliedChange] = []
@@ -560,7 +562,7 @@ class FakeAlerts:
                     fence_id=op.fence_id,
                     episode_key=op.episode_key,
                     started_at=op.started_at,
-                    detected_at=op.started_at,
+                    detected_at=detected_at or op.started_at,
                     ended_at=None,
                     evidence=dict(op.evidence),
                 )

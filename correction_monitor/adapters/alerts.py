@@ -29,8 +29,8 @@ _COLUMNS = (
 )
 OPEN = """
 INSERT INTO alerts (subject_id, org_unit_id, type, severity, fence_id, episode_key, started_at,
-                    evidence)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    evidence, detected_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, now()))
 ON CONFLICT (subject_id, type, episode_key) DO NOTHING
 RETURNING id
 """
@@ -122,11 +122,14 @@ WHERE id = $1 AND retracted_at IS NULL
 """
 
 
-async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[AppliedChange]:
+async def apply(
+    conn: asyncpg.Connection, ops: Iterable[AlertOp], detected_at: datetime | None = None
+) -> list[AppliedChange]:
     """Write alert openings and endings; returns the changes made (an op that changes
     nothing, such as re-opening a known episode, yields none). Opening an episode whose
     alert a replay retracted restores that alert (``reopened``). The caller appends the
-    changes' events (``domain.events.event_of``) last in its transaction."""
+    changes' events (``domain.events.event_of``) last in its transaction. New alerts are
+    detected at ``detected_at``: the caller's clock (the transaction's start when None)."""
     events: list[AppliedChange] = []
     for op in ops:
         if isinstance(op, AlertOpen):
@@ -140,6 +143,7 @@ async def apply(conn: asyncpg.Connection, ops: Iterable[AlertOp]) -> list[Applie
                 op.episode_key,
                 op.started_at,
                 op.evidence,
+                detected_at,
             )
             kind = AlertChange.OPENED
             if alert_id is None:
@@ -163,6 +167,7 @@ async def reconcile_episodes(
     replayed: list[AlertOp],
     late_fixes: list[dict[str, Any]] | None = None,
     late_count: int = 0,
+    detected_at: datetime | None = None,
 ) -> list[AppliedChange]:
     """Make a subject's episode alerts started after ``since`` match a replay's.
 
@@ -186,7 +191,7 @@ async def reconcile_episodes(
         end = ends.get(key)
         row = existing.pop(key, None)
         if row is None:
-            events.extend(await apply(conn, [op] + ([end] if end else [])))
+            events.extend(await apply(conn, [op] + ([end] if end else []), detected_at))
             continue
         wanted = end.ended_at if end else None
         if row["retracted_at"] is not None:

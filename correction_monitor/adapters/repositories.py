@@ -267,8 +267,10 @@ class PostgresAlerts:
     async def get(self, alert_id: int) -> Alert:
         return _alert(await alerts.get(self._conn, alert_id))
 
-    async def apply(self, ops: Sequence[AlertOp]) -> list[AppliedChange]:
-        return await alerts.apply(self._conn, ops)
+    async def apply(
+        self, ops: Sequence[AlertOp], detected_at: datetime | None = None
+    ) -> list[AppliedChange]:
+        return await alerts.apply(self._conn, ops, detected_at)
 
     async def list_in(
         self,

@@ -52,6 +52,7 @@ async def commit_group(
     profiles: ProfileCache,
     last_seen: eval_state.LastSeen,
     live_devices: signals.LiveDevices | None = None,
+    now: datetime | None = None,
 ) -> tuple[Events, Positions]:
     """Persist and evaluate ``group`` in one transaction on ``conn``; count each request's
     fixes accepted and repeated on its job. Returns the committed events and the subjects'
@@ -59,12 +60,13 @@ async def commit_group(
 
     Integrity signals (``ingest/signals.py``) are raised in the same transaction;
     ``live_devices`` remembers which pairs of devices were signalled (a fresh one per call
-    when not given)."""
+    when not given). ``now`` is the service's clock (the wall clock when not given): alerts
+    raised are detected then."""
     live_devices = live_devices or signals.LiveDevices()
     integrity = profiles.policy.integrity
     jobs, merged = group.jobs, group.fixes
     subject_ids = sorted(merged)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     covered_gap_us = round(profiles.policy.ingest.covered_gap_s * 1e6)
     to_copy: list[tuple[int, SubjectFixes]] = []
     alert_ops: list[AlertOp] = []
@@ -171,7 +173,7 @@ async def commit_group(
         if found:
             org_units = {sid: subject_profiles[sid].org_unit_id for sid in found}
             alert_ops.extend(await signals.signal_alerts(conn, org_units, found, integrity))
-        changes = reconciled + await alerts.apply(conn, alert_ops)
+        changes = reconciled + await alerts.apply(conn, alert_ops, now)
         await eval_state.save(conn, *saved)
         # Last: appending takes the event log's ordering lock until the commit.
         event_ids = await outbox.append(conn, [event_of(c) for c in changes])

@@ -25,6 +25,7 @@ import structlog
 from correction_monitor.adapters import eval_state, fix_store
 from correction_monitor.adapters.hot_state import HotState
 from correction_monitor.adapters.subjects import DeviceIdentity
+from correction_monitor.domain.clock import Clock, SystemClock
 from correction_monitor.ingest.batch import FixBatch
 from correction_monitor.ingest.commit import Events, Positions, commit_group
 from correction_monitor.ingest.merge import merge_group
@@ -108,8 +109,11 @@ class GroupCommitter:
         queue_limit: int,
         lanes: int = 1,
         max_group_fixes: int = 20_000,
+        clock: Clock | None = None,
     ) -> None:
         self.pool = pool
+        # Alerts raised by a commit are detected at this clock's now.
+        self.clock = clock or SystemClock()
         self.profiles = profiles
         self.hot_state = hot_state
         self.queue_limit = queue_limit
@@ -259,7 +263,14 @@ class GroupCommitter:
             job.duplicates = job.batch.duplicates
         merged = merge_group(group)
         await self._partitions.ensure(conn, merged.fixes.values())
-        return await commit_group(conn, merged, self.profiles, self._last_seen, self._live_devices)
+        return await commit_group(
+            conn,
+            merged,
+            self.profiles,
+            self._last_seen,
+            self._live_devices,
+            now=self.clock.now(),
+        )
 
     def _publish(self, events: Events, positions: Positions) -> None:
         """Hand a commit's copies for Redis to the publisher task, off the commit path.

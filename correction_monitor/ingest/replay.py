@@ -110,5 +110,6 @@ async def replay(
         outcome.alert_ops,
         accounts.fixes_evidence(late),
         len(late),
+        detected_at=now,
     )
     return outcome, fixes, changes

@@ -68,7 +68,8 @@ async def raise_signal(
     policy: IntegrityPolicy,
 ) -> None:
     """Raise one signal of ``rule`` for the subject in the open unit of work: ``item`` holds
-    its facts (JSON values), ``at`` when it happened. Extends the unresolved alert of the
+    its facts (JSON values), ``at`` when it happened (the service's clock: a new alert is
+    detected then). Extends the unresolved alert of the
     rule, or opens one (its ``alert.opened`` event is emitted with the work's commit)."""
     ops = await signal_ops(
         uow.integrity,
@@ -79,5 +80,5 @@ async def raise_signal(
         policy=policy,
     )
     if ops:
-        for change in await uow.alerts.apply(ops):
+        for change in await uow.alerts.apply(ops, at):
             uow.emit(event_of(change))

@@ -75,7 +75,7 @@ async def sweep_lost_contact(command: SweepLostContact, uow: UnitOfWork, *, poli
                     },
                 )
             )
-        changes = await uow.alerts.apply(ops)
+        changes = await uow.alerts.apply(ops, now)
         for change in changes:
             uow.emit(event_of(change))
     return len(changes)

@@ -238,9 +238,12 @@ class GeoRepository(Protocol):
 class AlertRepository(Protocol):
     async def get(self, alert_id: int) -> Alert: ...
 
-    async def apply(self, ops: Sequence[AlertOp]) -> list[AppliedChange]:
-        """Open and end episodes' alerts (idempotent per episode); the changes made, whose
-        events the caller emits."""
+    async def apply(
+        self, ops: Sequence[AlertOp], detected_at: datetime | None = None
+    ) -> list[AppliedChange]:
+        """Open and end episodes' alerts (idempotent per episode), new ones detected at
+        ``detected_at`` (the caller's clock); the changes made, whose events the caller
+        emits."""
         ...
 
     async def list_in(

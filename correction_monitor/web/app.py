@@ -91,7 +91,11 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
     app[PROFILES] = ProfileCache(app[POLICY])
     app[DEVICES] = DeviceDirectory(app[POOL])
     app[COMMITTER] = GroupCommitter(
-        app[POOL], app[PROFILES], app[HOT_STATE], queue_limit=settings.ingest_queue_limit
+        app[POOL],
+        app[PROFILES],
+        app[HOT_STATE],
+        queue_limit=settings.ingest_queue_limit,
+        clock=app[CLOCK],
     )
     app[INGEST] = ingest_service(app[DEVICES], app[COMMITTER], policy=app[POLICY], clock=app[CLOCK])
     await ensure_partitions(app[POOL])

@@ -13,7 +13,8 @@ from correction_monitor.domain.timeutil import iso
 from correction_monitor.service.bootstrap import create_officer
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
-from tests.conftest import unique
+from tests.conftest import Officers, unique
+from tests.e2e.helpers import INSIDE, OUTSIDE, alerts_of, make_world, send, track
 
 pytestmark = pytest.mark.e2e
 
@@ -36,3 +37,18 @@ async def test_a_token_expires_by_the_apps_clock(settings: Settings) -> None:
         assert resp.status == 200, await resp.text()
         body = await resp.json()
     assert body["expires_at"] == iso(clock.now() + timedelta(seconds=600))
+
+
+async def test_alerts_raised_by_phones_are_detected_by_the_apps_clock(
+    settings: Settings, officers: Officers
+) -> None:
+    # Two hours ahead of the wall clock: fixes from then are on time for this app, and a
+    # left_activity_area alert they raise is detected at this clock's now, not PostgreSQL's.
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2))
+    app = init_app(settings, clock=clock)
+    async with TestClient[Any, Any](TestServer(app)) as client:
+        world = await make_world(client, officers)
+        start = clock.now() - timedelta(minutes=10)
+        await send(client, world, track(start, [INSIDE] * 2 + [OUTSIDE] * 6))
+        (alert,) = await alerts_of(client, world, type="left_activity_area")
+    assert alert["detected_at"] == iso(clock.now())
