@@ -162,6 +162,28 @@ class NotificationPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PatrolPolicy:
+    """Night patrols: distances, team defaults, the solver's budget, the nightly plan's
+    hour, and what each risk adds to a due subject's priority."""
+
+    detour_factor: float
+    default_speed_kmh: float
+    default_stop_minutes: float
+    solver_seconds: float
+    plan_at: time
+    risk_lookback_days: int
+    risk_open_alert: float
+    risk_recent_alert: float
+    risk_curfew_anomaly: float
+    risk_new_intake: float
+    risk_new_intake_days: int
+    risk_recent_sanction: float
+    risk_recent_sanction_days: int
+    risk_lost_contact: float
+    risk_device_integrity: float
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     ingest: IngestPolicy
     levels: dict[SupervisionLevel, LevelPolicy]
@@ -179,6 +201,7 @@ class Policy:
     tasks: TaskPolicy
     ladder: LadderPolicy
     notifications: NotificationPolicy
+    patrol: PatrolPolicy
 
     def self_resolution(self, alert_type: str) -> float:
         """Seconds of self-resolution for alerts of ``alert_type`` (0: none)."""
@@ -334,6 +357,30 @@ class _SelfResolution(_Strict):
     device_integrity: _Seconds = 0
 
 
+class _Patrol(_Strict):
+    detour_factor: Annotated[float, Field(ge=1, le=5)]
+    default_speed_kmh: _Positive
+    default_stop_minutes: _Seconds
+    solver_seconds: Annotated[float, Field(gt=0, le=600)]
+    plan_at: str
+    risk_lookback_days: Annotated[int, Field(ge=1)]
+    risk_open_alert: _Seconds
+    risk_recent_alert: _Seconds
+    risk_curfew_anomaly: _Seconds
+    risk_new_intake: _Seconds
+    risk_new_intake_days: Annotated[int, Field(ge=1)]
+    risk_recent_sanction: _Seconds
+    risk_recent_sanction_days: Annotated[int, Field(ge=1)]
+    risk_lost_contact: _Seconds
+    risk_device_integrity: _Seconds
+
+    @field_validator("plan_at")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+
 class _PolicyFile(_Strict):
     ingest: _Ingest
     levels: _Levels
@@ -346,6 +393,7 @@ class _PolicyFile(_Strict):
     tasks: _Tasks
     ladder: _Ladder
     notifications: _Notifications
+    patrol: _Patrol
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
@@ -437,6 +485,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
             )
         ),
         notifications=NotificationPolicy(**raw.notifications.model_dump()),
+        patrol=PatrolPolicy(
+            **(raw.patrol.model_dump() | {"plan_at": parse_hhmm(raw.patrol.plan_at)})
+        ),
     )
 
 
