@@ -50,8 +50,7 @@ RETURNING id
 # The same append, and the commit, as one message (the simple protocol: no parameters, the
 # events are one JSON constant). The server takes the lock, draws the ids and commits without
 # waiting on the caller, so the window the lock is held is the append and the commit's flush
-# alone, however busy the caller's process is. ``AND CHAIN`` leaves a new, empty transaction
-# open, which the caller ends as it would have ended this one.
+# alone, however busy the caller's process is.
 APPEND_AND_COMMIT = """
 WITH ordered AS MATERIALIZED (SELECT pg_advisory_xact_lock({lock}))
 INSERT INTO events (id, name, org_unit_id, subject_id, alert_id, data)
@@ -60,7 +59,7 @@ FROM ordered, ROWS FROM (jsonb_to_recordset({events}::jsonb)
         AS (name text, org_unit_id int, subject_id int, alert_id bigint, data jsonb))
     WITH ORDINALITY AS e(name, org_unit_id, subject_id, alert_id, data, n)
 ORDER BY e.n;
-COMMIT AND CHAIN
+COMMIT
 """
 READ_AFTER = """
 SELECT id, name, occurred_at, org_unit_id, subject_id, alert_id, data FROM events
@@ -108,8 +107,9 @@ def text_constant(text: str) -> str:
 
 async def append_and_commit(conn: asyncpg.Connection, events: Sequence[DomainEvent]) -> None:
     """Write ``events`` in order (as :func:`append`) and commit the transaction, in one round
-    trip; the connection is left in a new, empty transaction. Nothing is written or committed
-    without events."""
+    trip. The transaction must be the caller's own ``BEGIN``, not asyncpg's
+    ``conn.transaction()``, which would try to commit it again. Nothing is written or
+    committed without events."""
     if not events:
         return
     document = orjson.dumps(

@@ -203,14 +203,17 @@ async def enrol_device(
 ) -> Device:
     """Store a device; AlreadyExists when its token or OsmAnd id is taken.
 
-    The insert runs in a savepoint of its own, so that inside a caller's transaction a
-    collision costs only this statement and the caller may try other identifiers.
+    The insert runs in a savepoint of its own, so that inside the caller's transaction (a
+    unit of work's, which is plain SQL: no ``conn.transaction()`` in it) a collision costs
+    only this statement and the caller may try other identifiers.
     """
+    await conn.execute("SAVEPOINT enrol_device")
     try:
-        async with conn.transaction():
-            row = await conn.fetchrow(INSERT_DEVICE, subject_id, digest, osmand_id, platform)
+        row = await conn.fetchrow(INSERT_DEVICE, subject_id, digest, osmand_id, platform)
     except asyncpg.UniqueViolationError as exc:
+        await conn.execute("ROLLBACK TO SAVEPOINT enrol_device")
         raise AlreadyExists("device identifier collision; retry") from exc
+    await conn.execute("RELEASE SAVEPOINT enrol_device")
     assert row is not None
     return _device(row)
 

@@ -197,7 +197,10 @@ class PostgresUnitOfWork(UnitOfWork):
         stack = contextlib.AsyncExitStack()
         try:
             conn = await stack.enter_async_context(self._pool.acquire())
-            await stack.enter_async_context(conn.transaction())
+            # A transaction of its own making, not asyncpg's: its commit may travel with the
+            # events (see _commit). Savepoints inside are plain SQL (SAVEPOINT, ROLLBACK TO,
+            # RELEASE): asyncpg refuses ``conn.transaction()`` within it.
+            await conn.execute("BEGIN")
         except BaseException as exc:
             await stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -241,14 +244,17 @@ class PostgresUnitOfWork(UnitOfWork):
         try:
             await audit_log.write(conn, audits)
             await timer_store.schedule(conn, timers)
-            # Last: the events, under the event log's ordering lock, and the commit, in one
-            # message, so that the lock is never held across a round trip to this process.
-            await outbox.append_and_commit(conn, events)
+            if events:
+                # Last: the events, under the event log's ordering lock, and the commit, in
+                # one message, so that the lock is never held across a round trip to here.
+                await outbox.append_and_commit(conn, events)
+            else:
+                await conn.execute("COMMIT")
         except BaseException as exc:
+            await _abandon(conn)
             await stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        # Leaving the transaction's context without an exception commits it (after events,
-        # the empty one the append left open); then the connection goes back to the pool.
+        # The connection goes back to the pool.
         await stack.aclose()
 
     async def _rollback(
@@ -257,5 +263,17 @@ class PostgresUnitOfWork(UnitOfWork):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, _ = self._close()
+        stack, conn = self._close()
+        await _abandon(conn)
         await stack.__aexit__(exc_type, exc, tb)
+
+
+async def _abandon(conn: asyncpg.Connection) -> None:
+    """Roll back what is left of the transaction (nothing when a failed commit ended it)."""
+    if conn.is_closed() or not conn.is_in_transaction():
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        # The connection is broken: the pool closes it as it takes it back.
+        return
