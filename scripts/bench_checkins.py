@@ -17,10 +17,12 @@ migrated, and dropped afterwards unless ``--keep-database``):
    sweep and a VACUUM;
 4. **answers**: ``correction-monitor serve --workers N`` on the same database (scheduler
    off), ``--answer-subjects`` more subjects with enrolled devices (over HTTP) and open
-   windows for them, then ``--rate`` answers per second (``POST /api/v1/me/checkins/{id}``,
-   each window answered once, open loop: a request is sent at its scheduled moment whether
-   or not earlier ones were answered) for ``--duration`` seconds; latency p50 / p99 measured
-   from each request's scheduled moment, so queueing counts.
+   windows for them, ``--warmup`` answers at 200/s not counted, then each of ``--rates``
+   answers per second (``POST /api/v1/me/checkins/{id}``, each window answered once, from
+   inside the activity area unless ``--answer-outside``; open loop: a request is sent at its
+   scheduled moment on an idle keep-alive connection or a new one, whether or not earlier
+   ones were answered) for ``--duration`` seconds; latency p50 / p99 measured from each
+   request's scheduled moment, so queueing counts. ``--answers-only`` skips parts 1 to 3.
 
 It ends with a JSON line of every figure.
 
@@ -80,6 +82,7 @@ STATIONS = 100
 LON, LAT = 116.30, 39.90
 # Answers from inside the load generator's county square (seed's activity area): they pass.
 ANSWER_LON, ANSWER_LAT = WEST + SIZE / 2, SOUTH + SIZE / 2
+WARMUP_RATE = 200.0
 
 
 async def load(database_url: str, subjects: int, unanswered: float) -> datetime:
@@ -326,6 +329,7 @@ class AnswerLoad:
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.requests, self.rate = requests, rate
         self.idle: list[AnswerSlot] = []
+        self.connecting: set[asyncio.Future[None]] = set()
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
         self.pending = len(requests)
@@ -340,14 +344,20 @@ class AnswerLoad:
         if self.pending == 0 and not self.done.done():
             self.done.set_result(None)
 
-    async def send(self, request: bytes, at: float) -> None:
-        loop = asyncio.get_running_loop()
+    def send(self, request: bytes, at: float) -> None:
+        """Send on an idle connection, or on a new one without holding up the answers
+        after this one while it connects."""
         while self.idle:
             slot = self.idle.pop()
             if slot.reusable:
-                break
-        else:
-            _, slot = await loop.create_connection(lambda: AnswerSlot(self), self.host, self.port)
+                slot.at = at
+                slot.send(request)
+                return
+        self.connecting.add(asyncio.ensure_future(self.connect(request, at)))
+
+    async def connect(self, request: bytes, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        _, slot = await loop.create_connection(lambda: AnswerSlot(self), self.host, self.port)
         slot.at = at
         slot.send(request)
 
@@ -360,9 +370,11 @@ class AnswerLoad:
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self.send(request, at)
+            self.send(request, at)
         await self.done
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        await asyncio.gather(*self.connecting)
+        return elapsed
 
 
 def answer_request(host: str, window_id: int, token: str, body: dict[str, Any]) -> bytes:
@@ -481,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of answers")
     p.add_argument("--answer-subjects", type=int, default=1000)
     p.add_argument(
+        "--warmup",
+        type=int,
+        default=600,
+        help=f"answers at {WARMUP_RATE:.0f}/s before the measured ones, not counted",
+    )
+    p.add_argument(
         "--answer-outside",
         action="store_true",
         help="answer from outside the activity area (failed answers) rather than inside",
@@ -510,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server pid {server.pid} on {base}", flush=True)
             t0 = time.perf_counter()
             made = asyncio.run(seed(base, database_url, args.answer_subjects, "normal"))
-            wanted = sum(int(rate * args.duration) + 1 for rate in rates)
+            wanted = sum(int(rate * args.duration) + 1 for rate in rates) + args.warmup + 1
             per_subject = wanted // max(len(made), 1) + 2
             windows = asyncio.run(open_windows(database_url, made, per_subject))
             print(
@@ -520,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             figures["answers"] = []
             figures["answer_outside"] = args.answer_outside
+            if args.warmup > 0:
+                # Not measured: every worker's pool connections opened and their statements
+                # prepared, the activity area read, as in a service that has been running.
+                use_event_loop("uvloop")
+                warm, windows = windows[: args.warmup + 1], windows[args.warmup + 1 :]
+                asyncio.run(answer_load(base, warm, WARMUP_RATE, args.warmup / WARMUP_RATE))
             for rate in rates:
                 batch, windows = (
                     windows[: int(rate * args.duration) + 1],
