@@ -13,7 +13,8 @@ from correction_monitor.domain.alert_quality import QualityRow
 ALERT_QUALITY = """
 WITH a AS (
     SELECT a.id, a.type, a.org_unit_id, a.status, a.disposition, a.self_resolved,
-           a.released_at, a.detected_at, a.acknowledged_at, a.resolved_at
+           a.released_at, a.detected_at, a.acknowledged_at, a.resolved_at,
+           a.evidence ? 'patrol_contradiction' AS patrol_contradicted
     FROM alerts a
     WHERE ($1::int[] IS NULL OR a.org_unit_id = ANY($1::int[]))
       AND ($2::timestamptz IS NULL OR a.detected_at >= $2)
@@ -43,7 +44,8 @@ SELECT a.type, CASE WHEN $4 THEN u.code END AS org_unit,
     percentile_cont(0.9) WITHIN GROUP (
         ORDER BY extract(epoch FROM a.resolved_at - a.detected_at))
         FILTER (WHERE a.status = 'resolved') AS resolve_p90_s,
-    count(m.alert_id) AS sla_missed
+    count(m.alert_id) AS sla_missed,
+    count(*) FILTER (WHERE a.patrol_contradicted) AS patrol_contradicted
 FROM a
 JOIN org_units u ON u.id = a.org_unit_id
 LEFT JOIN missed m ON m.alert_id = a.id
@@ -84,6 +86,7 @@ class PostgresReports:
                 resolve_p50_s=r["resolve_p50_s"],
                 resolve_p90_s=r["resolve_p90_s"],
                 sla_missed=r["sla_missed"],
+                patrol_contradicted=r["patrol_contradicted"],
             )
             for r in rows
         ]

@@ -34,6 +34,9 @@ class QualityRow:
     resolve_p50_s: float | None
     resolve_p90_s: float | None
     sla_missed: int
+    # Alerts a night patrol contradicted: it found the subject home while the alert said
+    # away (service/patrol_outcomes.py).
+    patrol_contradicted: int = 0
 
     @property
     def false_alarm_rate(self) -> float | None:
@@ -68,6 +71,7 @@ class QualityRow:
                 "sla_missed": self.sla_missed,
                 "released": self.released,
                 "resolved": self.resolved,
+                "patrol_contradicted": self.patrol_contradicted,
             }
         )
         return out

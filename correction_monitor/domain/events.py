@@ -64,6 +64,12 @@ class EventName(StrEnum):
     # Proposals of the legal ladder: data {"proposal_id", "measure", "article", ...}.
     PROPOSAL_CREATED = "proposal.created"
     PROPOSAL_DECIDED = "proposal.decided"
+    # Night patrols: an officer recorded a stop's outcome (data {"plan_id", "stop_id",
+    # "team_id", "outcome", "at", "recorded_by", "alert_id", "contradicted_alert_ids",
+    # "corrected"}); a visit found the subject home while an alert said away (data
+    # {"plan_id", "stop_id", "alert_id", "alert_type", "at", "recorded_by"}).
+    PATROL_STOP_RECORDED = "patrol_stop.recorded"
+    PATROL_STOP_CONTRADICTED = "patrol_stop.contradicted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,8 @@ class Rule(StrEnum):
     """A check-in failed or needs review while the phone has not moved for hours."""
     REPLAYED_MEDIA = "replayed_media"
     """A check-in's photo was already used by an earlier check-in of the subject."""
+    PATROL_CONTRADICTION = "patrol_contradiction"
+    """A night patrol found the subject home while a location alert said they were away."""
 
 
 NOTE = (
@@ -53,6 +55,7 @@ POLICY_VALUES: dict[Rule, tuple[str, ...]] = {
     Rule.NEW_DEVICE: ("new_device_overlap_s",),
     Rule.STATIONARY_CHECKIN: ("stationary_s", "stationary_radius_m"),
     Rule.REPLAYED_MEDIA: (),
+    Rule.PATROL_CONTRADICTION: (),
 }
 """The policy values besides its switch that each rule's decision used."""
 

@@ -121,6 +121,8 @@ class IntegrityPolicy:
     # "Has not moved for hours": every fix within stationary_radius_m for stationary_s.
     stationary_s: float
     stationary_radius_m: float
+    # A patrol found the subject home while a location alert said away (人机分离).
+    patrol_contradiction: bool = True
 
     def enabled(self, rule: str) -> bool:
         return bool(getattr(self, rule))
@@ -314,6 +316,7 @@ class _Integrity(_Strict):
     new_device_overlap_s: _Positive
     stationary_s: _Positive
     stationary_radius_m: _Positive
+    patrol_contradiction: bool = True
 
 
 class _Tasks(_Strict):

@@ -32,6 +32,8 @@ from correction_monitor.service import (
     notifications,
     officers,
     org_units,
+    patrol_exports,
+    patrol_outcomes,
     profile,
     proposals,
     reports,
@@ -197,6 +199,13 @@ def bootstrap(
         notifications.ListChannels: notifications.list_channels,
         notifications.DeactivateChannel: notifications.deactivate_channel,
         notifications.ListDeliveries: notifications.list_deliveries,
+        patrol_exports.ExportPlan: patrol_exports.export_plan,
+        patrol_exports.RenderPatrolSheet: partial(
+            patrol_exports.render_patrol_sheet, clock=clock, font=pdf_font
+        ),
+        patrol_outcomes.RecordStopOutcome: partial(
+            patrol_outcomes.record_stop_outcome, clock=clock, policy=policy
+        ),
     }
     if timer_handlers is None:
         # A drawn challenge's opening tells the subject's app (service/checkins.py).

@@ -37,6 +37,7 @@ from correction_monitor.adapters.integrity import PostgresIntegrity
 from correction_monitor.adapters.leave import PostgresLeaves
 from correction_monitor.adapters.notifications import PostgresNotifications
 from correction_monitor.adapters.outbox import PostgresEvents
+from correction_monitor.adapters.patrol_exports import PostgresPatrolExports
 from correction_monitor.adapters.proposals import PostgresProposals
 from correction_monitor.adapters.reports import PostgresReports
 from correction_monitor.adapters.repositories import (
@@ -113,6 +114,8 @@ class UnitOfWork(abc.ABC):
     tasks: TaskRepository
     proposals: ProposalRepository
     notifications: NotificationRepository
+    # Night patrols' exports and outcomes (service/patrol_exports.py, patrol_outcomes.py).
+    patrol_exports: PostgresPatrolExports
 
     def __init__(self) -> None:
         self._audits: list[AuditEntry] = []
@@ -228,6 +231,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.tasks = PostgresTasks(conn)
         self.proposals = PostgresProposals(conn)
         self.notifications = PostgresNotifications(conn)
+        self.patrol_exports = PostgresPatrolExports(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
         assert self._open is not None, "the unit of work is not open"
