@@ -64,6 +64,11 @@ class EventName(StrEnum):
     # Proposals of the legal ladder: data {"proposal_id", "measure", "article", ...}.
     PROPOSAL_CREATED = "proposal.created"
     PROPOSAL_DECIDED = "proposal.decided"
+    # Night patrols' plans: made (data {"plan_id", "org_unit", "night", "seed", "stops", ...}),
+    # edited by a supervisor (data {"plan_id", "op", "subject_id", "reason", ...}), published.
+    PATROL_PLAN_CREATED = "patrol_plan.created"
+    PATROL_PLAN_EDITED = "patrol_plan.edited"
+    PATROL_PLAN_PUBLISHED = "patrol_plan.published"
     # Night patrols: an officer recorded a stop's outcome (data {"plan_id", "stop_id",
     # "team_id", "outcome", "at", "recorded_by", "alert_id", "contradicted_alert_ids",
     # "corrected"}); a visit found the subject home while an alert said away (data

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from correction_monitor.domain.routing import RoutingProblem, RoutingResult, Stop, Team
 from correction_monitor.policy import PatrolPolicy
 
 # Reasons (slugs) a subject is chosen tonight, or left out.
@@ -406,3 +407,150 @@ def balance(loads: Mapping[int, int]) -> float:
     if mean == 0:
         return 0.0
     return max(abs(v - mean) for v in loads.values()) / mean
+
+
+# -- teams and plans ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PatrolTeam:
+    """A patrol team of a unit: where it starts and ends (WGS-84), how many visits a night,
+    its working window (local time; an end not after the start is the next day), its speed
+    and the minutes each visit takes."""
+
+    id: int
+    org_unit_id: int
+    name: str
+    lon: float
+    lat: float
+    crs: str
+    capacity: int
+    window_start: time
+    window_end: time
+    speed_kmh: float
+    stop_minutes: float
+    active: bool = True
+
+    @property
+    def window(self) -> tuple[time, time]:
+        return self.window_start, self.window_end
+
+
+@dataclass(frozen=True, slots=True)
+class NewPatrolTeam:
+    org_unit_id: int
+    name: str
+    lon: float
+    lat: float
+    crs: str
+    capacity: int
+    window_start: time
+    window_end: time
+    speed_kmh: float
+    stop_minutes: float
+    created_by: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStop:
+    subject_id: int
+    seq: int
+    eta: datetime
+    reasons: tuple[dict[str, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRoute:
+    team_id: int
+    stops: tuple[PlanStop, ...]
+    distance_m: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A unit's plan for one night (``id`` None: a forecast's, never stored)."""
+
+    id: int | None
+    org_unit_id: int
+    night: date
+    seed: int
+    status: str
+    routes: tuple[PlanRoute, ...]
+    unassigned: tuple[tuple[int, str], ...]
+    solver: dict[str, object] = field(default_factory=dict)
+
+    def subject_ids(self) -> set[int]:
+        return {stop.subject_id for route in self.routes for stop in route.stops}
+
+    def route_of(self, subject_id: int) -> PlanRoute | None:
+        return next(
+            (r for r in self.routes if any(s.subject_id == subject_id for s in r.stops)), None
+        )
+
+
+def routing_team(team: PatrolTeam, capacity: int) -> Team:
+    start_s, end_s = window_seconds(team.window)
+    return Team(
+        key=team.id,
+        lon=team.lon,
+        lat=team.lat,
+        capacity=capacity,
+        window_start_s=start_s,
+        window_end_s=end_s,
+        speed_mps=team.speed_kmh / 3.6,
+        stop_s=team.stop_minutes * 60.0,
+    )
+
+
+def routing_problem(
+    chosen: Sequence[Candidate],
+    teams: Sequence[PatrolTeam],
+    shares: Mapping[int, int],
+    policy: PatrolPolicy,
+    seed: int,
+    time_limit_s: float,
+) -> RoutingProblem:
+    """The routing problem of tonight's chosen subjects for teams given their ``shares``."""
+    return RoutingProblem(
+        stops=tuple(
+            Stop(key=c.subject_id, lon=c.lon, lat=c.lat, prize=c.priority, required=c.required)
+            for c in chosen
+        ),
+        teams=tuple(routing_team(t, shares[t.id]) for t in teams if shares.get(t.id, 0) > 0),
+        detour_factor=policy.detour_factor,
+        time_limit_s=time_limit_s,
+        seed=seed % 2**31,
+    )
+
+
+def assemble(
+    result: RoutingResult,
+    reasons: Mapping[int, Sequence[Reason]],
+    reference: datetime,
+    left_out: Iterable[tuple[int, str]] = (),
+) -> tuple[tuple[PlanRoute, ...], tuple[tuple[int, str], ...]]:
+    """The routes and the unassigned of a plan from the solver's result; ETAs are instants
+    counted from ``reference`` (the night's local midnight)."""
+    routes = tuple(
+        PlanRoute(
+            team_id=int(route.team_key),
+            stops=tuple(
+                PlanStop(
+                    subject_id=int(stop.key),
+                    seq=int(stop.seq),
+                    eta=reference + timedelta(seconds=float(stop.eta_s)),
+                    reasons=tuple(r.to_json() for r in reasons.get(int(stop.key), ())),
+                )
+                for stop in sorted(route.stops, key=lambda s: s.seq)
+            ),
+            distance_m=float(route.distance_m),
+            duration_s=float(route.duration_s),
+        )
+        for route in result.routes
+        if route.stops
+    )
+    unassigned = sorted(
+        {*left_out, *((int(key), str(reason)) for key, reason in result.unassigned)}
+    )
+    return routes, tuple(unassigned)

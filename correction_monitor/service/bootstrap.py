@@ -34,6 +34,7 @@ from correction_monitor.service import (
     org_units,
     patrol_exports,
     patrol_outcomes,
+    patrols,
     profile,
     proposals,
     reports,
@@ -199,6 +200,16 @@ def bootstrap(
         notifications.ListChannels: notifications.list_channels,
         notifications.DeactivateChannel: notifications.deactivate_channel,
         notifications.ListDeliveries: notifications.list_deliveries,
+        patrols.CreateTeam: partial(patrols.create_team, policy=policy),
+        patrols.ListTeams: patrols.list_teams,
+        patrols.CreatePlan: partial(patrols.create_plan, policy=policy, clock=clock),
+        patrols.GetPlan: patrols.get_plan,
+        patrols.PublishPlan: partial(patrols.publish_plan, clock=clock),
+        patrols.EditPlan: partial(patrols.edit_plan, policy=policy, clock=clock),
+        patrols.Forecast: partial(patrols.forecast, policy=policy, clock=clock),
+        patrols.PlanComingNights: partial(
+            patrols.plan_coming_nights, policy=policy, clock=clock
+        ),
         patrol_exports.ExportPlan: patrol_exports.export_plan,
         patrol_exports.RenderPatrolSheet: partial(
             patrol_exports.render_patrol_sheet, clock=clock, font=pdf_font

@@ -38,6 +38,7 @@ from correction_monitor.service.bootstrap import Services
 from correction_monitor.service.checkins import LayOutCheckins
 from correction_monitor.service.ladder import ProposeLenient
 from correction_monitor.service.officers import LOGIN_FAILURE_WINDOW
+from correction_monitor.service.patrols import PlanComingNights
 from correction_monitor.service.reports import PublishAlertQualityMetrics
 
 log = structlog.get_logger("correction_monitor.jobs")
@@ -213,6 +214,8 @@ CHECKIN_LAYOUT_EVERY_S = 300.0
 """How often subjects' check-in windows and challenges are laid out ahead."""
 LENIENT_PROPOSALS_EVERY_S = 86400.0
 """How often subjects clean long enough at normal are proposed lenient (daily)."""
+PATROL_PLANS_EVERY_S = 900.0
+"""How often units past their ``plan_at`` hour without tonight's patrol plan get a draft."""
 TASK_ESCALATIONS_EVERY_S = 5.0
 """How often each process escalates tasks past their SLA: an escalation comes at most this
 late (plus the sweep's own time), against SLAs of a quarter of an hour and more."""
@@ -299,6 +302,15 @@ def standard_jobs(
             LENIENT_PROPOSALS_EVERY_S,
             lambda: services.handle(ProposeLenient(clock.now())),
             once_across_processes=True,
+        ),
+        # Drafts tonight's patrol plan of every unit with teams once its local time passes
+        # the policy's plan_at (service/patrols.py); a unit with a plan already is skipped.
+        Job(
+            "patrol-plans",
+            PATROL_PLANS_EVERY_S,
+            lambda: services.handle(PlanComingNights(clock.now())),
+            once_across_processes=True,
+            at_start=True,
         ),
         # Shared safely: due deliveries are leased with SKIP LOCKED, robots' minutes are
         # counted under their channel's row lock (service/notifications.py).

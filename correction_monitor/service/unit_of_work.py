@@ -38,6 +38,7 @@ from correction_monitor.adapters.leave import PostgresLeaves
 from correction_monitor.adapters.notifications import PostgresNotifications
 from correction_monitor.adapters.outbox import PostgresEvents
 from correction_monitor.adapters.patrol_exports import PostgresPatrolExports
+from correction_monitor.adapters.patrols import PostgresPatrols
 from correction_monitor.adapters.proposals import PostgresProposals
 from correction_monitor.adapters.reports import PostgresReports
 from correction_monitor.adapters.repositories import (
@@ -75,6 +76,7 @@ from correction_monitor.service.repositories import (
     NotificationRepository,
     OfficerRepository,
     OrgUnitRepository,
+    PatrolRepository,
     ProfileRepository,
     ProposalRepository,
     ReportRepository,
@@ -114,6 +116,7 @@ class UnitOfWork(abc.ABC):
     tasks: TaskRepository
     proposals: ProposalRepository
     notifications: NotificationRepository
+    patrols: PatrolRepository
     # Night patrols' exports and outcomes (service/patrol_exports.py, patrol_outcomes.py).
     patrol_exports: PostgresPatrolExports
 
@@ -231,6 +234,7 @@ class PostgresUnitOfWork(UnitOfWork):
         self.tasks = PostgresTasks(conn)
         self.proposals = PostgresProposals(conn)
         self.notifications = PostgresNotifications(conn)
+        self.patrols = PostgresPatrols(conn)
         self.patrol_exports = PostgresPatrolExports(conn)
 
     def _close(self) -> tuple[contextlib.AsyncExitStack, asyncpg.Connection]:
