@@ -335,18 +335,9 @@ def _default_iterations(n_stops: int) -> int:
 def _pyvrp_data(inst: _Instance) -> tuple[ProblemData, list[list[int]]]:
     """The PyVRP data, and for each vehicle type the team indices it stands for."""
     problem = inst.problem
-    n_t = inst.n_teams
-    n = n_t + len(problem.stops)
-    locations = [Location(x=0.0, y=0.0) for _ in range(n)]
-    for i, team in enumerate(problem.teams):
-        locations[i] = Location(x=team.lon, y=team.lat)
-    for j, stop in enumerate(problem.stops):
-        locations[n_t + j] = Location(x=stop.lon, y=stop.lat)
-    distance = np.rint(inst.road_m).astype(np.int64)
+    n_t, n_s = inst.n_teams, len(problem.stops)
 
-    # Identical teams share a vehicle type; teams that differ in speed or stop time get a
-    # duration matrix (profile) of their own, in which the stop time is folded into the
-    # travel time out of each stop (a team's stop time is the team's, not the stop's).
+    # Identical teams share a vehicle type and a depot (one location: the first team's).
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, team in enumerate(problem.teams):
         key = (
@@ -359,59 +350,72 @@ def _pyvrp_data(inst: _Instance) -> tuple[ProblemData, list[list[int]]]:
             team.stop_s,
         )
         groups.setdefault(key, []).append(i)
+    members = list(groups.values())
+    n_d = len(members)
+    # The search's locations: one per vehicle type, then the stops.
+    index = np.array([idx[0] for idx in members] + [n_t + j for j in range(n_s)], dtype=np.int64)
+    road = inst.road_m[np.ix_(index, index)]
+    distance = np.rint(road).astype(np.int64)
+    locations = [
+        Location(x=problem.teams[idx[0]].lon, y=problem.teams[idx[0]].lat) for idx in members
+    ]
+    locations += [Location(x=stop.lon, y=stop.lat) for stop in problem.stops]
+
+    # A stop's time is the team's, not the stop's. When all teams share one it is the
+    # stops' service duration; otherwise each (speed, stop time) gets a duration matrix
+    # (profile) of its own with the stop time folded into the travel out of each stop.
+    shared_stop = len({t.stop_s for t in problem.teams}) == 1
+    service = math.ceil(problem.teams[0].stop_s - 1e-9) if shared_stop else 0
+    is_stop = np.zeros(n_d + n_s, dtype=bool)
+    is_stop[n_d:] = True
     profiles: dict[tuple[float, float], int] = {}
     durations: list[IntArray] = []
-    is_stop = np.zeros(n, dtype=bool)
-    is_stop[n_t:] = True
     depots: list[Depot] = []
     vehicle_types: list[VehicleType] = []
-    members: list[list[int]] = []
-    for idx in groups.values():
+    for d, idx in enumerate(members):
         team = problem.teams[idx[0]]
-        pkey = (team.speed_mps, team.stop_s)
+        pkey = (team.speed_mps, 0.0 if shared_stop else team.stop_s)
         if pkey not in profiles:
             profiles[pkey] = len(durations)
-            dur = inst.road_m / team.speed_mps + np.where(is_stop, team.stop_s, 0.0)[:, None]
+            folded = np.where(is_stop, pkey[1], 0.0)[:, None]
             # Rounded up: a route the search finds feasible is feasible to the second.
-            d = np.ceil(dur - 1e-9).astype(np.int64)
-            np.fill_diagonal(d, 0)
-            durations.append(d)
-        depots.append(Depot(location=idx[0]))
+            dur = np.ceil(road / team.speed_mps + folded - 1e-9).astype(np.int64)
+            np.fill_diagonal(dur, 0)
+            durations.append(dur)
+        depots.append(Depot(location=d))
         start = math.ceil(team.window_start_s)
         vehicle_types.append(
             VehicleType(
                 num_available=len(idx),
                 capacity=[team.capacity],
-                start_depot=len(depots) - 1,
-                end_depot=len(depots) - 1,
+                start_depot=d,
+                end_depot=d,
                 tw_early=start,
                 tw_late=max(start, math.floor(team.window_end_s)),
                 start_late=start,
                 profile=profiles[pkey],
             )
         )
-        members.append(idx)
 
     optional_prizes = [
         round(s.prize * problem.prize_scale_m) for s in problem.stops if not s.required
     ]
-    # A required stop outweighs every optional prize and any detour a plan could make.
-    max_d = int(distance.max()) if distance.size else 0
-    must = min(_INT_MAX // 4, sum(optional_prizes) + (2 * max_d + 1) * (len(problem.stops) + 1))
     clients = []
     for j, stop in enumerate(problem.stops):
         early = 0 if stop.earliest_s is None else math.ceil(stop.earliest_s)
         late = _INT_MAX if stop.latest_s is None else math.floor(stop.latest_s)
         clients.append(
             Client(
-                location=n_t + j,
+                location=n_d + j,
                 delivery=[stop.demand],
+                service_duration=service,
                 tw_early=early,
                 tw_late=max(early, late),
-                prize=must if stop.required else round(stop.prize * problem.prize_scale_m),
-                required=False,
+                prize=0 if stop.required else round(stop.prize * problem.prize_scale_m),
+                required=stop.required,
             )
         )
+    del optional_prizes
     data = ProblemData(
         locations=locations,
         clients=clients,
@@ -464,29 +468,77 @@ def _repair_required(inst: _Instance, seqs: list[list[int]]) -> None:
             assigned.add(s)
 
 
-def _reason(inst: _Instance, seqs: list[list[int]], s: int) -> str:
-    """Why stop ``s`` is not in any route."""
+def _fits(inst: _Instance, t: int, seq: Sequence[int], cand: IntArray) -> npt.NDArray[np.bool_]:
+    """Which of the stops ``cand`` could be inserted somewhere in team ``t``'s route.
+
+    Vectorised over the candidates: the route's forward time slack at each position says
+    how much later its remaining stops (and the return) may start and still fit.
+    """
+    team = inst.problem.teams[t]
+    speed, stop_s, end = team.speed_mps, team.stop_s, team.window_end_s
+    load = int(inst.demand[list(seq)].sum()) if seq else 0
+    ok_load = load + inst.demand[cand] <= team.capacity
+    locs = [t, *(inst.loc(x) for x in seq), t]
+    m = len(seq)
+    arr = np.zeros(m + 2)
+    eta = np.zeros(m + 2)
+    depart = np.zeros(m + 2)
+    latest = np.full(m + 2, end)
+    depart[0] = eta[0] = arr[0] = team.window_start_s
+    for k in range(1, m + 2):
+        arr[k] = depart[k - 1] + inst.road_m[locs[k - 1], locs[k]] / speed
+        if k <= m:
+            eta[k] = max(arr[k], float(inst.earliest[seq[k - 1]]))
+            latest[k] = min(float(inst.latest[seq[k - 1]]), end - stop_s)
+            depart[k] = eta[k] + stop_s
+        else:
+            eta[k] = arr[k]
+    slack = np.zeros(m + 2)
+    slack[m + 1] = end - eta[m + 1]
+    for k in range(m, 0, -1):
+        slack[k] = min(latest[k] - eta[k], (eta[k + 1] - arr[k + 1]) + slack[k + 1])
+    cand_locs = inst.n_teams + cand
+    c_early, c_late = inst.earliest[cand], np.minimum(inst.latest[cand], end - stop_s)
+    fits = np.zeros(len(cand), dtype=bool)
+    for p in range(m + 1):
+        a, b = locs[p], locs[p + 1]
+        c_eta = np.maximum(depart[p] + inst.road_m[a, cand_locs] / speed, c_early)
+        new_arr = c_eta + stop_s + inst.road_m[cand_locs, b] / speed
+        next_early = float(inst.earliest[seq[p]]) if p < m else -math.inf
+        push = np.maximum(new_arr, next_early) - eta[p + 1]
+        fits |= (c_eta <= c_late + 1e-6) & (push <= slack[p + 1] + 1e-6)
+    return fits & ok_load
+
+
+def _reasons(inst: _Instance, seqs: list[list[int]], left: list[int]) -> list[str]:
+    """Why each stop in ``left`` is not in any route."""
     problem = inst.problem
     if not problem.teams:
-        return REASON_NO_TEAM
-    demand = int(inst.demand[s])
-    alone = [t for t in range(inst.n_teams) if inst.route_ok(t, [s])]
-    if not alone:
-        if all(team.capacity < demand for team in problem.teams):
-            return REASON_CAPACITY
-        return REASON_TIME_WINDOW
-    room = [
-        t
-        for t in alone
-        if int(inst.demand[seqs[t]].sum() if seqs[t] else 0) + demand <= problem.teams[t].capacity
-    ]
-    if not room:
-        return REASON_CAPACITY
-    if problem.stops[s].required:
-        return REASON_TIME_WINDOW
-    if any(inst.insertion_cost(t, seqs[t], s) is not None for t in room):
-        return REASON_NOT_WORTH_IT
-    return REASON_TIME_WINDOW
+        return [REASON_NO_TEAM] * len(left)
+    cand = np.asarray(left, dtype=np.int64)
+    n = len(left)
+    alone = np.zeros((inst.n_teams, n), dtype=bool)  # team could visit it on its own
+    room = np.zeros((inst.n_teams, n), dtype=bool)  # ... and still has capacity for it
+    fits = np.zeros(n, dtype=bool)  # some route could take it as it is
+    for t in range(inst.n_teams):
+        alone[t] = _fits(inst, t, [], cand)
+        load = int(inst.demand[seqs[t]].sum()) if seqs[t] else 0
+        room[t] = alone[t] & (load + inst.demand[cand] <= problem.teams[t].capacity)
+        if room[t].any():
+            fits |= _fits(inst, t, seqs[t], cand)
+    reasons = []
+    for i, s in enumerate(left):
+        demand = int(inst.demand[s])
+        if not alone[:, i].any():
+            too_big = all(team.capacity < demand for team in problem.teams)
+            reasons.append(REASON_CAPACITY if too_big else REASON_TIME_WINDOW)
+        elif not room[:, i].any():
+            reasons.append(REASON_CAPACITY)
+        elif fits[i] and not problem.stops[s].required:
+            reasons.append(REASON_NOT_WORTH_IT)
+        else:
+            reasons.append(REASON_TIME_WINDOW)
+    return reasons
 
 
 def solve(problem: RoutingProblem) -> RoutingResult:
@@ -539,8 +591,9 @@ def solve(problem: RoutingProblem) -> RoutingResult:
         )
 
     assigned = {s for seq in seqs for s in seq}
+    left = [s for s in range(n_s) if s not in assigned]
     unassigned = tuple(
-        (problem.stops[s].key, _reason(inst, seqs, s)) for s in range(n_s) if s not in assigned
+        (problem.stops[s].key, why) for s, why in zip(left, _reasons(inst, seqs, left), strict=True)
     )
     missed_prize = sum(
         problem.stops[s].prize
