@@ -332,8 +332,13 @@ def _default_iterations(n_stops: int) -> int:
     return max(2_000, min(20_000, 200_000 // max(1, n_stops)))
 
 
-def _pyvrp_data(inst: _Instance) -> tuple[ProblemData, list[list[int]]]:
-    """The PyVRP data, and for each vehicle type the team indices it stands for."""
+def _pyvrp_data(inst: _Instance, soft: bool) -> tuple[ProblemData, list[list[int]]]:
+    """The PyVRP data, and for each vehicle type the team indices it stands for.
+
+    With ``soft``, required stops are optional with a prize above any plan's distance and
+    all optional prizes together, so that a night that cannot fit them all still gets the
+    best plan for those it can.
+    """
     problem = inst.problem
     n_t, n_s = inst.n_teams, len(problem.stops)
 
@@ -400,6 +405,8 @@ def _pyvrp_data(inst: _Instance) -> tuple[ProblemData, list[list[int]]]:
     optional_prizes = [
         round(s.prize * problem.prize_scale_m) for s in problem.stops if not s.required
     ]
+    max_d = int(distance.max()) if distance.size else 0
+    must = min(_INT_MAX // 4, sum(optional_prizes) + (2 * max_d + 1) * (n_s + 1))
     clients = []
     for j, stop in enumerate(problem.stops):
         early = 0 if stop.earliest_s is None else math.ceil(stop.earliest_s)
@@ -411,11 +418,12 @@ def _pyvrp_data(inst: _Instance) -> tuple[ProblemData, list[list[int]]]:
                 service_duration=service,
                 tw_early=early,
                 tw_late=max(early, late),
-                prize=0 if stop.required else round(stop.prize * problem.prize_scale_m),
-                required=stop.required,
+                prize=(must if soft else 0)
+                if stop.required
+                else round(stop.prize * problem.prize_scale_m),
+                required=stop.required and not soft,
             )
         )
-    del optional_prizes
     data = ProblemData(
         locations=locations,
         clients=clients,
@@ -431,13 +439,21 @@ def _pyvrp_data(inst: _Instance) -> tuple[ProblemData, list[list[int]]]:
 def _search(inst: _Instance) -> list[list[int]]:
     """Each team's sequence of stop indices, as the search found them (feasible)."""
     problem = inst.problem
-    data, members = _pyvrp_data(inst)
     iterations = problem.max_iterations or _default_iterations(len(problem.stops))
+    started = time.perf_counter()
+    data, members = _pyvrp_data(inst, soft=False)
     stop = MultipleCriteria([MaxIterations(iterations), MaxRuntime(problem.time_limit_s)])
     result = _pyvrp_solve(data, stop=stop, seed=problem.seed, collect_stats=False)
     sequences: list[list[int]] = [[] for _ in problem.teams]
     if not result.is_feasible():
-        return sequences
+        # Not every required stop fits: search again with them as heavily-prized optional
+        # stops, within what is left of the time cap.
+        left = max(0.1, problem.time_limit_s - (time.perf_counter() - started))
+        data, members = _pyvrp_data(inst, soft=True)
+        stop = MultipleCriteria([MaxIterations(iterations), MaxRuntime(left)])
+        result = _pyvrp_solve(data, stop=stop, seed=problem.seed, collect_stats=False)
+        if not result.is_feasible():
+            return sequences
     used = [0] * len(members)
     for route in result.best.routes():
         vt = route.vehicle_type()

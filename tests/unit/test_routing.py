@@ -358,3 +358,18 @@ def test_malformed_input_is_refused() -> None:
         solve(_problem([stop, stop], [_team()]))
     with pytest.raises(ValueError, match="window"):
         solve(_problem([stop], [_team(window_end_s=NIGHT - 1)]))
+
+
+def test_a_night_that_cannot_fit_a_required_stop_still_plans_the_others() -> None:
+    unreachable = Stop(key=1, lon=LON0 + 0.6, lat=LAT0, prize=1.0, required=True)  # ~51 km
+    overdue = Stop(key=2, lon=LON0 + 0.01, lat=LAT0, prize=1.0, required=True)
+    optional = [
+        Stop(key=k, lon=LON0 - 0.01 * (k - 2), lat=LAT0 + 0.005, prize=5.0, required=False)
+        for k in (3, 4)
+    ]
+    problem = _problem([unreachable, overdue, *optional], [_team(window_end_s=NIGHT + 3600)])
+    result = solve(problem)
+    _check_plan(problem, result)
+    assert not result.feasible
+    assert result.unassigned == ((1, REASON_TIME_WINDOW),)
+    assert sorted(p.key for p in result.routes[0].stops) == [2, 3, 4]
