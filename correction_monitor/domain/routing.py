@@ -147,7 +147,7 @@ def geodesic_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     """The WGS-84 geodesic distance in metres (GeographicLib, through geopy).
 
     >>> round(geodesic_m(116.3975, 39.9087, 116.4075, 39.9087), 1)
-    853.9
+    855.1
     """
     return float(_geopy_geodesic((lat1, lon1), (lat2, lon2)).meters)
 
