@@ -1,6 +1,6 @@
 """Night patrol plans as officers take them out, and the outcomes they record, in
 PostgreSQL; the printed sheet drawn with ReportLab (the evidence document's font, loaded the
-same way: ``adapters/pdf.py``)."""
+same way, and its map's frame, scale bar and north mark: ``adapters/pdf.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import asyncpg
+from reportlab.graphics.shapes import Circle, Drawing, PolyLine, Rect, String
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
@@ -19,6 +20,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import (
     Flowable,
+    KeepTogether,
     PageBreak,
     Paragraph,
     SimpleDocTemplate,
@@ -27,9 +29,14 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from correction_monitor.adapters.pdf import register_font
+from correction_monitor.adapters.pdf import add_scale_and_north, map_frame, register_font
 from correction_monitor.domain.alerts import AlertType
-from correction_monitor.domain.patrol_sheet import TeamSheet
+from correction_monitor.domain.patrol_sheet import (
+    RouteMap,
+    RouteMapView,
+    TeamSheet,
+    project_route_map,
+)
 
 PLAN = """
 SELECT p.id, p.org_unit_id, p.night, p.status, p.routes, u.code AS org_code,
@@ -303,6 +310,22 @@ class PostgresPatrolExports:
 
 MARGIN = 15 * mm
 GRID_COLOUR = colors.HexColor("#999999")
+# The route map's box: the text column's width, 0.45 of it high (the stops' table follows).
+ROUTE_MAP_HEIGHT_RATIO = 0.45
+# One colour per team, in the plan's order (repeated after eight teams).
+TEAM_COLOURS = tuple(
+    colors.HexColor(c)
+    for c in (
+        "#1f5fa8",
+        "#c0392b",
+        "#1e8449",
+        "#8e44ad",
+        "#d35400",
+        "#16a085",
+        "#b7950b",
+        "#5d6d7e",
+    )
+)
 
 
 def _styles(font: str) -> dict[str, ParagraphStyle]:
@@ -334,9 +357,103 @@ def _grid(rows: list[list[Any]], widths: list[float], *, header: bool) -> Table:
     return table
 
 
+def team_colour(index: int) -> colors.Color:
+    """The colour of the plan's ``index``-th team on the map and in its legend."""
+    return TEAM_COLOURS[index % len(TEAM_COLOURS)]
+
+
+def route_map_drawing(view: RouteMapView, font: str, highlight: int | None) -> Drawing:
+    """The route map: frame, each team's line start → stops in order → start in its colour
+    (team ``highlight``'s thicker and drawn last), the start (起) as a square, each stop a
+    disc holding its number, then the scale bar and north mark."""
+    drawing = map_frame(view.width, view.height)
+    order = sorted(range(len(view.routes)), key=lambda i: view.routes[i].team_id == highlight)
+    for i in order:
+        route = view.routes[i]
+        colour = team_colour(i)
+        mine = route.team_id == highlight
+        points = [route.start, *((x, y) for _, x, y in route.stops), route.start]
+        if route.stops:
+            line = PolyLine(
+                [c for pt in points for c in pt],
+                strokeColor=colour,
+                strokeWidth=2.0 if mine or highlight is None else 0.9,
+            )
+            if not mine and highlight is not None:
+                line.strokeDashArray = [4, 2]
+            drawing.add(line)
+        radius = 5.5 if mine or highlight is None else 4.5
+        for seq, x, y in route.stops:
+            drawing.add(Circle(x, y, radius, fillColor=colour, strokeColor=colors.white))
+            drawing.add(
+                String(
+                    x,
+                    y - 2.3,
+                    str(seq),
+                    fontName=font,
+                    fontSize=6.5,
+                    fillColor=colors.white,
+                    textAnchor="middle",
+                )
+            )
+    starts: set[tuple[int, int]] = set()
+    for i, route in enumerate(view.routes):
+        sx, sy = route.start
+        square = Rect(sx - 4, sy - 4, 8, 8)
+        square.fillColor = team_colour(i)
+        square.strokeColor = colors.black
+        square.strokeWidth = 0.8
+        drawing.add(square)
+        key = (round(sx), round(sy))
+        if key not in starts:  # teams of one station share a start: label it once
+            starts.add(key)
+            drawing.add(String(sx + 6, sy - 3, "起", fontName=font, fontSize=8))
+    add_scale_and_north(drawing, view.scale_bar, font)
+    return drawing
+
+
+def _route_map_block(
+    route_map: RouteMap, highlight: int | None, font: str, width: float
+) -> list[Flowable]:
+    """The route map's title, drawing, legend (one row per team, in its colour) and
+    caption."""
+    styles = _styles(font)
+    body, small = styles["body"], styles["small"]
+    block: list[Flowable] = [_p(route_map.title, body), Spacer(1, 3)]
+    view = project_route_map(route_map, width=width, height=width * ROUTE_MAP_HEIGHT_RATIO)
+    if view is None:
+        return [*block, _p("该巡查计划没有可绘制的出发地点或住所。", small)]
+    block.append(route_map_drawing(view, font, highlight))
+    block.append(Spacer(1, 4))
+    rows: list[list[Any]] = []
+    for team in route_map.teams:
+        name = team.team + ("（本组）" if team.team_id == highlight else "")
+        rows.append(
+            [
+                "",
+                _p(name, small),
+                _p(f"{team.stop_count} 人", small),
+                _p(f"全长 {team.distance}", small),
+                _p(f"工作时段 {team.window}", small),
+            ]
+        )
+    legend = Table(rows, colWidths=[width * f for f in (0.04, 0.36, 0.14, 0.2, 0.26)])
+    commands: list[Any] = [
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("TOPPADDING", (0, 0), (-1, -1), 1),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+    ]
+    for i in range(len(rows)):
+        commands.append(("BACKGROUND", (0, i), (0, i), team_colour(i)))
+    legend.setStyle(TableStyle(commands))
+    block += [legend, Spacer(1, 2), _p(route_map.caption, small)]
+    return block
+
+
 def render_sheet(sheets: list[TeamSheet], title: str, font_path: Path) -> bytes:
     """The printed sheet as PDF bytes: A4 portrait, one page (or more, for a long route)
-    per team, the font embedded as subsets (FontMissing when it is gone)."""
+    per team, each headed by the unit's route map, the font embedded as subsets
+    (FontMissing when it is gone)."""
     font = register_font(font_path)
     styles = _styles(font)
     body, small = styles["body"], styles["small"]
@@ -358,6 +475,11 @@ def render_sheet(sheets: list[TeamSheet], title: str, font_path: Path) -> bytes:
         if n:
             story.append(PageBreak())
         story.append(_p(sheet.title, styles["title"]))
+        if sheet.route_map is not None:
+            story.append(
+                KeepTogether(_route_map_block(sheet.route_map, sheet.team_id, font, width))
+            )
+            story.append(Spacer(1, 8))
         heading = [[_p(k, body), _p(v, body)] for k, v in sheet.heading]
         story.append(_grid(heading, [width * 0.18, width * 0.82], header=False))
         story.append(Spacer(1, 8))

@@ -148,11 +148,37 @@ def _rect(
     return rect
 
 
+def map_frame(width: float, height: float) -> Drawing:
+    """An empty map of ``width`` × ``height`` points: its frame only."""
+    drawing = Drawing(width, height)
+    drawing.add(_rect(0, 0, width, height, stroke=GRID_COLOUR, fill=None))
+    return drawing
+
+
+def add_scale_and_north(drawing: Drawing, scale_bar: tuple[float, str], font: str) -> None:
+    """A map's scale bar (lower left; ``scale_bar`` is its length in points and its label)
+    and north mark (upper right), drawn over what the map holds."""
+    bar, label = scale_bar
+    x0, y0 = 12.0, 12.0
+    drawing.add(Line(x0, y0, x0 + bar, y0, strokeColor=colors.black, strokeWidth=1.5))
+    for x in (x0, x0 + bar):
+        drawing.add(Line(x, y0, x, y0 + 4, strokeColor=colors.black, strokeWidth=1))
+    drawing.add(String(x0 + bar + 4, y0 - 2, label, fontName=font, fontSize=8))
+    north_x, north_y = drawing.width - 16, drawing.height - 26
+    drawing.add(
+        Polygon(
+            [north_x - 4, north_y, north_x + 4, north_y, north_x, north_y + 10],
+            fillColor=colors.black,
+            strokeColor=None,
+        )
+    )
+    drawing.add(String(north_x - 4.5, north_y - 11, "北", fontName=font, fontSize=8))
+
+
 def map_drawing(view: MapView, font: str) -> Drawing:
     """The episode's map: frame, fence outlines, the path of fixes and each fix, start
     (起) and end (止) marks, a north mark and the scale bar."""
-    drawing = Drawing(view.width, view.height)
-    drawing.add(_rect(0, 0, view.width, view.height, stroke=GRID_COLOUR, fill=None))
+    drawing = map_frame(view.width, view.height)
     for ring in view.fences:
         points = [c for pt in ring for c in pt]
         drawing.add(
@@ -175,21 +201,7 @@ def map_drawing(view: MapView, font: str) -> Drawing:
         drawing.add(String(sx + 6, sy + 2, "起", fontName=font, fontSize=9))
         drawing.add(_rect(ex - 4, ey - 4, 8, 8, stroke=colors.white, fill=FENCE_COLOUR))
         drawing.add(String(ex + 6, ey + 2, "止", fontName=font, fontSize=9))
-    bar, label = view.scale_bar
-    x0, y0 = 12.0, 12.0
-    drawing.add(Line(x0, y0, x0 + bar, y0, strokeColor=colors.black, strokeWidth=1.5))
-    for x in (x0, x0 + bar):
-        drawing.add(Line(x, y0, x, y0 + 4, strokeColor=colors.black, strokeWidth=1))
-    drawing.add(String(x0 + bar + 4, y0 - 2, label, fontName=font, fontSize=8))
-    north_x, north_y = view.width - 16, view.height - 26
-    drawing.add(
-        Polygon(
-            [north_x - 4, north_y, north_x + 4, north_y, north_x, north_y + 10],
-            fillColor=colors.black,
-            strokeColor=None,
-        )
-    )
-    drawing.add(String(north_x - 4.5, north_y - 11, "北", fontName=font, fontSize=8))
+    add_scale_and_north(drawing, view.scale_bar, font)
     return drawing
 
 

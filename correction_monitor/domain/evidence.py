@@ -8,7 +8,8 @@ station's time zone, so the renderer (``adapters/pdf.py``) only lays out what it
 The map of the episode is projected here too (:func:`project_map`): longitude and latitude
 become metres on a local plane around the fixes' middle (equirectangular; a county is small
 enough that the error stays far below a fix's accuracy), then page points inside the drawing
-box, with a scale bar of a round length. No map tiles: nothing is fetched to print evidence.
+box, with a scale bar of a round length (:func:`fit_projection`, which the night patrols'
+route map uses as well). No map tiles: nothing is fetched to print evidence.
 """
 
 from __future__ import annotations
@@ -415,6 +416,85 @@ def thin(points: Sequence[TrackPoint], limit: int = MAX_DRAWN_FIXES) -> list[Tra
     return [points[round(i * step)] for i in range(limit)]
 
 
+@dataclass(frozen=True, slots=True)
+class PageProjection:
+    """Longitude and latitude (WGS-84) to page points of a ``width`` × ``height`` box, origin
+    at its lower left, north up, the same scale both ways: an equirectangular plane around
+    ``(lon0, lat0)`` (a county is small enough that the error stays far below a fix's
+    accuracy), ``scale`` points per metre, the framed extent's middle ``(mid_x, mid_y)``
+    metres at the box's centre. Made by :func:`fit_projection`."""
+
+    width: float
+    height: float
+    margin: float
+    lon0: float
+    lat0: float
+    x_scale: float
+    mid_x: float
+    mid_y: float
+    scale: float
+
+    def metres(self, pt: tuple[float, float]) -> tuple[float, float]:
+        """``pt`` (lon, lat) as metres east and north of ``(lon0, lat0)``."""
+        return ((pt[0] - self.lon0) * self.x_scale, (pt[1] - self.lat0) * M_PER_DEG_LAT)
+
+    def page(self, pt: tuple[float, float]) -> tuple[float, float]:
+        """``pt`` (lon, lat) in page points."""
+        x, y = self.metres(pt)
+        return (
+            self.width / 2 + (x - self.mid_x) * self.scale,
+            self.height / 2 + (y - self.mid_y) * self.scale,
+        )
+
+    def scale_bar(self) -> tuple[float, str]:
+        """A round length at most a quarter of the inner width: (its length in points, its
+        label)."""
+        bar_m = nice_length((self.width - 2 * self.margin) / 4 / self.scale)
+        return bar_m * self.scale, _length_label(bar_m)
+
+
+def fit_projection(
+    points: Sequence[tuple[float, float]],
+    *,
+    width: float,
+    height: float,
+    margin: float = 12.0,
+    min_span_m: float = 50.0,
+) -> PageProjection | None:
+    """The projection that frames every one of ``points`` (lon, lat) whole inside the box,
+    ``margin`` points from its edges; an extent narrower than ``min_span_m`` metres (one
+    point, or a few metres apart) is framed as that wide. None when there are no points.
+
+    >>> view = fit_projection([(112.9, 28.2), (112.91, 28.21)], width=200, height=100)
+    >>> [round(c, 1) for c in view.page((112.9, 28.2))], round(view.scale, 4)
+    ([66.3, 12.0], 0.0687)
+    """
+    if not points:
+        return None
+    lon0 = (min(p[0] for p in points) + max(p[0] for p in points)) / 2
+    lat0 = (min(p[1] for p in points) + max(p[1] for p in points)) / 2
+    x_scale = M_PER_DEG_LON * math.cos(math.radians(lat0))
+    planar = [((p[0] - lon0) * x_scale, (p[1] - lat0) * M_PER_DEG_LAT) for p in points]
+    min_x = min(p[0] for p in planar)
+    max_x = max(p[0] for p in planar)
+    min_y = min(p[1] for p in planar)
+    max_y = max(p[1] for p in planar)
+    span_x = max(max_x - min_x, min_span_m)
+    span_y = max(max_y - min_y, min_span_m)
+    inner_w, inner_h = width - 2 * margin, height - 2 * margin
+    return PageProjection(
+        width=width,
+        height=height,
+        margin=margin,
+        lon0=lon0,
+        lat0=lat0,
+        x_scale=x_scale,
+        mid_x=(min_x + max_x) / 2,
+        mid_y=(min_y + max_y) / 2,
+        scale=min(inner_w / span_x, inner_h / span_y),  # points per metre
+    )
+
+
 def project_map(
     points: Sequence[TrackPoint],
     fences: Iterable[Sequence[tuple[float, float]]],
@@ -431,38 +511,16 @@ def project_map(
     track = [(p.lon_e7 / 1e7, p.lat_e7 / 1e7) for p in drawn]
     rings = [list(ring) for ring in fences if len(ring) >= 2]
     everything = track + [pt for ring in rings for pt in ring]
-    if not everything:
+    projection = fit_projection(everything, width=width, height=height, margin=margin)
+    if projection is None:
         return None
-    lon0 = (min(p[0] for p in everything) + max(p[0] for p in everything)) / 2
-    lat0 = (min(p[1] for p in everything) + max(p[1] for p in everything)) / 2
-    x_scale = M_PER_DEG_LON * math.cos(math.radians(lat0))
-
-    def metres(pt: tuple[float, float]) -> tuple[float, float]:
-        return ((pt[0] - lon0) * x_scale, (pt[1] - lat0) * M_PER_DEG_LAT)
-
-    planar = [metres(pt) for pt in everything]
-    min_x = min(p[0] for p in planar)
-    max_x = max(p[0] for p in planar)
-    min_y = min(p[1] for p in planar)
-    max_y = max(p[1] for p in planar)
-    span_x = max(max_x - min_x, 50.0)  # one fix, or a few metres apart: frame 50 m at least
-    span_y = max(max_y - min_y, 50.0)
-    inner_w, inner_h = width - 2 * margin, height - 2 * margin
-    scale = min(inner_w / span_x, inner_h / span_y)  # points per metre
-    mid_x, mid_y = (min_x + max_x) / 2, (min_y + max_y) / 2
-
-    def page(pt: tuple[float, float]) -> tuple[float, float]:
-        x, y = metres(pt)
-        return (width / 2 + (x - mid_x) * scale, height / 2 + (y - mid_y) * scale)
-
-    bar_m = nice_length(inner_w / 4 / scale)
     return MapView(
         width=width,
         height=height,
-        fences=tuple(tuple(page(pt) for pt in ring) for ring in rings),
-        path=tuple(page(pt) for pt in track),
+        fences=tuple(tuple(projection.page(pt) for pt in ring) for ring in rings),
+        path=tuple(projection.page(pt) for pt in track),
         fixes=len(points),
-        scale_bar=(bar_m * scale, _length_label(bar_m)),
+        scale_bar=projection.scale_bar(),
         caption=caption,
     )
 

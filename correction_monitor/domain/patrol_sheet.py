@@ -4,7 +4,9 @@ One :class:`PlanExport` holds what the JSON, GeoJSON, CSV and printed sheet show
 its start point, window and ordered stops, each stop with its subject's name and home (the
 officers need both to knock on the right door; the subjects never see a plan). The GeoJSON
 and CSV are built here; the printed sheet (``adapters/patrol_exports.py``) draws the
-:class:`TeamSheet` pages this module makes, in Chinese.
+:class:`TeamSheet` pages this module makes, in Chinese, each with the unit's route map
+(:class:`RouteMap`: every team's start and stops in order, projected onto the page by
+:func:`project_route_map` with the evidence map's projection; no map tiles).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from correction_monitor.domain.evidence import fit_projection
 from correction_monitor.domain.patrol_outcomes import OUTCOME_LABELS, Outcome
 from correction_monitor.domain.timeutil import iso
 
@@ -212,22 +215,129 @@ class SheetRow:
 
 
 @dataclass(frozen=True, slots=True)
+class MapTeam:
+    """A team's route as the map shows it (WGS-84): the start point and the homes of its
+    stops in ``seq`` order, ``(seq, lon, lat)`` (stops without a home are left out)."""
+
+    team_id: int
+    team: str
+    start: tuple[float, float]
+    stops: tuple[tuple[int, float, float], ...]
+    stop_count: int
+    distance: str
+    window: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMap:
+    """The unit's night on one map: every team's route, and the caption under it."""
+
+    title: str
+    teams: tuple[MapTeam, ...]
+    caption: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLineView:
+    """A team's route in page points: start, then ``(seq, x, y)`` of each drawn stop."""
+
+    team_id: int
+    start: tuple[float, float]
+    stops: tuple[tuple[int, float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMapView:
+    """The route map in page points, origin at the drawing box's lower left; ``routes`` in
+    the order of :attr:`RouteMap.teams`; ``scale_bar`` is (length in points, its label)."""
+
+    width: float
+    height: float
+    routes: tuple[RouteLineView, ...]
+    scale_bar: tuple[float, str]
+
+
+def project_route_map(
+    route_map: RouteMap, *, width: float, height: float, margin: float = 18.0
+) -> RouteMapView | None:
+    """The teams' starts and stops fitted into a ``width`` × ``height`` box of page points
+    (north up, the same scale both ways, every point whole inside, at least 500 m framed);
+    None when there is nothing to draw."""
+    points = [p for t in route_map.teams for p in (t.start, *((x, y) for _, x, y in t.stops))]
+    projection = fit_projection(points, width=width, height=height, margin=margin, min_span_m=500.0)
+    if projection is None:
+        return None
+    routes = []
+    for team in route_map.teams:
+        stops = []
+        for seq, lon, lat in team.stops:
+            x, y = projection.page((lon, lat))
+            stops.append((seq, x, y))
+        routes.append(RouteLineView(team.team_id, projection.page(team.start), tuple(stops)))
+    return RouteMapView(width, height, tuple(routes), projection.scale_bar())
+
+
+@dataclass(frozen=True, slots=True)
 class TeamSheet:
-    """One printed page: a team's night, in Chinese."""
+    """One printed page: a team's night, in Chinese, with the unit's route map (its own
+    route ``team_id`` marked 本组)."""
 
     title: str
     heading: tuple[tuple[str, str], ...]
     rows: tuple[SheetRow, ...]
     footer: str
+    team_id: int | None = None
+    route_map: RouteMap | None = None
 
 
 OUTCOME_BOXES = "　".join(f"□{label}" for label in OUTCOME_LABELS.values())
 """The outcome column's boxes to tick by hand."""
 
 
+def _distance(route: ExportRoute) -> str:
+    return "—" if route.distance_m is None else f"{route.distance_m / 1000:.1f} 公里"
+
+
+def route_map(plan: PlanExport) -> RouteMap:
+    """The plan's routes for the map, teams in the plan's order."""
+    teams = []
+    missing = 0
+    for route in plan.routes:
+        drawn = tuple(
+            (stop.seq, stop.home_lon, stop.home_lat)
+            for stop in sorted(route.stops, key=lambda s: s.seq)
+            if stop.home_lon is not None and stop.home_lat is not None
+        )
+        missing += len(route.stops) - len(drawn)
+        teams.append(
+            MapTeam(
+                team_id=route.team_id,
+                team=route.team,
+                start=(route.start_lon, route.start_lat),
+                stops=drawn,
+                stop_count=len(route.stops),
+                distance=_distance(route),
+                window=f"{_hhmm(route.window_start)}—{_hhmm(route.window_end)}",
+            )
+        )
+    caption = (
+        "■ 出发地点（起）　● 走访对象住所，数字为走访顺序。连线为出发地点→各住所→返回的"
+        "直线示意，不是道路；实际路线以现场为准。本地平面投影（WGS-84），上北下南，无底图。"
+    )
+    if missing:
+        caption += f"另有 {missing} 人未登记住所，未绘入。"
+    return RouteMap(
+        title=f"巡查路线图　{plan.station}　{plan.night.isoformat()}",
+        teams=tuple(teams),
+        caption=caption,
+    )
+
+
 def team_sheets(plan: PlanExport, generated_at: datetime) -> list[TeamSheet]:
-    """The printed sheet's pages, one per team (a plan without routes prints none)."""
+    """The printed sheet's pages, one per team, each with the unit's route map (a plan
+    without routes prints none)."""
     generated = _local(generated_at, plan.zone)
+    routes_map = route_map(plan)
     sheets = []
     for route in plan.routes:
         rows = []
@@ -252,7 +362,6 @@ def team_sheets(plan: PlanExport, generated_at: datetime) -> list[TeamSheet]:
                     outcome=recorded,
                 )
             )
-        distance = "—" if route.distance_m is None else f"{route.distance_m / 1000:.1f} 公里"
         sheets.append(
             TeamSheet(
                 title="夜间巡查走访单",
@@ -262,10 +371,12 @@ def team_sheets(plan: PlanExport, generated_at: datetime) -> list[TeamSheet]:
                     ("巡查组", route.team),
                     ("工作时段", f"{_hhmm(route.window_start)}—{_hhmm(route.window_end)}"),
                     ("出发地点", f"{route.start_lat:.5f}, {route.start_lon:.5f}（WGS-84）"),
-                    ("走访人数", f"{len(route.stops)} 人，路线全长 {distance}"),
+                    ("走访人数", f"{len(route.stops)} 人，路线全长 {_distance(route)}"),
                 ),
                 rows=tuple(rows),
                 footer=f"巡查计划 {plan.plan_id} · {route.team} · 生成于 {generated}",
+                team_id=route.team_id,
+                route_map=routes_map,
             )
         )
     return sheets
