@@ -19,7 +19,15 @@ The world (everything is synthetic; the logins are for the demo only):
 * two exclusion zones (禁止令): a school, active on school days 07:00–18:00, and a victim's
   home, always active;
 * eight subjects across 严管 / 普管 / 宽管 with homes and one curfew, one phone each (device
-  tokens kept in ``<data_dir>/demo-devices.json``, mode 0600, so a second run reuses them).
+  tokens kept in ``<data_dir>/demo-devices.json``, mode 0600, so a second run reuses them);
+  their terms began 14 (严管), 24 (普管) or 60 (宽管) days before the first run, so the 严管
+  subjects are due a night patrol that night and the others may be drawn;
+* night patrol teams (:data:`PATROL_TEAMS`): one at 城关司法所, two at 东关司法所, each
+  starting from its station and working 20:00–24:00.
+
+Once seeded, the demo plans tonight's patrols for each station (:func:`plan_tonight`: a draft
+is re-planned, a published plan kept) and prints each plan's stops per team with the curl
+lines of its JSON, GeoJSON, CSV and printable sheet (the route map and a page per team).
 
 The phones post their newest fix every ``tick_s`` (15 s) with real timestamps and accuracy
 5–30 m. Most stay near home. 张某 drives out of the county and back every 20 minutes (a
@@ -54,12 +62,13 @@ import logging
 import math
 import os
 import random
+import re
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -80,6 +89,7 @@ __all__ = [
     "DEMO_POLICY_FILE",
     "DEVICES_FILE",
     "LOGINS",
+    "PATROL_TEAMS",
     "PHONES",
     "ActingOfficer",
     "DemoApi",
@@ -91,15 +101,18 @@ __all__ = [
     "ProposalWatch",
     "SeededSubject",
     "TaskWatch",
+    "TonightPlan",
     "act_as_officer",
     "boundary_radii_m",
     "county_boundary",
+    "county_today",
     "demo_policy",
     "fixes_for_tick",
     "follow_alerts",
     "follow_proposals",
     "follow_tasks",
     "offset_m",
+    "plan_tonight",
     "run_demo",
     "run_phones",
     "seed",
@@ -120,6 +133,23 @@ STATIONS = (("xx-chengguan", "城关司法所"), ("xx-dongguan", "东关司法�
 DEVICES_FILE = "demo-devices.json"
 DEFAULT_TICK_S = 15.0
 MAX_BUFFERED_FIXES = 1000  # the most one request may carry
+
+# Where each station stands (metres east, north of the county centre): its patrol teams
+# start and end their nights there.
+STATION_M = {"xx-chengguan": (-1500.0, 300.0), "xx-dongguan": (2600.0, 800.0)}
+# The demo's patrol teams (夜间巡查组): (station, name, visits a night), all working 20:00-24:00.
+PATROL_TEAMS = (
+    ("xx-chengguan", "城关巡查一组", 6),
+    ("xx-dongguan", "东关巡查一组", 4),
+    ("xx-dongguan", "东关巡查二组", 4),
+)
+PATROL_WINDOW = ("20:00", "00:00")
+# How long before the seeding day each level's subjects began their terms. Patrols visit
+# 严管 every 14 days from the term start, so those are due tonight (the last night of their
+# window); 普管 (every 30) and 宽管 (every 90) are inside their windows and may be drawn.
+TERM_STARTED_DAYS_AGO = {"strict": 14, "normal": 24, "lenient": 60}
+# The term's last day, as before: far enough ahead for any demo.
+TERM_END = date(2028, 8, 31)
 
 ACTIVITY_AREA = "XX县 活动区域"
 SCHOOL_ZONE = "XX县第一小学 (禁止令)"
@@ -477,7 +507,8 @@ class SeededSubject:
 
 @dataclass(frozen=True, slots=True)
 class DemoWorld:
-    """What :func:`seed` found or created."""
+    """What :func:`seed` found or created; ``patrol_teams`` maps each demo team's name to
+    its id."""
 
     admin_token: str
     area_id: int
@@ -485,6 +516,7 @@ class DemoWorld:
     subjects: tuple[SeededSubject, ...]
     created: tuple[str, ...]
     devices_file: Path
+    patrol_teams: Mapping[str, int] = field(default_factory=dict)
 
 
 async def _officer_ids(database_url: str, usernames: Sequence[str]) -> dict[str, int]:
@@ -582,18 +614,28 @@ def _boundary_collection() -> dict[str, Any]:
     }
 
 
+def county_today() -> date:
+    """Today in the county (Asia/Shanghai): the night the demo plans patrols for."""
+    return datetime.now(ZoneInfo(TIMEZONE)).date()
+
+
 def _subject_request(
-    plan: PhonePlan, area_id: int, zone_ids: Mapping[str, int], staff: Mapping[str, int]
+    plan: PhonePlan,
+    area_id: int,
+    zone_ids: Mapping[str, int],
+    staff: Mapping[str, int],
+    today: date,
 ) -> dict[str, Any]:
     officer, supervisor = _STATION_STAFF[plan.station]
     lon, lat = offset_m(*plan.home_m)
+    term_start = today - timedelta(days=TERM_STARTED_DAYS_AGO[plan.level])
     body: dict[str, Any] = {
         "name": plan.name,
         "org_unit": plan.station,
         "supervision_level": plan.level,
         "category": plan.category,
-        "term_start": date(2025, 9, 1).isoformat(),
-        "term_end": date(2028, 8, 31).isoformat(),
+        "term_start": term_start.isoformat(),
+        "term_end": TERM_END.isoformat(),
         "activity_area_id": area_id,
         "exclusion_zone_ids": [zone_ids[z] for z in plan.exclusions],
         "home": {"lat": lat, "lon": lon, "crs": "wgs84"},
@@ -752,7 +794,7 @@ async def seed(
             _, subject = await api.call(
                 "POST",
                 "/api/v1/subjects",
-                body=_subject_request(plan, area_id, zone_ids, staff),
+                body=_subject_request(plan, area_id, zone_ids, staff, county_today()),
                 token=admin,
             )
             subject_id = int(subject["id"])
@@ -773,7 +815,108 @@ async def seed(
             for s in seeded
         },
     )
-    return DemoWorld(admin, area_id, zone_ids, tuple(seeded), tuple(created), devices_path)
+    teams = await _ensure_patrol_teams(api, admin, created)
+    return DemoWorld(admin, area_id, zone_ids, tuple(seeded), tuple(created), devices_path, teams)
+
+
+def _team_request(station: str, name: str, capacity: int) -> dict[str, Any]:
+    lon, lat = offset_m(*STATION_M[station])
+    return {
+        "org_unit": station,
+        "name": name,
+        "start": {"lat": lat, "lon": lon, "crs": "wgs84"},
+        "capacity": capacity,
+        "window": {"start": PATROL_WINDOW[0], "end": PATROL_WINDOW[1]},
+    }
+
+
+async def _ensure_patrol_teams(api: DemoApi, admin: str, created: list[str]) -> dict[str, int]:
+    """The demo's patrol teams (:data:`PATROL_TEAMS`) by name, each created once."""
+    ids: dict[str, int] = {}
+    for station, _ in STATIONS:
+        _, listed = await api.call("GET", f"/api/v1/patrol-teams?org_unit={station}", token=admin)
+        have = {t["name"]: t["id"] for t in listed["teams"] if t["org_unit"] == station}
+        for code, name, capacity in PATROL_TEAMS:
+            if code != station:
+                continue
+            if name not in have:
+                _, team = await api.call(
+                    "POST",
+                    "/api/v1/patrol-teams",
+                    body=_team_request(station, name, capacity),
+                    token=admin,
+                )
+                have[name] = team["id"]
+                created.append(f"patrol team {name}")
+            ids[name] = int(have[name])
+    return ids
+
+
+# --- tonight's patrols ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TonightPlan:
+    """A station's plan for tonight as the demo made (or found) it: ``stops`` holds
+    (team name, stops) in the plan's order; ``problem`` says why there is no plan."""
+
+    station: str
+    station_name: str
+    night: date
+    plan_id: int | None
+    status: str
+    stops: tuple[tuple[str, int], ...] = ()
+    unassigned: int = 0
+    problem: str | None = None
+
+
+def _tonight_of(
+    station: str, name: str, night: date, plan: Mapping[str, Any], teams: Mapping[int, str]
+) -> TonightPlan:
+    """The plan's stops per team: its routes in order, then the station's demo teams it
+    gave no route (none of its stops)."""
+    stops = [
+        (teams.get(r["team_id"], f"team {r['team_id']}"), len(r["stops"])) for r in plan["routes"]
+    ]
+    routed = {team for team, _ in stops}
+    stops += [(t, 0) for code, t, _ in PATROL_TEAMS if code == station and t not in routed]
+    return TonightPlan(
+        station, name, night, int(plan["id"]), plan["status"], tuple(stops), len(plan["unassigned"])
+    )
+
+
+async def plan_tonight(
+    api: DemoApi, token: str, teams: Mapping[str, int], night: date | None = None
+) -> tuple[TonightPlan, ...]:
+    """Plan ``night`` (the county's today by default) for each station through
+    ``POST /api/v1/patrol-plans``: a draft made earlier (by the demo or the nightly job) is
+    replaced, a published plan is kept as it is (read back by the id its refusal names).
+    A station the service refuses to plan gets a :class:`TonightPlan` saying why."""
+    night = night or county_today()
+    names = {team_id: name for name, team_id in teams.items()}
+    plans = []
+    for code, name in STATIONS:
+        status, answer = await api.call(
+            "POST",
+            "/api/v1/patrol-plans",
+            body={"org_unit": code, "date": night.isoformat()},
+            token=token,
+            ok=(201, 400, 409),
+        )
+        if status == 201:
+            plans.append(_tonight_of(code, name, night, answer, names))
+            continue
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        published = re.search(r"\(id (\d+)\)", str(error.get("message", "")))
+        if error.get("code") == "plan_published" and published is not None:
+            _, plan = await api.call(
+                "GET", f"/api/v1/patrol-plans/{published.group(1)}", token=token
+            )
+            plans.append(_tonight_of(code, name, night, plan, names))
+            continue
+        problem = f"{error.get('code', status)}: {error.get('message', '')}".strip()
+        plans.append(TonightPlan(code, name, night, None, "none", problem=problem))
+    return tuple(plans)
 
 
 # --- simulated phones -------------------------------------------------------------------------
@@ -1505,6 +1648,7 @@ def _banner(
     world: DemoWorld,
     phones: bool,
     policy_file: Path | None = None,
+    patrols: Sequence[TonightPlan] = (),
 ) -> str:
     first = world.subjects[0].subject_id
     lines = [
@@ -1533,6 +1677,7 @@ def _banner(
         "-H 'Content-Type: application/json' "
         f'-d \'{{"decision": "approved"}}\' {base}/api/v1/proposals/ID/decide',
         "",
+        *_patrol_lines(base, patrols),
         "Demo logins (DEMO ONLY, never use these passwords anywhere else):",
     ]
     lines += [f"  {x.username:<20} {x.password:<32} {x.label}" for x in LOGINS]
@@ -1578,6 +1723,37 @@ def _banner(
         "",
     ]
     return "\n".join(lines)
+
+
+def _patrol_lines(base: str, plans: Sequence[TonightPlan]) -> list[str]:
+    """Tonight's plans: stops per team and the curl lines of each export."""
+    if not plans:
+        return []
+    night = plans[0].night.isoformat()
+    lines = [
+        f"Night patrols (夜间巡查) tonight, {night} {PATROL_WINDOW[0]}-24:00, planned now for "
+        "each station",
+        "(a draft is re-planned at every start, a published plan kept); the sheet PDF has the "
+        "route map",
+        "(every team's route, stops numbered) and a page per team:",
+    ]
+    for plan in plans:
+        if plan.plan_id is None:
+            lines.append(f"  {plan.station_name}: not planned ({plan.problem})")
+            continue
+        teams = ", ".join(f"{team} {n} stops" for team, n in plan.stops) or "no teams"
+        lines.append(
+            f"  {plan.station_name} plan #{plan.plan_id} ({plan.status}): {teams}; "
+            f"{plan.unassigned} unassigned"
+        )
+        url = f"{base}/api/v1/patrol-plans/{plan.plan_id}"
+        lines += [
+            f'    curl -s -H "Authorization: Bearer $TOKEN" {url}',
+            f'    curl -s -H "Authorization: Bearer $TOKEN" {url}.geojson',
+            f'    curl -s -H "Authorization: Bearer $TOKEN" {url}.csv',
+            f'    curl -H "Authorization: Bearer $TOKEN" {url}/sheet -o patrol-{plan.station}.pdf',
+        ]
+    return [*lines, ""]
 
 
 def _listen_address(sock: socket.socket) -> str:
@@ -1631,7 +1807,12 @@ async def _run_world(
             print(f"demo: created {len(world.created)} demo records", flush=True)
         else:
             print("demo: demo data already present; reusing it", flush=True)
-        print(_banner(settings, base, world, phones, policy_file), flush=True)
+        try:
+            patrols = await plan_tonight(api, world.admin_token, world.patrol_teams)
+        except (DemoError, aiohttp.ClientError, TimeoutError) as exc:
+            print(f"demo: planning tonight's patrols failed: {exc}", file=sys.stderr)
+            patrols = ()
+        print(_banner(settings, base, world, phones, policy_file, patrols), flush=True)
         names = {s.subject_id: s.plan.name for s in world.subjects}
         started = datetime.now(UTC)
         out = sys.stdout

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pypdf import PdfReader
 from shapely.geometry import Point, shape
 
 from correction_monitor import demo
@@ -301,6 +302,9 @@ async def test_the_demo_serves_through_the_ingest_front_as_serve_does(
     output = _Output(proc.stdout)
     try:
         await output.wait_for("is being served at")
+        # Tonight is planned for both stations before the banner, which prints each sheet.
+        for station, _ in demo.STATIONS:
+            await output.wait_for(f"/sheet -o patrol-{station}.pdf")
         devices_file = tmp_path / "data" / demo.DEVICES_FILE
         devices = json.loads(await asyncio.to_thread(devices_file.read_text))["subjects"]
         token = devices["wanderer"]["token"]
@@ -550,3 +554,113 @@ def test_task_times_are_the_countys_with_the_date_when_not_today() -> None:
     assert demo._local_time("2026-03-02T07:00:00Z", today) == "15:00:00"
     assert demo._local_time("2026-03-02T17:00:00Z", today) == "2026-03-03 01:00:00"
     assert demo._local_time(None, today) == "-"
+
+
+def _teams_of(station: str) -> list[str]:
+    return [name for code, name, _ in demo.PATROL_TEAMS if code == station]
+
+
+async def test_seeding_creates_each_patrol_team_once_at_its_station(
+    client: TestClient[Any, Any], database_url: str, tmp_path: Path
+) -> None:
+    api = _api(client)
+    first = await demo.seed(api, database_url, tmp_path)
+    again = await demo.seed(api, database_url, tmp_path)
+    assert not [c for c in again.created if c.startswith("patrol team")]
+    assert dict(again.patrol_teams) == dict(first.patrol_teams)
+    assert set(first.patrol_teams) == {name for _, name, _ in demo.PATROL_TEAMS}
+    county = _county()
+    for station, _ in demo.STATIONS:
+        assert 1 <= len(_teams_of(station)) <= 2
+        resp = await client.get(
+            "/api/v1/patrol-teams", params={"org_unit": station}, headers=bearer(first.admin_token)
+        )
+        assert resp.status == 200, await resp.text()
+        teams = [t for t in (await resp.json())["teams"] if t["org_unit"] == station]
+        assert sorted(t["name"] for t in teams) == sorted(_teams_of(station))
+        for team in teams:
+            assert team["id"] == first.patrol_teams[team["name"]]
+            assert team["window"] == {"start": "20:00", "end": "00:00"}
+            assert county.contains(Point(team["start"]["lon"], team["start"]["lat"]))
+            station_at = _point(*demo.STATION_M[station])
+            assert Point(team["start"]["lon"], team["start"]["lat"]).distance(station_at) < 1e-6
+
+
+async def test_the_demo_plans_tonight_per_station_with_a_route_map_on_the_sheet(
+    client: TestClient[Any, Any], database_url: str, tmp_path: Path
+) -> None:
+    api = _api(client)
+    world = await demo.seed(api, database_url, tmp_path)
+    h = bearer(world.admin_token)
+    plans = await demo.plan_tonight(api, world.admin_token, world.patrol_teams)
+    assert [p.station for p in plans] == [code for code, _ in demo.STATIONS]
+    tonight = demo.county_today()
+    strict = {s.subject_id for s in world.subjects if s.plan.level == "strict"}
+    planned: set[int] = set()
+    for plan in plans:
+        assert plan.plan_id is not None, plan.problem
+        assert (plan.night, plan.status) == (tonight, "draft")
+        assert sorted(team for team, _ in plan.stops) == sorted(_teams_of(plan.station))
+        resp = await client.get(f"/api/v1/patrol-plans/{plan.plan_id}", headers=h)
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        assert body["date"] == tonight.isoformat()
+        assert sum(n for _, n in plan.stops) == sum(len(r["stops"]) for r in body["routes"])
+        planned |= {stop["subject_id"] for r in body["routes"] for stop in r["stops"]}
+
+        resp = await client.get(f"/api/v1/patrol-plans/{plan.plan_id}/sheet", headers=h)
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "application/pdf"
+        reader = PdfReader(io.BytesIO(await resp.read()))
+        first = reader.pages[0].extract_text()
+        # The first page opens with the route map: its title, the legend's teams with their
+        # stops, the north mark and the scale bar.
+        assert "路线图" in first
+        assert first.index("路线图") < first.index("司法所")
+        assert "北" in first
+        assert "公里" in first or "米" in first
+        for team, stops in plan.stops:
+            assert team in first, team
+            assert f"{stops} 人" in first
+        text = "".join(page.extract_text() for page in reader.pages)
+        assert text.count("夜间巡查走访单") == len(plan.stops)
+    # The strict subjects began their terms 14 days ago: tonight is the last night of their
+    # window, so each is planned.
+    assert strict <= planned
+
+    # Planning again replaces the drafts; a published plan is kept.
+    first_ids = {p.station: p.plan_id for p in plans}
+    chengguan = first_ids["xx-chengguan"]
+    resp = await client.post(f"/api/v1/patrol-plans/{chengguan}/publish", headers=h)
+    assert resp.status == 200, await resp.text()
+    again = {
+        p.station: p for p in await demo.plan_tonight(api, world.admin_token, world.patrol_teams)
+    }
+    assert (again["xx-chengguan"].plan_id, again["xx-chengguan"].status) == (chengguan, "published")
+    assert again["xx-chengguan"].stops == next(p.stops for p in plans if p.plan_id == chengguan)
+    assert again["xx-dongguan"].plan_id not in (None, first_ids["xx-dongguan"])
+    assert again["xx-dongguan"].status == "draft"
+    resp = await client.get(f"/api/v1/patrol-plans/{first_ids['xx-dongguan']}", headers=h)
+    assert resp.status == 404
+
+
+def test_the_banner_shows_tonights_stops_and_where_to_fetch_each_export() -> None:
+    night = datetime(2026, 12, 6, tzinfo=UTC).date()
+    plans = (
+        demo.TonightPlan(
+            "xx-chengguan", "城关司法所", night, 41, "draft", (("城关巡查一组", 3),), 0
+        ),
+        demo.TonightPlan("xx-dongguan", "东关司法所", night, None, "none", problem="no_teams: x"),
+    )
+    lines = demo._patrol_lines("http://127.0.0.1:8096", plans)
+    text = "\n".join(lines)
+    assert "城关司法所 plan #41 (draft): 城关巡查一组 3 stops; 0 unassigned" in text
+    url = "http://127.0.0.1:8096/api/v1/patrol-plans/41"
+    for suffix in ("", ".geojson", ".csv"):
+        assert f'    curl -s -H "Authorization: Bearer $TOKEN" {url}{suffix}' in lines
+    assert (
+        f'    curl -H "Authorization: Bearer $TOKEN" {url}/sheet -o patrol-xx-chengguan.pdf'
+        in lines
+    )
+    assert "  东关司法所: not planned (no_teams: x)" in lines
+    assert demo._patrol_lines("http://x", ()) == []
