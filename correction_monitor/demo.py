@@ -1741,7 +1741,10 @@ def _patrol_lines(base: str, plans: Sequence[TonightPlan]) -> list[str]:
         if plan.plan_id is None:
             lines.append(f"  {plan.station_name}: not planned ({plan.problem})")
             continue
-        teams = ", ".join(f"{team} {n} stops" for team, n in plan.stops) or "no teams"
+        teams = (
+            ", ".join(f"{team} {n} stop{'' if n == 1 else 's'}" for team, n in plan.stops)
+            or "no teams"
+        )
         lines.append(
             f"  {plan.station_name} plan #{plan.plan_id} ({plan.status}): {teams}; "
             f"{plan.unassigned} unassigned"

@@ -25,6 +25,10 @@ from correction_monitor.domain.timeutil import iso
 REASON_LABELS: dict[str, str] = {
     "due": "到期走访",
     "overdue": "逾期未访",
+    "last_night_of_window": "本期最后一晚（必访）",
+    "drawn": "随机抽中",
+    "added_by_supervisor": "所长增派",
+    "swapped_in_by_supervisor": "所长调换",
     "open_alert": "有未处理告警",
     "recent_alert": "近期有告警",
     "curfew_anomaly": "宵禁时段异常",

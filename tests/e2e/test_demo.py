@@ -624,6 +624,9 @@ async def test_the_demo_plans_tonight_per_station_with_a_route_map_on_the_sheet(
             assert f"{stops} 人" in first
         text = "".join(page.extract_text() for page in reader.pages)
         assert text.count("夜间巡查走访单") == len(plan.stops)
+        # Each station has a strict subject due tonight: the reason is printed in words.
+        assert "本期最后一晚（必访）" in "".join(text.split())
+        assert "last_night_of_window" not in "".join(text.split())
     # The strict subjects began their terms 14 days ago: tonight is the last night of their
     # window, so each is planned.
     assert strict <= planned
@@ -648,13 +651,22 @@ def test_the_banner_shows_tonights_stops_and_where_to_fetch_each_export() -> Non
     night = datetime(2026, 12, 6, tzinfo=UTC).date()
     plans = (
         demo.TonightPlan(
-            "xx-chengguan", "城关司法所", night, 41, "draft", (("城关巡查一组", 3),), 0
+            "xx-chengguan",
+            "城关司法所",
+            night,
+            41,
+            "draft",
+            (("城关巡查一组", 3), ("城关巡查二组", 1)),
+            0,
         ),
         demo.TonightPlan("xx-dongguan", "东关司法所", night, None, "none", problem="no_teams: x"),
     )
     lines = demo._patrol_lines("http://127.0.0.1:8096", plans)
     text = "\n".join(lines)
-    assert "城关司法所 plan #41 (draft): 城关巡查一组 3 stops; 0 unassigned" in text
+    assert (
+        "城关司法所 plan #41 (draft): 城关巡查一组 3 stops, 城关巡查二组 1 stop; 0 unassigned"
+        in text
+    )
     url = "http://127.0.0.1:8096/api/v1/patrol-plans/41"
     for suffix in ("", ".geojson", ".csv"):
         assert f'    curl -s -H "Authorization: Bearer $TOKEN" {url}{suffix}' in lines
