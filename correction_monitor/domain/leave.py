@@ -236,12 +236,18 @@ def check_span(starts_at: datetime, ends_at: datetime, tz: ZoneInfo, policy: Lea
     longer than any approval may (``commuting_max_days``, the longest the rules allow)."""
     if ends_at <= starts_at:
         raise BadLeave("end", "'end' must be after 'start'")
-    days = leave_days(starts_at, ends_at, tz)
+    longest = f"a leave lasts at most {policy.commuting_max_days} days"
+    # Far too long, however the days fall: refused before counting them one by one.
+    if ends_at - starts_at > timedelta(days=policy.commuting_max_days + 1):
+        raise BadLeave("end", f"'end' is too far after 'start'; {longest}")
+    try:
+        days = leave_days(starts_at, ends_at, tz)
+    except OverflowError as exc:  # beyond the calendar in the station's time zone
+        raise BadLeave("end", "'end' is outside the calendar") from exc
     if days > policy.commuting_max_days:
         raise BadLeave(
             "end",
-            f"'end' makes the leave {days} days long; a leave lasts at most "
-            f"{policy.commuting_max_days} days",
+            f"'end' makes the leave {days} days long; {longest}",
         )
     return days
 

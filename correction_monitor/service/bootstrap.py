@@ -207,9 +207,7 @@ def bootstrap(
         patrols.PublishPlan: partial(patrols.publish_plan, clock=clock),
         patrols.EditPlan: partial(patrols.edit_plan, policy=policy, clock=clock),
         patrols.Forecast: partial(patrols.forecast, policy=policy, clock=clock),
-        patrols.PlanComingNights: partial(
-            patrols.plan_coming_nights, policy=policy, clock=clock
-        ),
+        patrols.PlanComingNights: partial(patrols.plan_coming_nights, policy=policy, clock=clock),
         patrol_exports.ExportPlan: patrol_exports.export_plan,
         patrol_exports.RenderPatrolSheet: partial(
             patrol_exports.render_patrol_sheet, clock=clock, font=pdf_font

@@ -136,3 +136,15 @@ def test_commuting_is_decided_by_the_county_for_up_to_its_maximum() -> None:
 )
 def test_who_may_approve_which_level(role: Role, allowed: set[ApprovalLevel]) -> None:
     assert {level for level in ApprovalLevel if may_approve(role, level)} == allowed
+
+
+def test_a_span_far_too_long_or_beyond_the_calendar_names_its_end() -> None:
+    tz = ZoneInfo("Asia/Shanghai")
+    policy = load_policy().leave
+    start = parse_bound("2026-12-06T08:00:00+08:00", tz, end=False)
+    with pytest.raises(BadLeave, match="too far after") as far:
+        check_span(start, parse_bound("9999-12-31T23:59:59Z", tz, end=True), tz, policy)
+    assert far.value.field == "end"
+    last_evening = parse_bound("9999-12-31T20:00:00Z", tz, end=False)
+    with pytest.raises(BadLeave, match="outside the calendar"):
+        check_span(last_evening, last_evening + timedelta(hours=3), tz, policy)
