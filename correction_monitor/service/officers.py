@@ -84,7 +84,7 @@ class CreateOfficer(Command[Officer]):
 def _check_timezone(name: str) -> None:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise InvalidInput("invalid_request", f"unknown time zone {name!r}") from exc
 
 
