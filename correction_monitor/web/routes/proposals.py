@@ -22,10 +22,9 @@ from correction_monitor.service.proposals import (
 )
 from correction_monitor.web.auth import officer
 from correction_monitor.web.dispatch import handle
-from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, parse_model, read_json
 from correction_monitor.web.keys import PROFILES, REQUEST_ID
-from correction_monitor.web.params import PG_INT_MAX, int_param
+from correction_monitor.web.params import choice_query, id_query, int_param
 
 routes = web.RouteTableDef()
 
@@ -35,18 +34,10 @@ STATUSES = frozenset(s.value for s in ProposalStatus)
 @routes.get("/api/v1/proposals")
 async def list_proposals(request: web.Request) -> web.Response:
     who = await officer(request)
-    q = request.query
-    status = q.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise bad_request("invalid_request", f"status must be one of {sorted(STATUSES)}")
-    raw_subject = q.get("subject_id") or None
-    subject_id = None
-    if raw_subject is not None:
-        if not (raw_subject.isascii() and raw_subject.isdigit()):
-            raise bad_request("invalid_request", "subject_id must be an integer")
-        subject_id = int(raw_subject)
-        if not 0 < subject_id <= PG_INT_MAX:
-            return json_response({"proposals": []})
+    status = choice_query(request, "status", STATUSES)
+    subject_id = id_query(request, "subject_id")
+    if subject_id == 0:
+        return json_response({"proposals": []})
     command = ListProposals(
         actor=who,
         subject_id=subject_id,

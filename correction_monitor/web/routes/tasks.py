@@ -21,10 +21,9 @@ from correction_monitor.service.tasks import (
 )
 from correction_monitor.web.auth import officer
 from correction_monitor.web.dispatch import handle
-from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, parse_json, parse_model, refuse_nul
 from correction_monitor.web.keys import CLOCK, REQUEST_ID
-from correction_monitor.web.params import PG_INT_MAX, int_param
+from correction_monitor.web.params import choice_query, id_query, int_param
 
 routes = web.RouteTableDef()
 
@@ -36,32 +35,14 @@ def _json(request: web.Request, task: Task) -> dict[str, Any]:
     return task.to_json(request.app[CLOCK].now())
 
 
-def _choice(request: web.Request, name: str, allowed: frozenset[str]) -> str | None:
-    value = request.query.get(name) or None
-    if value is not None and value not in allowed:
-        raise bad_request("invalid_request", f"{name} must be one of {sorted(allowed)}")
-    return value
-
-
-def _row_id(request: web.Request, name: str) -> int | None:
-    """An id filter; None when absent, 0 when it cannot name any row (nothing matches)."""
-    raw = request.query.get(name) or None
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise bad_request("invalid_request", f"{name} must be an integer or 'me'")
-    value = int(raw)
-    return value if 0 < value <= PG_INT_MAX else 0
-
-
 @routes.get("/api/v1/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
     who = await officer(request)
-    status = _choice(request, "status", STATUSES)
-    kind = _choice(request, "kind", KINDS)
+    status = choice_query(request, "status", STATUSES)
+    kind = choice_query(request, "kind", KINDS)
     me = request.query.get("assignee") == "me"
-    assignee = None if me else _row_id(request, "assignee")
-    subject = _row_id(request, "subject_id")
+    assignee = None if me else id_query(request, "assignee", also="me")
+    subject = id_query(request, "subject_id")
     if assignee == 0 or subject == 0:
         return json_response({"tasks": []})
     command = ListTasks(
