@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import asyncpg
 from reportlab.graphics.shapes import Circle, Drawing, PolyLine, Rect, String
@@ -22,14 +21,19 @@ from reportlab.platypus import (
     Flowable,
     KeepTogether,
     PageBreak,
-    Paragraph,
     SimpleDocTemplate,
     Spacer,
     Table,
     TableStyle,
 )
 
-from correction_monitor.adapters.pdf import add_scale_and_north, map_frame, register_font
+from correction_monitor.adapters.pdf import (
+    add_scale_and_north,
+    grid_table,
+    map_frame,
+    paragraph,
+    register_font,
+)
 from correction_monitor.domain.alerts import AlertType
 from correction_monitor.domain.patrol_sheet import (
     RouteMap,
@@ -339,24 +343,6 @@ def _styles(font: str) -> dict[str, ParagraphStyle]:
     }
 
 
-def _p(text: str, style: ParagraphStyle) -> Paragraph:
-    return Paragraph(escape(text).replace("\n", "<br/>"), style)
-
-
-def _grid(rows: list[list[Any]], widths: list[float], *, header: bool) -> Table:
-    table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
-    commands: list[Any] = [
-        ("GRID", (0, 0), (-1, -1), 0.4, GRID_COLOUR),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-    ]
-    if header:
-        commands.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")))
-    table.setStyle(TableStyle(commands))
-    return table
-
-
 def team_colour(index: int) -> colors.Color:
     """The colour of the plan's ``index``-th team on the map and in its legend."""
     return TEAM_COLOURS[index % len(TEAM_COLOURS)]
@@ -419,10 +405,10 @@ def _route_map_block(
     caption."""
     styles = _styles(font)
     body, small = styles["body"], styles["small"]
-    block: list[Flowable] = [_p(route_map.title, body), Spacer(1, 3)]
+    block: list[Flowable] = [paragraph(route_map.title, body), Spacer(1, 3)]
     view = project_route_map(route_map, width=width, height=width * ROUTE_MAP_HEIGHT_RATIO)
     if view is None:
-        return [*block, _p("该巡查计划没有可绘制的出发地点或住所。", small)]
+        return [*block, paragraph("该巡查计划没有可绘制的出发地点或住所。", small)]
     block.append(route_map_drawing(view, font, highlight))
     block.append(Spacer(1, 4))
     rows: list[list[Any]] = []
@@ -431,10 +417,10 @@ def _route_map_block(
         rows.append(
             [
                 "",
-                _p(name, small),
-                _p(f"{team.stop_count} 人", small),
-                _p(f"全长 {team.distance}", small),
-                _p(f"工作时段 {team.window}", small),
+                paragraph(name, small),
+                paragraph(f"{team.stop_count} 人", small),
+                paragraph(f"全长 {team.distance}", small),
+                paragraph(f"工作时段 {team.window}", small),
             ]
         )
     legend = Table(rows, colWidths=[width * f for f in (0.04, 0.36, 0.14, 0.2, 0.26)])
@@ -446,7 +432,7 @@ def _route_map_block(
     for i in range(len(rows)):
         commands.append(("BACKGROUND", (0, i), (0, i), team_colour(i)))
     legend.setStyle(TableStyle(commands))
-    block += [legend, Spacer(1, 2), _p(route_map.caption, small)]
+    block += [legend, Spacer(1, 2), paragraph(route_map.caption, small)]
     return block
 
 
@@ -474,18 +460,18 @@ def render_sheet(sheets: list[TeamSheet], title: str, font_path: Path) -> bytes:
     for n, sheet in enumerate(sheets):
         if n:
             story.append(PageBreak())
-        story.append(_p(sheet.title, styles["title"]))
+        story.append(paragraph(sheet.title, styles["title"]))
         if sheet.route_map is not None:
             story.append(
                 KeepTogether(_route_map_block(sheet.route_map, sheet.team_id, font, width))
             )
             story.append(Spacer(1, 8))
-        heading = [[_p(k, body), _p(v, body)] for k, v in sheet.heading]
-        story.append(_grid(heading, [width * 0.18, width * 0.82], header=False))
+        heading = [[paragraph(k, body), paragraph(v, body)] for k, v in sheet.heading]
+        story.append(grid_table(heading, [width * 0.18, width * 0.82], header=False, padding=3))
         story.append(Spacer(1, 8))
         rows: list[list[Any]] = [
             [
-                _p(h, small)
+                paragraph(h, small)
                 for h in (
                     "序号",
                     "预计到达",
@@ -500,22 +486,22 @@ def render_sheet(sheets: list[TeamSheet], title: str, font_path: Path) -> bytes:
         for row in sheet.rows:
             rows.append(
                 [
-                    _p(row.seq, small),
-                    _p(row.eta, small),
-                    _p(row.name, body),
-                    _p(row.place, small),
-                    _p(row.reasons, small),
-                    _p(row.outcome, small),
+                    paragraph(row.seq, small),
+                    paragraph(row.eta, small),
+                    paragraph(row.name, body),
+                    paragraph(row.place, small),
+                    paragraph(row.reasons, small),
+                    paragraph(row.outcome, small),
                     "",
                 ]
             )
         if not sheet.rows:
-            rows.append([_p("本组当晚无走访对象。", small), "", "", "", "", "", ""])
+            rows.append([paragraph("本组当晚无走访对象。", small), "", "", "", "", "", ""])
         fractions = (0.06, 0.09, 0.11, 0.17, 0.17, 0.24, 0.16)
-        story.append(_grid(rows, [width * f for f in fractions], header=True))
+        story.append(grid_table(rows, [width * f for f in fractions], header=True, padding=3))
         story.append(Spacer(1, 14))
         story.append(
-            _p(
+            paragraph(
                 "巡查人员签名：____________________　　　　带队人员签名：____________________"
                 "\n\n日期：________年____月____日",
                 body,
@@ -523,13 +509,13 @@ def render_sheet(sheets: list[TeamSheet], title: str, font_path: Path) -> bytes:
         )
         story.append(Spacer(1, 8))
         story.append(
-            _p(
+            paragraph(
                 "本走访单仅供社区矫正工作人员巡查使用，载有住所位置信息，不得向社区矫正对象或"
                 "无关人员出示；走访结果请在系统中如实记录。" + "\n" + sheet.footer,
                 small,
             )
         )
     if not story:
-        story.append(_p("该巡查计划没有巡查组路线。", body))
+        story.append(paragraph("该巡查计划没有巡查组路线。", body))
     template.build(story)
     return out.getvalue()

@@ -118,18 +118,22 @@ def _styles(font: str) -> dict[str, ParagraphStyle]:
     }
 
 
-def _p(text: str, style: ParagraphStyle) -> Paragraph:
+def paragraph(text: str, style: ParagraphStyle) -> Paragraph:
     """A paragraph of plain text (ReportLab reads markup: escape it)."""
     return Paragraph(escape(text).replace("\n", "<br/>"), style)
 
 
-def _table(rows: list[list[Any]], widths: list[float], *, header: bool) -> Table:
+def grid_table(
+    rows: list[list[Any]], widths: list[float], *, header: bool, padding: float = 4
+) -> Table:
+    """A ruled table of ``rows`` (the first a shaded header row repeated on every page when
+    ``header``)."""
     table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
     commands: list[Any] = [
         ("GRID", (0, 0), (-1, -1), 0.4, GRID_COLOUR),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 4),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 4),
+        ("LEFTPADDING", (0, 0), (-1, -1), padding),
+        ("RIGHTPADDING", (0, 0), (-1, -1), padding),
     ]
     if header:
         commands.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")))
@@ -256,57 +260,76 @@ def render_pdf(document: EvidenceDocument, font_path: Path) -> bytes:
     body, small = styles["body"], styles["small"]
     width = MAP_WIDTH
     story: list[Flowable] = [
-        _p(document.title, styles["title"]),
-        _p(f"{document.reference}　　生成时间 {document.generated_at}", styles["subtitle"]),
-        _p("一、社区矫正对象", styles["heading"]),
-        _table(
+        paragraph(document.title, styles["title"]),
+        paragraph(f"{document.reference}　　生成时间 {document.generated_at}", styles["subtitle"]),
+        paragraph("一、社区矫正对象", styles["heading"]),
+        grid_table(
             [
-                [_p("姓名", body), _p(document.subject.name, body)],
-                [_p("矫正类别", body), _p(document.subject.category, body)],
-                [_p("监管等级", body), _p(document.subject.level, body)],
-                [_p("司法所", body), _p(document.subject.station, body)],
-                [_p("矫正期限", body), _p(document.subject.term, body)],
+                [paragraph("姓名", body), paragraph(document.subject.name, body)],
+                [paragraph("矫正类别", body), paragraph(document.subject.category, body)],
+                [paragraph("监管等级", body), paragraph(document.subject.level, body)],
+                [paragraph("司法所", body), paragraph(document.subject.station, body)],
+                [paragraph("矫正期限", body), paragraph(document.subject.term, body)],
             ],
             [width * 0.22, width * 0.78],
             header=False,
         ),
-        _p("二、建议措施及依据", styles["heading"]),
-        _table(
+        paragraph("二、建议措施及依据", styles["heading"]),
+        grid_table(
             [
-                [_p("建议措施", body), _p(document.measure, body)],
-                [_p("法律依据", body), _p(document.article, body)],
-                [_p("办理状态", body), _p(document.status, body)],
+                [paragraph("建议措施", body), paragraph(document.measure, body)],
+                [paragraph("法律依据", body), paragraph(document.article, body)],
+                [paragraph("办理状态", body), paragraph(document.status, body)],
             ],
             [width * 0.22, width * 0.78],
             header=False,
         ),
         Spacer(1, 6),
-        _p("事实与理由：", body),
-        *[_p(f"{n}. {ground}", body) for n, ground in enumerate(document.grounds, start=1)],
-        _p("三、事实经过（按时间顺序）", styles["heading"]),
+        paragraph("事实与理由：", body),
+        *[paragraph(f"{n}. {ground}", body) for n, ground in enumerate(document.grounds, start=1)],
+        paragraph("三、事实经过（按时间顺序）", styles["heading"]),
     ]
     if document.facts:
-        rows: list[list[Any]] = [[_p("时间", small), _p("类别", small), _p("内容", small)]]
-        rows += [[_p(f.when, small), _p(f.kind, small), _p(f.text, small)] for f in document.facts]
-        story.append(_table(rows, [width * 0.2, width * 0.08, width * 0.72], header=True))
+        rows: list[list[Any]] = [
+            [paragraph("时间", small), paragraph("类别", small), paragraph("内容", small)]
+        ]
+        rows += [
+            [paragraph(f.when, small), paragraph(f.kind, small), paragraph(f.text, small)]
+            for f in document.facts
+        ]
+        story.append(grid_table(rows, [width * 0.2, width * 0.08, width * 0.72], header=True))
     else:
-        story.append(_p("无记录。", body))
-    heading = _p("四、定位轨迹图", styles["heading"])
+        story.append(paragraph("无记录。", body))
+    heading = paragraph("四、定位轨迹图", styles["heading"])
     if document.map is not None:
         drawing = map_drawing(document.map, font)
-        story.append(KeepTogether([heading, drawing, _p(document.map.caption, small)]))
+        story.append(KeepTogether([heading, drawing, paragraph(document.map.caption, small)]))
     else:
-        story += [heading, _p("该时段内没有定位记录，也没有可绘制的电子围栏。", body)]
-    story.append(_p("五、处理与决定经过", styles["heading"]))
-    rows = [[_p("时间", small), _p("人员", small), _p("事项", small), _p("意见", small)]]
+        story += [heading, paragraph("该时段内没有定位记录，也没有可绘制的电子围栏。", body)]
+    story.append(paragraph("五、处理与决定经过", styles["heading"]))
+    rows = [
+        [
+            paragraph("时间", small),
+            paragraph("人员", small),
+            paragraph("事项", small),
+            paragraph("意见", small),
+        ]
+    ]
     rows += [
-        [_p(d.when, small), _p(d.who, small), _p(d.what, small), _p(d.note or "—", small)]
+        [
+            paragraph(d.when, small),
+            paragraph(d.who, small),
+            paragraph(d.what, small),
+            paragraph(d.note or "—", small),
+        ]
         for d in document.decisions
     ]
-    story.append(_table(rows, [width * 0.2, width * 0.14, width * 0.4, width * 0.26], header=True))
+    story.append(
+        grid_table(rows, [width * 0.2, width * 0.14, width * 0.4, width * 0.26], header=True)
+    )
     story.append(Spacer(1, 10))
     story.append(
-        _p(
+        paragraph(
             "本材料由社区矫正信息化监管系统根据存档记录生成；定位数据仅用于社区矫正监督管理"
             "（《社区矫正法》第二十六条），本次导出已记入审计日志。",
             small,

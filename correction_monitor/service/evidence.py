@@ -10,21 +10,18 @@ export (``proposal.export``), so a document that cannot be audited is never made
 
 Rendering is CPU-bound (ReportLab, pure Python): it runs after the transaction, on a small
 thread pool of its own, so the event loop keeps serving while a document is drawn and at
-most :data:`RENDER_WORKERS` documents are drawn at once per process.
+most :data:`service.documents.RENDER_WORKERS` documents are drawn at once per process.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from correction_monitor.adapters import errors as stored
-from correction_monitor.adapters.pdf import FontMissing, font_file, render_pdf
+from correction_monitor.adapters.pdf import render_pdf
 from correction_monitor.domain.access import CASEWORK_ROLES, Principal, Role
 from correction_monitor.domain.checkins import Checkin
 from correction_monitor.domain.clock import Clock
@@ -43,7 +40,8 @@ from correction_monitor.domain.ladder import Proposal
 from correction_monitor.domain.models import Alert, GeofenceRecord, Subject
 from correction_monitor.domain.timeutil import iso
 from correction_monitor.service.command import Command
-from correction_monitor.service.errors import Forbidden, NotFound, TryAgain
+from correction_monitor.service.documents import document_font, draw
+from correction_monitor.service.errors import Forbidden, NotFound
 from correction_monitor.service.track import MAX_TRACK_FIXES, MAX_TRACK_SPAN
 from correction_monitor.service.unit_of_work import UnitOfWork
 
@@ -57,7 +55,6 @@ EPISODE_MARGIN = timedelta(minutes=30)
 NO_ALERT_SPAN = timedelta(days=1)
 MAX_CHECKINS = 500
 MAX_TASKS = 200
-RENDER_WORKERS = 2
 # The map's box in page points: the text column of A4 with 18 mm margins, 2:3.
 MAP_WIDTH = 493.0
 MAP_HEIGHT = MAP_WIDTH * 2 / 3
@@ -79,19 +76,6 @@ class RenderEvidence(Command[EvidencePdf]):
     proposal_id: int
     purpose: str | None = None
     request_id: str | None = None
-
-
-_executor_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-
-
-def _render_pool() -> ThreadPoolExecutor:
-    """The process's pool for drawing documents, made on first use."""
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(RENDER_WORKERS, thread_name_prefix="evidence-pdf")
-        return _executor
 
 
 def episode_window(proposal: Proposal, alerts: list[Alert]) -> tuple[datetime, datetime]:
@@ -261,17 +245,7 @@ async def render_evidence(
     ``font_missing`` (503) before anything is read."""
     if not command.actor.may(DOCUMENT_READERS):
         raise Forbidden("your role may not read evidence documents")
-    try:
-        font_path = font_file(font)
-    except FontMissing as exc:
-        raise TryAgain(
-            "font_missing",
-            f"{exc}: run `python3 dev.py` (npm ci in fonts/) or set CM_PDF_FONT",
-        ) from exc
+    font_path = document_font(font)
     document, _ = await _gather(command, uow, clock.now())
-    loop = asyncio.get_running_loop()
-    try:
-        content = await loop.run_in_executor(_render_pool(), render_pdf, document, font_path)
-    except FontMissing as exc:  # removed between the check and the drawing
-        raise TryAgain("font_missing", str(exc)) from exc
+    content = await draw(render_pdf, document, font_path)
     return EvidencePdf(command.proposal_id, document.file_name, content)

@@ -11,13 +11,11 @@ the font the answer is ``font_missing`` (503) before anything is read.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from correction_monitor.adapters.patrol_exports import StopRow, render_sheet
-from correction_monitor.adapters.pdf import FontMissing, font_file
 from correction_monitor.domain.access import CASEWORK_ROLES, Principal, Role
 from correction_monitor.domain.clock import Clock
 from correction_monitor.domain.patrol_sheet import (
@@ -28,8 +26,8 @@ from correction_monitor.domain.patrol_sheet import (
     team_sheets,
 )
 from correction_monitor.service.command import Command
-from correction_monitor.service.errors import Forbidden, NotFound, TryAgain
-from correction_monitor.service.evidence import _render_pool
+from correction_monitor.service.documents import document_font, draw
+from correction_monitor.service.errors import Forbidden, NotFound
 from correction_monitor.service.unit_of_work import UnitOfWork
 
 EXPORT_READERS = CASEWORK_ROLES | {Role.AUDITOR}
@@ -171,23 +169,13 @@ async def render_patrol_sheet(
     ``CM_PDF_FONT``, the npm package's when None)."""
     if not command.actor.may(EXPORT_READERS):
         raise Forbidden("your role may not read patrol plans")
-    try:
-        font_path = font_file(font)
-    except FontMissing as exc:
-        raise TryAgain(
-            "font_missing",
-            f"{exc}: run `python3 dev.py` (npm ci in fonts/) or set CM_PDF_FONT",
-        ) from exc
+    font_path = document_font(font)
     async with uow:
         export = await _read(
             uow, command.actor, command.plan_id, "pdf", command.purpose, command.request_id
         )
     sheets = team_sheets(export, clock.now())
     title = f"夜间巡查走访单 {export.station} {export.night.isoformat()}"
-    loop = asyncio.get_running_loop()
-    try:
-        content = await loop.run_in_executor(_render_pool(), render_sheet, sheets, title, font_path)
-    except FontMissing as exc:  # removed between the check and the drawing
-        raise TryAgain("font_missing", str(exc)) from exc
+    content = await draw(render_sheet, sheets, title, font_path)
     name = f"patrol-{export.plan_id}-{export.night.isoformat()}.pdf"
     return PatrolSheetPdf(export.plan_id, name, content)
