@@ -7,6 +7,7 @@ subtree; an administrator sees everything.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,3 +50,19 @@ class Principal:
 def jurisdiction_root_is_subtree(role: Role) -> bool:
     """Whether the role's jurisdiction covers the whole subtree under its own unit."""
     return role in (Role.COUNTY_ADMIN, Role.AUDITOR)
+
+
+def subtree_ids(parents: Iterable[tuple[int, int | None]], root_id: int) -> frozenset[int]:
+    """The ids of ``root_id`` and every unit below it, from (unit id, parent id) pairs."""
+    below: dict[int, list[int]] = {}
+    for unit_id, parent_id in parents:
+        if parent_id is not None:
+            below.setdefault(parent_id, []).append(unit_id)
+    found: set[int] = set()
+    stack = [root_id]
+    while stack:
+        unit_id = stack.pop()
+        if unit_id not in found:
+            found.add(unit_id)
+            stack.extend(below.get(unit_id, ()))
+    return frozenset(found)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from correction_monitor.adapters import errors as stored
-from correction_monitor.domain.access import Principal, Role
+from correction_monitor.domain.access import Principal, Role, subtree_ids
 from correction_monitor.domain.clock import Clock, SystemClock
 from correction_monitor.domain.events import DomainEvent, EventName
 from correction_monitor.domain.models import Officer, OrgUnit
@@ -222,17 +222,7 @@ class ListOfficers(Command[list[PlacedOfficer]]):
 
 
 def _subtree(units: list[OrgUnit], root_id: int) -> frozenset[int]:
-    below: dict[int, list[int]] = {}
-    for unit in units:
-        if unit.parent_id is not None:
-            below.setdefault(unit.parent_id, []).append(unit.id)
-    found, stack = set(), [root_id]
-    while stack:
-        unit_id = stack.pop()
-        if unit_id not in found:
-            found.add(unit_id)
-            stack.extend(below.get(unit_id, ()))
-    return frozenset(found)
+    return subtree_ids(((u.id, u.parent_id) for u in units), root_id)
 
 
 async def list_officers(command: ListOfficers, uow: UnitOfWork) -> list[PlacedOfficer]:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from correction_monitor import metrics
 from correction_monitor.adapters import errors as stored
-from correction_monitor.domain.access import Principal
+from correction_monitor.domain.access import Principal, subtree_ids
 from correction_monitor.domain.alert_quality import QualityRow
 from correction_monitor.domain.alerts import AlertType
 from correction_monitor.domain.models import OrgUnit
@@ -34,17 +34,7 @@ so a province's thousand stations do not make the scrape unbounded; per-type tot
 
 
 def _subtree(units: list[OrgUnit], root_id: int) -> frozenset[int]:
-    below: dict[int, list[int]] = {}
-    for unit in units:
-        if unit.parent_id is not None:
-            below.setdefault(unit.parent_id, []).append(unit.id)
-    found, stack = set(), [root_id]
-    while stack:
-        unit_id = stack.pop()
-        if unit_id not in found:
-            found.add(unit_id)
-            stack.extend(below.get(unit_id, ()))
-    return frozenset(found)
+    return subtree_ids(((u.id, u.parent_id) for u in units), root_id)
 
 
 def _every_type(rows: list[QualityRow]) -> list[QualityRow]:
