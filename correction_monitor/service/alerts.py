@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from correction_monitor.adapters import errors as stored
 from correction_monitor.domain import alerts as lifecycle
@@ -247,40 +248,68 @@ async def resolve_alert(command: ResolveAlert, uow: UnitOfWork) -> Alert:
             lifecycle.resolve(alert.status)
         except TransitionRefused as exc:
             raise _refused(alert.id, exc) from exc
-        if not await uow.alerts.resolve(
-            alert.id, who.officer_id, command.disposition, command.note, command.gravity
-        ):
-            # Resolved by someone else since it was read.
-            refused = TransitionRefused("alert_resolved", "the alert is already resolved")
-            raise _refused(alert.id, refused)
-        uow.emit(
-            alert_event(
-                AlertChange.RESOLVED,
-                alert.id,
-                alert.org_unit_id,
-                alert.subject_id,
-                {
-                    "status": lifecycle.AlertStatus.RESOLVED.value,
-                    "by": who.officer_id,
-                    "disposition": command.disposition.value,
-                    "gravity": command.gravity.value,
-                    "type": alert.type.value,
-                    "incident_id": alert.incident_id,
-                },
-            )
-        )
-        uow.audit(
-            officer_id=who.officer_id,
-            action="alert.resolve",
-            subject_id=alert.subject_id,
+        await record_resolution(
+            uow,
+            who,
+            alert,
+            command.disposition,
+            command.gravity,
+            command.note,
             request_id=command.request_id,
-            detail={
-                "alert_id": alert.id,
-                "disposition": command.disposition.value,
-                "gravity": command.gravity.value,
-            },
         )
         return await uow.alerts.get(alert.id)
+
+
+async def record_resolution(
+    uow: UnitOfWork,
+    who: Principal,
+    alert: Alert,
+    disposition: Disposition,
+    gravity: Gravity,
+    note: str | None,
+    *,
+    request_id: str | None,
+    purpose: str | None = None,
+    via: str | None = None,
+) -> None:
+    """Resolve ``alert`` (unresolved, read in this unit of work) for ``who``, with its
+    ``alert.resolved`` event (which the ladder reads) and audit entry: an officer's
+    resolution, or a finding that resolves it (``via`` names it, e.g. a patrol stop)."""
+    if not await uow.alerts.resolve(alert.id, who.officer_id, disposition, note, gravity):
+        # Resolved by someone else since it was read.
+        refused = TransitionRefused("alert_resolved", "the alert is already resolved")
+        raise _refused(alert.id, refused)
+    uow.emit(
+        alert_event(
+            AlertChange.RESOLVED,
+            alert.id,
+            alert.org_unit_id,
+            alert.subject_id,
+            {
+                "status": lifecycle.AlertStatus.RESOLVED.value,
+                "by": who.officer_id,
+                "disposition": disposition.value,
+                "gravity": gravity.value,
+                "type": alert.type.value,
+                "incident_id": alert.incident_id,
+            },
+        )
+    )
+    detail: dict[str, Any] = {
+        "alert_id": alert.id,
+        "disposition": disposition.value,
+        "gravity": gravity.value,
+    }
+    if via is not None:
+        detail |= {"via": via, "note": note}
+    uow.audit(
+        officer_id=who.officer_id,
+        action="alert.resolve",
+        subject_id=alert.subject_id,
+        request_id=request_id,
+        purpose=purpose,
+        detail=detail,
+    )
 
 
 REOPEN_ROLES = frozenset({Role.SUPERVISOR, Role.COUNTY_ADMIN, Role.ADMIN})

@@ -60,6 +60,7 @@ from correction_monitor.domain.patrol_outcomes import (
 )
 from correction_monitor.domain.timeutil import iso
 from correction_monitor.policy import Policy
+from correction_monitor.service.alerts import record_resolution
 from correction_monitor.service.command import Command
 from correction_monitor.service.errors import Forbidden, InvalidInput, NotFound
 from correction_monitor.service.integrity import raise_signal
@@ -160,39 +161,16 @@ async def _confirm(
     """The recording officer confirms the alert, as resolving it would (event and audit)."""
     alert = await uow.alerts.get(alert_id)
     lifecycle.resolve(alert.status)  # unresolved: the callers chose it so
-    if not await uow.alerts.resolve(
-        alert.id, who.officer_id, Disposition.CONFIRMED, note, Gravity.MINOR
-    ):
-        raise AssertionError(f"alert {alert.id} is locked and unresolved")
-    uow.emit(
-        alert_event(
-            AlertChange.RESOLVED,
-            alert.id,
-            alert.org_unit_id,
-            alert.subject_id,
-            {
-                "status": lifecycle.AlertStatus.RESOLVED.value,
-                "by": who.officer_id,
-                "disposition": Disposition.CONFIRMED.value,
-                "gravity": Gravity.MINOR.value,
-                "type": alert.type.value,
-                "incident_id": alert.incident_id,
-            },
-        )
-    )
-    uow.audit(
-        officer_id=who.officer_id,
-        action="alert.resolve",
-        subject_id=alert.subject_id,
+    await record_resolution(
+        uow,
+        who,
+        alert,
+        Disposition.CONFIRMED,
+        Gravity.MINOR,
+        note,
         request_id=request_id,
         purpose="patrol finding",
-        detail={
-            "alert_id": alert.id,
-            "disposition": Disposition.CONFIRMED.value,
-            "gravity": Gravity.MINOR.value,
-            "via": "patrol_stop",
-            "note": note,
-        },
+        via="patrol_stop",
     )
 
 
