@@ -592,12 +592,15 @@ class FakeAlerts:
         ]
         return found[:limit]
 
-    async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
+    async def acknowledge(self, alert_id: int, officer_id: int, at: datetime | None = None) -> bool:
         alert = self._state.alerts[alert_id]
         if alert.status is not AlertStatus.OPEN:
             return False
         self._state.alerts[alert_id] = dataclasses.replace(
-            alert, status=AlertStatus.ACKNOWLEDGED, acknowledged_at=T0, acknowledged_by=officer_id
+            alert,
+            status=AlertStatus.ACKNOWLEDGED,
+            acknowledged_at=at or T0,
+            acknowledged_by=officer_id,
         )
         return True
 
@@ -608,6 +611,7 @@ class FakeAlerts:
         disposition: Disposition,
         note: str | None,
         gravity: Gravity = Gravity.MINOR,
+        at: datetime | None = None,
     ) -> bool:
         alert = self._state.alerts[alert_id]
         if alert.status is AlertStatus.RESOLVED:
@@ -615,12 +619,12 @@ class FakeAlerts:
         self._state.alerts[alert_id] = dataclasses.replace(
             alert,
             status=AlertStatus.RESOLVED,
-            resolved_at=T0,
+            resolved_at=at or T0,
             resolved_by=officer_id,
             disposition=disposition,
             note=note,
             gravity=gravity,
-            acknowledged_at=alert.acknowledged_at or T0,
+            acknowledged_at=alert.acknowledged_at or at or T0,
             acknowledged_by=alert.acknowledged_by or officer_id,
         )
         return True

@@ -56,14 +56,15 @@ ORDER BY a.id DESC
 LIMIT $5
 """
 ACKNOWLEDGE = """
-UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = $2
+UPDATE alerts SET status = 'acknowledged', acknowledged_at = COALESCE($3, now()),
+    acknowledged_by = $2
 WHERE id = $1 AND status = 'open'
 RETURNING id
 """
 RESOLVE = """
-UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = $2, disposition = $3,
-    note = $4, gravity = $5,
-    acknowledged_at = COALESCE(acknowledged_at, now()),
+UPDATE alerts SET status = 'resolved', resolved_at = COALESCE($6, now()), resolved_by = $2,
+    disposition = $3, note = $4, gravity = $5,
+    acknowledged_at = COALESCE(acknowledged_at, $6, now()),
     acknowledged_by = COALESCE(acknowledged_by, $2)
 WHERE id = $1 AND status <> 'resolved'
 RETURNING id
@@ -307,8 +308,12 @@ async def list_alerts(
     return list(await conn.fetch(LIST, ids, subject_id, type_, status, limit))
 
 
-async def acknowledge(conn: asyncpg.Connection, alert_id: int, officer_id: int) -> bool:
-    changed = await conn.fetchval(ACKNOWLEDGE, alert_id, officer_id)
+async def acknowledge(
+    conn: asyncpg.Connection, alert_id: int, officer_id: int, at: datetime | None = None
+) -> bool:
+    """Acknowledge an open alert at ``at`` (the service's clock; the transaction's start
+    when None); False when it was not open."""
+    changed = await conn.fetchval(ACKNOWLEDGE, alert_id, officer_id, at)
     return changed is not None
 
 
@@ -319,8 +324,11 @@ async def resolve(
     disposition: str,
     note: str | None,
     gravity: str,
+    at: datetime | None = None,
 ) -> bool:
-    changed = await conn.fetchval(RESOLVE, alert_id, officer_id, disposition, note, gravity)
+    """Resolve an alert at ``at`` (the service's clock; the transaction's start when None);
+    False when it was resolved already."""
+    changed = await conn.fetchval(RESOLVE, alert_id, officer_id, disposition, note, gravity, at)
     return changed is not None
 
 

@@ -291,8 +291,8 @@ class PostgresAlerts:
         )
         return [_alert(row) for row in rows]
 
-    async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
-        return await alerts.acknowledge(self._conn, alert_id, officer_id)
+    async def acknowledge(self, alert_id: int, officer_id: int, at: datetime | None = None) -> bool:
+        return await alerts.acknowledge(self._conn, alert_id, officer_id, at)
 
     async def resolve(
         self,
@@ -301,9 +301,10 @@ class PostgresAlerts:
         disposition: Disposition,
         note: str | None,
         gravity: Gravity = Gravity.MINOR,
+        at: datetime | None = None,
     ) -> bool:
         return await alerts.resolve(
-            self._conn, alert_id, officer_id, disposition.value, note, gravity.value
+            self._conn, alert_id, officer_id, disposition.value, note, gravity.value, at
         )
 
 

@@ -195,7 +195,9 @@ class AcknowledgeAlert(Command[Alert]):
     request_id: str | None = None
 
 
-async def acknowledge_alert(command: AcknowledgeAlert, uow: UnitOfWork) -> Alert:
+async def acknowledge_alert(
+    command: AcknowledgeAlert, uow: UnitOfWork, *, clock: Clock | None = None
+) -> Alert:
     who = command.actor
     async with uow:
         alert = await _visible_alert(uow, who, command.alert_id)
@@ -205,7 +207,9 @@ async def acknowledge_alert(command: AcknowledgeAlert, uow: UnitOfWork) -> Alert
             raise _refused(alert.id, exc) from exc
         # The update changes only an alert still open: another officer may have got there
         # first, and then this acknowledgement changes nothing.
-        changed = wanted is not None and await uow.alerts.acknowledge(alert.id, who.officer_id)
+        changed = wanted is not None and await uow.alerts.acknowledge(
+            alert.id, who.officer_id, clock.now() if clock else None
+        )
         if changed:
             uow.emit(
                 alert_event(
@@ -240,7 +244,9 @@ class ResolveAlert(Command[Alert]):
     request_id: str | None = None
 
 
-async def resolve_alert(command: ResolveAlert, uow: UnitOfWork) -> Alert:
+async def resolve_alert(
+    command: ResolveAlert, uow: UnitOfWork, *, clock: Clock | None = None
+) -> Alert:
     who = command.actor
     async with uow:
         alert = await _visible_alert(uow, who, command.alert_id)
@@ -256,6 +262,7 @@ async def resolve_alert(command: ResolveAlert, uow: UnitOfWork) -> Alert:
             command.gravity,
             command.note,
             request_id=command.request_id,
+            at=clock.now() if clock else None,
         )
         return await uow.alerts.get(alert.id)
 
@@ -271,11 +278,13 @@ async def record_resolution(
     request_id: str | None,
     purpose: str | None = None,
     via: str | None = None,
+    at: datetime | None = None,
 ) -> None:
     """Resolve ``alert`` (unresolved, read in this unit of work) for ``who``, with its
     ``alert.resolved`` event (which the ladder reads) and audit entry: an officer's
-    resolution, or a finding that resolves it (``via`` names it, e.g. a patrol stop)."""
-    if not await uow.alerts.resolve(alert.id, who.officer_id, disposition, note, gravity):
+    resolution, or a finding that resolves it (``via`` names it, e.g. a patrol stop), at
+    ``at`` (the service's clock)."""
+    if not await uow.alerts.resolve(alert.id, who.officer_id, disposition, note, gravity, at):
         # Resolved by someone else since it was read.
         refused = TransitionRefused("alert_resolved", "the alert is already resolved")
         raise _refused(alert.id, refused)

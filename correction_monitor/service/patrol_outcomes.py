@@ -156,7 +156,12 @@ def _visit(
 
 
 async def _confirm(
-    uow: UnitOfWork, who: Principal, alert_id: int, note: str, request_id: str | None
+    uow: UnitOfWork,
+    who: Principal,
+    alert_id: int,
+    note: str,
+    request_id: str | None,
+    now: datetime,
 ) -> None:
     """The recording officer confirms the alert, as resolving it would (event and audit)."""
     alert = await uow.alerts.get(alert_id)
@@ -171,6 +176,7 @@ async def _confirm(
         request_id=request_id,
         purpose="patrol finding",
         via="patrol_stop",
+        at=now,
     )
 
 
@@ -198,7 +204,7 @@ async def _absent_in_curfew(
         if not names_stop(current.evidence.get(PATROLS_KEY), visit["stop_id"]):
             await uow.patrol_exports.append_evidence(known.id, PATROLS_KEY, visit)
         if current.status != lifecycle.AlertStatus.RESOLVED:
-            await _confirm(uow, who, known.id, note, command.request_id)
+            await _confirm(uow, who, known.id, note, command.request_id, now)
         return known.id
     opened = AlertOpen(
         subject_id=command.subject_id,
@@ -235,7 +241,7 @@ async def _absent_in_curfew(
             )
         )
     if alert.status != lifecycle.AlertStatus.RESOLVED:
-        await _confirm(uow, who, alert_id, note, command.request_id)
+        await _confirm(uow, who, alert_id, note, command.request_id, now)
     return alert_id
 
 

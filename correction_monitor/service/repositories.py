@@ -260,8 +260,9 @@ class AlertRepository(Protocol):
         alert officers could see is never hidden)."""
         ...
 
-    async def acknowledge(self, alert_id: int, officer_id: int) -> bool:
-        """Mark an open alert acknowledged; True when this call changed it."""
+    async def acknowledge(self, alert_id: int, officer_id: int, at: datetime | None = None) -> bool:
+        """Mark an open alert acknowledged at ``at`` (the caller's clock); True when this
+        call changed it."""
         ...
 
     async def resolve(
@@ -271,9 +272,11 @@ class AlertRepository(Protocol):
         disposition: Disposition,
         note: str | None,
         gravity: Gravity = Gravity.MINOR,
+        at: datetime | None = None,
     ) -> bool:
         """Resolve an alert not yet resolved (acknowledging it too if it was open) with a
-        disposition and a gravity (情节); True when this call changed it."""
+        disposition and a gravity (情节) at ``at`` (the caller's clock); True when this call
+        changed it."""
         ...
 
 

@@ -39,7 +39,7 @@ async def test_a_token_expires_by_the_apps_clock(settings: Settings) -> None:
     assert body["expires_at"] == iso(clock.now() + timedelta(seconds=600))
 
 
-async def test_alerts_raised_by_phones_are_detected_by_the_apps_clock(
+async def test_alerts_are_detected_acknowledged_and_resolved_by_the_apps_clock(
     settings: Settings, officers: Officers
 ) -> None:
     # Two hours ahead of the wall clock: fixes from then are on time for this app, and a
@@ -51,4 +51,19 @@ async def test_alerts_raised_by_phones_are_detected_by_the_apps_clock(
         start = clock.now() - timedelta(minutes=10)
         await send(client, world, track(start, [INSIDE] * 2 + [OUTSIDE] * 6))
         (alert,) = await alerts_of(client, world, type="left_activity_area")
-    assert alert["detected_at"] == iso(clock.now())
+        assert alert["detected_at"] == iso(clock.now())
+        # So are an officer's acknowledgement and resolution: the report's times to
+        # acknowledge and to resolve count on one clock.
+        h = {"Authorization": f"Bearer {world.admin_token}"}
+        clock.advance(180)
+        resp = await client.post(f"/api/v1/alerts/{alert['id']}/acknowledge", headers=h)
+        assert resp.status == 200, await resp.text()
+        acknowledged_at = iso(clock.now())
+        clock.advance(420)
+        resp = await client.post(
+            f"/api/v1/alerts/{alert['id']}/resolve", json={"disposition": "justified"}, headers=h
+        )
+        assert resp.status == 200, await resp.text()
+        resolved = await resp.json()
+    assert resolved["acknowledged_at"] == acknowledged_at
+    assert resolved["resolved_at"] == iso(clock.now())
