@@ -62,7 +62,6 @@ import logging
 import math
 import os
 import random
-import re
 import signal
 import socket
 import sys
@@ -72,7 +71,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -890,7 +889,7 @@ async def plan_tonight(
 ) -> tuple[TonightPlan, ...]:
     """Plan ``night`` (the county's today by default) for each station through
     ``POST /api/v1/patrol-plans``: a draft made earlier (by the demo or the nightly job) is
-    replaced, a published plan is kept as it is (read back by the id its refusal names).
+    replaced, a published plan is kept as it is (found through ``GET /api/v1/patrol-plans``).
     A station the service refuses to plan gets a :class:`TonightPlan` saying why."""
     night = night or county_today()
     names = {team_id: name for name, team_id in teams.items()}
@@ -907,13 +906,12 @@ async def plan_tonight(
             plans.append(_tonight_of(code, name, night, answer, names))
             continue
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        published = re.search(r"\(id (\d+)\)", str(error.get("message", "")))
-        if error.get("code") == "plan_published" and published is not None:
-            _, plan = await api.call(
-                "GET", f"/api/v1/patrol-plans/{published.group(1)}", token=token
-            )
-            plans.append(_tonight_of(code, name, night, plan, names))
-            continue
+        if error.get("code") == "plan_published":
+            query = urlencode({"org_unit": code, "date": night.isoformat()})
+            _, found = await api.call("GET", f"/api/v1/patrol-plans?{query}", token=token)
+            if found["plans"]:
+                plans.append(_tonight_of(code, name, night, found["plans"][0], names))
+                continue
         problem = f"{error.get('code', status)}: {error.get('message', '')}".strip()
         plans.append(TonightPlan(code, name, night, None, "none", problem=problem))
     return tuple(plans)

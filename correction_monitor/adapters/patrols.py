@@ -86,6 +86,12 @@ GROUP BY ps.team_id
 _PLAN = "id, org_unit_id, night, seed, status, routes, unassigned, solver"
 PLAN_BY_ID = f"SELECT {_PLAN} FROM patrol_plans WHERE id = $1"
 PLAN_BY_NIGHT = f"SELECT {_PLAN} FROM patrol_plans WHERE org_unit_id = $1 AND night = $2"
+PLAN_IDS = """
+SELECT id FROM patrol_plans
+WHERE ($1::int[] IS NULL OR org_unit_id = ANY($1::int[]))
+  AND ($2::date IS NULL OR night = $2) AND ($3::text IS NULL OR status = $3)
+ORDER BY night DESC, id DESC LIMIT $4
+"""
 PLAN_EXISTS = "SELECT EXISTS (SELECT 1 FROM patrol_plans WHERE org_unit_id = $1 AND night = $2)"
 STOPS = """
 SELECT team_id, subject_id, seq, eta, reasons FROM patrol_stops WHERE plan_id = $1
@@ -272,6 +278,17 @@ class PostgresPatrols:
     async def plan_for(self, org_unit_id: int, night: date) -> Plan | None:
         row = await self.conn.fetchrow(PLAN_BY_NIGHT + " FOR UPDATE", org_unit_id, night)
         return await self._plan(row) if row is not None else None
+
+    async def plan_ids(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        night: date | None,
+        status: str | None,
+        limit: int,
+    ) -> list[int]:
+        scope = sorted(org_unit_ids) if org_unit_ids is not None else None
+        rows = await self.conn.fetch(PLAN_IDS, scope, night, status, limit)
+        return [row["id"] for row in rows]
 
     async def plan_exists(self, org_unit_id: int, night: date) -> bool:
         return bool(await self.conn.fetchval(PLAN_EXISTS, org_unit_id, night))

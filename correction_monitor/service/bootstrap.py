@@ -204,6 +204,7 @@ def bootstrap(
         patrols.ListTeams: patrols.list_teams,
         patrols.CreatePlan: partial(patrols.create_plan, policy=policy, clock=clock),
         patrols.GetPlan: patrols.get_plan,
+        patrols.ListPlans: patrols.list_plans,
         patrols.PublishPlan: partial(patrols.publish_plan, clock=clock),
         patrols.EditPlan: partial(patrols.edit_plan, policy=policy, clock=clock),
         patrols.Forecast: partial(patrols.forecast, policy=policy, clock=clock),

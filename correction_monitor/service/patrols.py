@@ -396,6 +396,42 @@ async def get_plan(command: GetPlan, uow: UnitOfWork) -> PlacedPlan:
     return PlacedPlan(plan, unit.code)
 
 
+PLAN_LIST_LIMIT = 100
+"""At most this many plans in one list, the latest nights first."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListPlans(Command[list[PlacedPlan]]):
+    """The plans in the caller's jurisdiction (of one unit and its stations, one night, one
+    status when given): how an officer's phone finds tonight's plan."""
+
+    who: Principal
+    org_unit: str | None = None
+    night: date | None = None
+    status: str | None = None
+    request_id: str | None = None
+
+
+async def list_plans(command: ListPlans, uow: UnitOfWork) -> list[PlacedPlan]:
+    """Audited, like reading one plan, as patrol preparation."""
+    async with uow:
+        scope = command.who.scope
+        if command.org_unit is not None:
+            unit = await visible_unit(uow, command.who, command.org_unit)
+            scope = await uow.patrols.subtree(unit.id)
+        ids = await uow.patrols.plan_ids(scope, command.night, command.status, PLAN_LIST_LIMIT)
+        plans = [await uow.patrols.get_plan(plan_id) for plan_id in ids]
+        codes = await uow.org_units.codes_by_id({p.org_unit_id for p in plans})
+        uow.audit(
+            officer_id=command.who.officer_id,
+            action="patrol_plan.list",
+            purpose=PREPARATION,
+            request_id=command.request_id,
+            detail={"plan_ids": ids},
+        )
+    return [PlacedPlan(p, codes[p.org_unit_id]) for p in plans]
+
+
 @dataclass(frozen=True, slots=True)
 class PublishPlan(Command[PlacedPlan]):
     who: Principal

@@ -843,6 +843,17 @@ class PatrolRepository(Protocol):
 
     async def plan_for(self, org_unit_id: int, night: date) -> Plan | None: ...
 
+    async def plan_ids(
+        self,
+        org_unit_ids: frozenset[int] | None,
+        night: date | None,
+        status: str | None,
+        limit: int,
+    ) -> list[int]:
+        """Ids of the plans of these units (all when None), of one night and status when
+        given, the latest nights first."""
+        ...
+
     async def plan_exists(self, org_unit_id: int, night: date) -> bool: ...
 
     async def delete_plan(self, plan_id: int) -> None: ...

@@ -69,3 +69,38 @@ async def test_a_planned_night_is_exported_and_its_findings_count_as_visits(
     # Visited last night: not due tonight, while every other one must be visited.
     tonight = await make_plan(client, county.admin_token, unit, TODAY, seed=12)
     assert sorted(planned(tonight)) == sorted(set(ids) - {subject_id})
+
+
+async def test_an_officers_phone_finds_tonights_plan_in_its_jurisdiction_only(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    county = await make_county(officers)
+    unit = await station(client, county)
+    home = (116.31, 39.90)
+    await add_subjects(client, unit, [("strict", TODAY - timedelta(days=14), home)])
+    await add_team(client, county.admin_token, unit, "一组")
+    plan = await make_plan(client, county.admin_token, unit, TODAY, seed=5)
+    _, officer = await officers.create("officer", unit)
+    mine = bearer(officer)
+
+    resp = await client.get(
+        "/api/v1/patrol-plans", params={"org_unit": unit, "date": TODAY.isoformat()}, headers=mine
+    )
+    assert resp.status == 200, await resp.text()
+    (found,) = (await resp.json())["plans"]
+    assert found == plan
+    resp = await client.get("/api/v1/patrol-plans", params={"status": "published"}, headers=mine)
+    assert (await resp.json())["plans"] == []
+    resp = await client.get("/api/v1/patrol-plans", params={"date": "tonight"}, headers=mine)
+    assert resp.status == 400
+    # Another county's administrator sees none of it.
+    other = await make_county(officers)
+    _, outsider = await officers.create("county_admin", other.code)
+    elsewhere = bearer(outsider)
+    resp = await client.get(
+        "/api/v1/patrol-plans", params={"date": TODAY.isoformat()}, headers=elsewhere
+    )
+    assert (await resp.json())["plans"] == []
+    # Naming the unit is refused (org units are not secret: 403, as everywhere).
+    resp = await client.get("/api/v1/patrol-plans", params={"org_unit": unit}, headers=elsewhere)
+    assert resp.status == 403

@@ -24,6 +24,7 @@ from correction_monitor.service.patrols import (
     EditPlan,
     Forecast,
     GetPlan,
+    ListPlans,
     ListTeams,
     PlacedPlan,
     PlacedTeam,
@@ -34,9 +35,11 @@ from correction_monitor.web.dispatch import handle
 from correction_monitor.web.errors import bad_request
 from correction_monitor.web.jsonio import json_response, parse_model, read_json
 from correction_monitor.web.keys import REQUEST_ID
-from correction_monitor.web.params import RowId, int_param
+from correction_monitor.web.params import RowId, choice_query, int_param
 
 routes = web.RouteTableDef()
+
+PLAN_STATUSES = frozenset({"draft", "published"})
 
 PLANNERS = frozenset({Role.SUPERVISOR, Role.COUNTY_ADMIN, Role.ADMIN})
 READERS = CASEWORK_ROLES | {Role.AUDITOR}
@@ -219,6 +222,23 @@ async def forecast(request: web.Request) -> web.Response:
             "runtime_s": round(result.runtime_s, 3),
         }
     )
+
+
+@routes.get("/api/v1/patrol-plans")
+async def list_plans(request: web.Request) -> web.Response:
+    """The plans in the caller's jurisdiction, latest nights first: ``?org_unit=`` (a unit
+    and its stations), ``?date=YYYY-MM-DD``, ``?status=draft|published``."""
+    who = await officer(request, READERS)
+    raw_date = request.query.get("date") or None
+    command = ListPlans(
+        who,
+        org_unit=request.query.get("org_unit") or None,
+        night=_date(raw_date, "date") if raw_date is not None else None,
+        status=choice_query(request, "status", PLAN_STATUSES),
+        request_id=request.get(REQUEST_ID),
+    )
+    placed = await handle(request, command)
+    return json_response({"plans": [_placed_json(p) for p in placed]})
 
 
 @routes.get(r"/api/v1/patrol-plans/{plan_id:\d+}")
