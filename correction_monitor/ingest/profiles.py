@@ -5,11 +5,12 @@ Profiles are built from PostgreSQL once and cached per process; prepared polygon
 by geometry id, so 100 k subjects of one county hold one prepared county polygon.
 
 Approved leaves (外出) come with the profile, their destinations prepared like any fence, so
-evaluating a fix never queries for them. An approval takes effect in the approving process
-at once (its route calls :meth:`ProfileCache.forget`); every process also reads the event
-log's ``leave.approved`` events at most every ``LEAVE_RECHECK_S`` seconds, in the commit's
-transaction, and drops the profiles of the subjects they name, so other processes follow
-within a few seconds instead of the profile's TTL.
+evaluating a fix never queries for them. A change to what a profile holds (a leave
+approved, a level changed by an officer or by an approved proposal) takes effect in the
+process that made it at once (its route calls :meth:`ProfileCache.forget`); every process
+also reads the event log's ``leave.approved`` and ``subject.changed`` events at most every
+``RECHECK_S`` seconds, in the commit's transaction, and drops the profiles of the subjects
+they name, so other processes follow within a few seconds instead of the profile's TTL.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ _ALL_DAYS = frozenset(range(1, 8))
 
 TIMEZONE_OF_UNIT = "SELECT timezone FROM org_units WHERE id = $1"
 
-# How often a process looks for leaves approved elsewhere (seconds).
-LEAVE_RECHECK_S = 2.0
+# How often a process looks for profiles changed elsewhere (seconds).
+RECHECK_S = 2.0
+# The events that change what a subject's profile holds.
+PROFILE_EVENTS = (EventName.LEAVE_APPROVED, EventName.SUBJECT_CHANGED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +104,32 @@ class ProfileCache:
         self._areas: dict[tuple[str, Any], PreparedArea] = {}
         self._fences: dict[int, tuple[PreparedArea, Any]] = {}
         self._timezones: dict[int, str] = {}
-        # The event log position up to which leave approvals have been applied, and when.
-        self._leave_mark: int | None = None
-        self._leave_checked = 0.0
+        # The event log position up to which profile changes have been applied, and when.
+        self._mark: int | None = None
+        self._checked = 0.0
 
     def forget(self, subject_id: int) -> None:
         """Drop the subject's profile: its next fixes are evaluated with a fresh one (an
-        approved leave, say)."""
+        approved leave or a new level, say)."""
         self._profiles.pop(subject_id, None)
 
-    async def _recheck_leaves(self, conn: asyncpg.Connection, now: float) -> None:
-        """Forget the profiles of subjects whose leave was approved since the last look
-        (in any process), at most every ``LEAVE_RECHECK_S``. The event log's id order is
-        its commit order, so no approval committed after the mark is missed."""
-        if now - self._leave_checked < LEAVE_RECHECK_S:
+    async def _recheck(self, conn: asyncpg.Connection, now: float) -> None:
+        """Forget the profiles of subjects changed since the last look (in any process:
+        ``PROFILE_EVENTS``), at most every ``RECHECK_S``. The event log's id order is its
+        commit order, so no change committed after the mark is missed."""
+        if now - self._checked < RECHECK_S:
             return
-        self._leave_checked = now
-        if self._leave_mark is None:
-            # Profiles built from here on read the leaves themselves.
-            self._leave_mark = await outbox.last_id(conn)
+        self._checked = now
+        if self._mark is None:
+            # Profiles built from here on read the subjects themselves.
+            self._mark = await outbox.last_id(conn)
             return
         while True:
-            events = await outbox.read_after(
-                conn, self._leave_mark, names=[EventName.LEAVE_APPROVED], limit=500
-            )
+            events = await outbox.read_after(conn, self._mark, names=PROFILE_EVENTS, limit=500)
             for event in events:
                 if event.subject_id is not None:
                     self.forget(event.subject_id)
-                self._leave_mark = event.id
+                self._mark = event.id
             if len(events) < 500:
                 return
 
@@ -136,7 +137,7 @@ class ProfileCache:
         self, conn: asyncpg.Connection, subject_ids: list[int]
     ) -> dict[int, SubjectProfile]:
         now = time.monotonic()
-        await self._recheck_leaves(conn, now)
+        await self._recheck(conn, now)
         out: dict[int, SubjectProfile] = {}
         stale = []
         for subject_id in subject_ids:

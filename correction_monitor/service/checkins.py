@@ -74,7 +74,10 @@ LIST_LIMIT = 5000
 """Check-ins answered by one read at most."""
 CHALLENGE_TIMER = "checkin.challenge"
 """The durable timer that tells the subject's app when a drawn challenge opens."""
-RELAYOUT_EVENTS = frozenset({EventName.SUBJECT_CHANGED.value, "leave.approved", "leave.cancelled"})
+RELAYOUT_EVENTS = frozenset(
+    e.value
+    for e in (EventName.SUBJECT_CHANGED, EventName.LEAVE_APPROVED, EventName.LEAVE_CANCELLED)
+)
 """Events after which a subject's windows not yet open are laid out again."""
 
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from correction_monitor.domain.clock import ManualClock
-from correction_monitor.ingest.profiles import LEAVE_RECHECK_S, ProfileCache
+from correction_monitor.ingest.profiles import RECHECK_S, ProfileCache
 from correction_monitor.settings import Settings
 from correction_monitor.web.app import init_app
 from correction_monitor.web.keys import POLICY, POOL
@@ -270,7 +270,7 @@ async def test_an_approval_reaches_other_processes_within_seconds(
         before = await other.get_many(conn, [world.subject_id])
         assert before[world.subject_id].leaves == ()
         await expect_json(await decide(client, world.admin_token, leave["id"], "approve"))
-        await asyncio.sleep(LEAVE_RECHECK_S + 0.2)
+        await asyncio.sleep(RECHECK_S + 0.2)
         after = await other.get_many(conn, [world.subject_id])
     assert [a.leave_id for a in after[world.subject_id].leaves] == [leave["id"]]
 

@@ -3,6 +3,7 @@ the rules allow, within their jurisdiction, audited and announced."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from correction_monitor.ingest.profiles import RECHECK_S, ProfileCache
+from correction_monitor.web.keys import POLICY, POOL
 from tests.conftest import Officers, bearer, unique
 from tests.e2e.helpers import (
     INSIDE,
@@ -281,3 +284,19 @@ async def test_a_new_level_governs_the_next_fixes_of_the_process(
     await send(client, world, track(outside + timedelta(minutes=4), [OUTSIDE] * 3))
     [alert] = await alerts_of(client, world, type="left_activity_area")
     assert same_instant(alert["started_at"], iso_z(outside))
+
+
+async def test_a_new_level_reaches_other_processes_within_seconds(
+    client: TestClient[Any, Any], officers: Officers
+) -> None:
+    staff = await _staff(client, officers)
+    subject_id = staff.world.subject_id
+    other = ProfileCache(client.app[POLICY])  # another process's cache
+    async with client.app[POOL].acquire() as conn:
+        before = await other.get_many(conn, [subject_id])
+        assert before[subject_id].level == "strict"
+        resp = await _patch(client, staff, "supervisor", {"supervision_level": "normal"})
+        await expect_json(resp)
+        await asyncio.sleep(RECHECK_S + 0.2)
+        after = await other.get_many(conn, [subject_id])
+    assert after[subject_id].level == "normal"
