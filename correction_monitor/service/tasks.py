@@ -26,6 +26,7 @@ from correction_monitor.domain.alerts import AlertStatus
 from correction_monitor.domain.clock import Clock
 from correction_monitor.domain.events import DomainEvent, EventName, StoredEvent
 from correction_monitor.domain.leave import ApprovalLevel
+from correction_monitor.domain.models import Subject
 from correction_monitor.domain.tasks import (
     OFFICER_STEPS,
     SEARCH_STEPS,
@@ -183,27 +184,60 @@ def task_key(task: Task) -> str:
     return dedupe_key(task.kind, about)
 
 
+_ABOUT = {
+    TaskKind.REVIEW_CHECKIN: "checkin_id",
+    TaskKind.APPROVE_LEAVE: "leave_id",
+    TaskKind.DECIDE_PROPOSAL: "proposal_id",
+}
+"""Which field names what a task that is not about an alert is about."""
+
+
+async def _open_about(
+    uow: UnitOfWork,
+    event: StoredEvent,
+    subject: Subject,
+    kind: TaskKind,
+    about: int,
+    assignee_id: int | None,
+    due_in_s: float,
+    now: datetime,
+) -> None:
+    """Open a task of ``kind`` about the check-in, leave or proposal ``about``, due
+    ``due_in_s`` from ``now``."""
+    await _open(
+        uow,
+        NewTask(
+            kind=kind,
+            subject_id=subject.id,
+            org_unit_id=subject.org_unit_id,
+            assignee_id=assignee_id,
+            due_at=now + timedelta(seconds=due_in_s),
+            created_at=now,
+            dedupe_key=dedupe_key(kind, about),
+            **{_ABOUT[kind]: about},
+        ),
+        event,
+    )
+
+
 async def _checkin_answered(
     event: StoredEvent, uow: UnitOfWork, policy: Policy, now: datetime
 ) -> None:
     if event.data.get("status") != "needs_review" or event.subject_id is None:
         return
     subject = await uow.subjects.get(event.subject_id)
-    checkin_id = int(event.data["checkin_id"])
     candidates = await uow.tasks.candidates(subject.org_unit_id)
-    await _open(
+    assignee = first_assignee(subject.responsible_officer_id, candidates)
+    checkin_id = int(event.data["checkin_id"])
+    await _open_about(
         uow,
-        NewTask(
-            kind=TaskKind.REVIEW_CHECKIN,
-            subject_id=subject.id,
-            org_unit_id=subject.org_unit_id,
-            assignee_id=first_assignee(subject.responsible_officer_id, candidates),
-            due_at=now + timedelta(seconds=policy.tasks.review_checkin_s),
-            created_at=now,
-            dedupe_key=dedupe_key(TaskKind.REVIEW_CHECKIN, checkin_id),
-            checkin_id=checkin_id,
-        ),
         event,
+        subject,
+        TaskKind.REVIEW_CHECKIN,
+        checkin_id,
+        assignee,
+        policy.tasks.review_checkin_s,
+        now,
     )
 
 
@@ -213,22 +247,19 @@ async def _leave_applied(
     if event.subject_id is None:
         return
     subject = await uow.subjects.get(event.subject_id)
-    leave_id = int(event.data["leave_id"])
     level = ApprovalLevel(event.data.get("approval_level", ApprovalLevel.STATION.value))
     candidates = await uow.tasks.candidates(subject.org_unit_id)
-    await _open(
+    assignee = leave_assignee(level, subject.responsible_officer_id, candidates)
+    leave_id = int(event.data["leave_id"])
+    await _open_about(
         uow,
-        NewTask(
-            kind=TaskKind.APPROVE_LEAVE,
-            subject_id=subject.id,
-            org_unit_id=subject.org_unit_id,
-            assignee_id=leave_assignee(level, subject.responsible_officer_id, candidates),
-            due_at=now + timedelta(seconds=policy.tasks.approve_leave_s),
-            created_at=now,
-            dedupe_key=dedupe_key(TaskKind.APPROVE_LEAVE, leave_id),
-            leave_id=leave_id,
-        ),
         event,
+        subject,
+        TaskKind.APPROVE_LEAVE,
+        leave_id,
+        assignee,
+        policy.tasks.approve_leave_s,
+        now,
     )
 
 
@@ -239,21 +270,17 @@ async def _proposal_created(
     if not isinstance(subject_id, int):
         return
     subject = await uow.subjects.get(subject_id)
-    proposal_id = int(event.data["proposal_id"])
     candidates = await uow.tasks.candidates(subject.org_unit_id)
-    await _open(
+    proposal_id = int(event.data["proposal_id"])
+    await _open_about(
         uow,
-        NewTask(
-            kind=TaskKind.DECIDE_PROPOSAL,
-            subject_id=subject.id,
-            org_unit_id=subject.org_unit_id,
-            assignee_id=county_admin(candidates),
-            due_at=now + timedelta(seconds=policy.tasks.decide_proposal_s),
-            created_at=now,
-            dedupe_key=dedupe_key(TaskKind.DECIDE_PROPOSAL, proposal_id),
-            proposal_id=proposal_id,
-        ),
         event,
+        subject,
+        TaskKind.DECIDE_PROPOSAL,
+        proposal_id,
+        county_admin(candidates),
+        policy.tasks.decide_proposal_s,
+        now,
     )
 
 
